@@ -1,0 +1,7 @@
+"""``python -m actors``: the troupe command line."""
+
+import sys
+
+from actors.cli import main
+
+sys.exit(main())

@@ -1,0 +1,164 @@
+"""The ``troupe`` command line: serve, adapter, call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from actors.config import LOG_LEVELS, ConfigError, load
+from actors.daemon import Daemon, DaemonError
+from transport.client import Client, DaemonUnavailable, FrameRefused, RequestError, TroupeError
+from transport.runtime import RuntimeDirError, default_back_endpoint
+
+EXIT_OK = 0
+EXIT_REQUEST_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+
+def version() -> str:
+    try:
+        return metadata.version("mcp-troupe")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    head, tail = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    args = _parser().parse_args(head)
+    args.command = tail
+    _setup_logging(getattr(args, "log_level", None) or "info")
+    return int(args.func(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="troupe", description="MCP session daemon built on actors and ZeroMQ.")
+    parser.add_argument("--version", action="version", version=f"troupe {version()}")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the daemon in the foreground")
+    serve.add_argument("--config", type=Path, help="TOML config file (default: embedded default, see docs)")
+    serve.add_argument("--front", help="endpoint for clients (overrides [daemon] front)")
+    serve.add_argument("--back", help="endpoint for adapters (overrides [daemon] back)")
+    serve.add_argument("--runtime-dir", help="directory for the default ipc endpoints")
+    serve.add_argument("--log-level", choices=LOG_LEVELS, help="default: info")
+    serve.set_defaults(func=_serve)
+
+    adapter = sub.add_parser(
+        "adapter",
+        help="bridge one MCP stdio server command to the daemon",
+        usage="troupe adapter NAME [options] -- COMMAND [ARGS...]",
+    )
+    adapter.add_argument("name", help="server name clients open sessions to")
+    adapter.add_argument("--endpoint", help="the daemon's back endpoint (default: the runtime directory's)")
+    adapter.add_argument("--capacity", type=int, default=0, help="most sessions at once; 0 = no limit (default)")
+    adapter.add_argument("--stop-timeout", type=float, default=2.0, help="seconds after closing stdin (default 2)")
+    adapter.add_argument("--term-timeout", type=float, default=2.0, help="seconds after SIGTERM (default 2)")
+    adapter.add_argument("--cwd", help="working directory of the server processes")
+    adapter.add_argument("--exit-with-parent", action="store_true", help="exit when the parent process ends")
+    adapter.add_argument("--log-level", choices=LOG_LEVELS)
+    adapter.set_defaults(func=_adapter)
+
+    call = sub.add_parser("call", help="open a session, initialize, send one request, print its result")
+    call.add_argument("server")
+    call.add_argument("method")
+    call.add_argument("--params", default=None, help="request params as a JSON object")
+    call.add_argument("--endpoint", help="the daemon's front endpoint (default: the runtime directory's)")
+    call.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each reply (default 30)")
+    call.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+    call.set_defaults(func=_call)
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"troupe: {message}", file=sys.stderr)
+    return code
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {"front": args.front, "back": args.back, "runtime_dir": args.runtime_dir, "log_level": args.log_level}
+    try:
+        config = load(args.config, overrides)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    logging.getLogger().setLevel(config.log_level.upper())
+    daemon = Daemon(config, version=version())
+    try:
+        return daemon.run()
+    except (DaemonError, RuntimeDirError) as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+
+
+def _adapter(args: argparse.Namespace) -> int:
+    from transport.adapter import Adapter
+
+    command = args.command
+    if not command:
+        return _fail("adapter needs the server command after --, e.g. troupe adapter echo -- python3 server.py", EXIT_USAGE)
+    try:
+        endpoint = args.endpoint or default_back_endpoint()
+    except RuntimeDirError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    adapter = Adapter(
+        args.name,
+        command,
+        endpoint,
+        capacity=args.capacity,
+        stop_timeout=args.stop_timeout,
+        term_timeout=args.term_timeout,
+        cwd=args.cwd,
+        exit_with_parent=args.exit_with_parent,
+    )
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _n, _f: adapter.request_stop())
+    return adapter.run()
+
+
+def _call(args: argparse.Namespace) -> int:
+    try:
+        params = json.loads(args.params) if args.params is not None else None
+    except json.JSONDecodeError as exc:
+        return _fail(f"--params is not valid JSON: {exc}", EXIT_USAGE)
+    if params is not None and not isinstance(params, dict):
+        return _fail("--params must be a JSON object, e.g. '{\"name\": \"echo\"}'", EXIT_USAGE)
+    try:
+        with Client(args.endpoint, timeout=args.timeout) as client:
+            result = _one_request(client, args.server, args.method, params)
+    except RequestError as exc:
+        detail = f" data={json.dumps(exc.data)}" if exc.data is not None else ""
+        return _fail(f"{args.method} failed: error {exc.code}: {exc.message}{detail}", EXIT_REQUEST_FAILED)
+    except (DaemonUnavailable, RuntimeDirError) as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+    except FrameRefused as exc:
+        return _fail(f"the daemon refused: {exc}", EXIT_UNAVAILABLE)
+    except TroupeError as exc:
+        return _fail(str(exc), EXIT_REQUEST_FAILED)
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    if isinstance(result, dict) and result.get("isError") is True:
+        return _fail(f"{args.method} returned an error result (isError: true)", EXIT_REQUEST_FAILED)
+    return EXIT_OK
+
+
+def _one_request(client: Client, server: str, method: str, params: dict[str, Any] | None) -> Any:
+    session = client.open(server)
+    try:
+        session.initialize(client_info={"name": "troupe-call", "version": version()})
+        return session.request(method, params)
+    finally:
+        if not session.closed:
+            session.close()

@@ -1,0 +1,167 @@
+"""Daemon configuration: a TOML file (``tomllib``), defaults, CLI overrides.
+
+Every key, its type and its default is listed in ``DAEMON_KEYS`` and
+``SERVER_KEYS`` below and documented in ``docs/configuration.rst``. Unknown
+keys and wrong types are refused with a message naming the key and the
+accepted form, rather than ignored.
+"""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from transport.runtime import BACK_SOCKET, FRONT_SOCKET, ipc_endpoint, runtime_dir
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """One MCP server the daemon serves through adapters it starts."""
+
+    name: str
+    command: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    capacity: int = 0
+    """Sessions one adapter takes at most; 0 means no limit."""
+    adapters: int = 1
+    """Adapter processes to start for this server (sessions go to the least loaded)."""
+    stop_timeout: float = 2.0
+    """Seconds a server gets to exit after its stdin closes, before SIGTERM."""
+    term_timeout: float = 2.0
+    """Seconds a server gets after SIGTERM, before SIGKILL."""
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    runtime_dir: Path
+    front: str
+    """Endpoint clients connect to."""
+    back: str
+    """Endpoint adapters connect to."""
+    servers: Mapping[str, ServerConfig]
+    max_frame_bytes: int = 4 * 1024 * 1024
+    startup_timeout: float = 15.0
+    """Seconds to wait for the configured adapters to register before serving anyway."""
+    shutdown_timeout: float = 10.0
+    """Seconds a clean shutdown waits for sessions and adapters before forcing them."""
+    heartbeat_ms: int = 1000
+    log_level: str = "info"
+
+
+def example_server() -> ServerConfig:
+    """The bundled example MCP server, served as ``example`` by default."""
+    return ServerConfig(name="example", command=(sys.executable, "-m", "examples.server"))
+
+
+# key -> (accepted types, description of the accepted form)
+DAEMON_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "runtime_dir": ((str,), "a directory path"),
+    "front": ((str,), "a ZMQ endpoint such as 'ipc:///run/troupe/front.sock' or 'tcp://127.0.0.1:5555'"),
+    "back": ((str,), "a ZMQ endpoint"),
+    "max_frame_bytes": ((int,), "a positive integer (bytes)"),
+    "startup_timeout": ((int, float), "seconds, >= 0"),
+    "shutdown_timeout": ((int, float), "seconds, >= 0"),
+    "heartbeat_ms": ((int,), "a positive integer (milliseconds)"),
+    "log_level": ((str,), "one of debug, info, warning, error"),
+}
+SERVER_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "command": ((list,), "a non-empty list of strings, e.g. ['python3', '-m', 'my_server']"),
+    "env": ((dict,), "a table of string values"),
+    "cwd": ((str,), "a directory path"),
+    "capacity": ((int,), "an integer >= 0 (0: no limit)"),
+    "adapters": ((int,), "an integer >= 1"),
+    "stop_timeout": ((int, float), "seconds, >= 0"),
+    "term_timeout": ((int, float), "seconds, >= 0"),
+}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> DaemonConfig:
+    """Build the configuration: defaults, then the file (if any), then ``overrides``.
+
+    With no file the daemon serves the bundled example server as ``example``.
+    """
+    daemon: dict[str, Any] = {}
+    servers: dict[str, ServerConfig] | None = None
+    if path is not None:
+        data = _read(path)
+        unknown = set(data) - {"daemon", "servers"}
+        if unknown:
+            raise ConfigError(f"{path}: unknown top-level table(s) {sorted(unknown)}; use [daemon] and [servers.NAME]")
+        daemon = _checked(data.get("daemon", {}), DAEMON_KEYS, f"{path}: [daemon]")
+        servers = _servers(data.get("servers", {}), path)
+    daemon.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return _build(daemon, servers if servers is not None else {"example": example_server()})
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def _checked(table: object, keys: dict[str, tuple[tuple[type, ...], str]], where: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    for key, value in table.items():
+        if key not in keys:
+            raise ConfigError(f"{where}: unknown key {key!r}; accepted keys: {', '.join(sorted(keys))}")
+        types, form = keys[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} = {value!r} is not valid; expected {form}")
+    return dict(table)
+
+
+def _servers(table: object, path: Path) -> dict[str, ServerConfig]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [servers] must hold one table per server, e.g. [servers.example]")
+    servers = {}
+    for name, spec in table.items():
+        where = f"{path}: [servers.{name}]"
+        values = _checked(spec, SERVER_KEYS, where)
+        command = values.pop("command", None)
+        if not command or not all(isinstance(part, str) for part in command):
+            raise ConfigError(f"{where}: command must be {SERVER_KEYS['command'][1]}")
+        env = values.get("env", {})
+        if not all(isinstance(v, str) for v in env.values()):
+            raise ConfigError(f"{where}: env values must be strings")
+        server = ServerConfig(name=name, command=tuple(command), **values)
+        _check_server(server, where)
+        servers[name] = server
+    return servers
+
+
+def _check_server(server: ServerConfig, where: str) -> None:
+    if server.capacity < 0:
+        raise ConfigError(f"{where}: capacity must be >= 0 (0: no limit)")
+    if server.adapters < 1:
+        raise ConfigError(f"{where}: adapters must be >= 1")
+    if server.stop_timeout < 0 or server.term_timeout < 0:
+        raise ConfigError(f"{where}: stop_timeout and term_timeout must be >= 0")
+
+
+def _build(daemon: dict[str, Any], servers: dict[str, ServerConfig]) -> DaemonConfig:
+    directory = Path(daemon.pop("runtime_dir")) if daemon.get("runtime_dir") else runtime_dir()
+    front = daemon.pop("front", None) or ipc_endpoint(directory, FRONT_SOCKET)
+    back = daemon.pop("back", None) or ipc_endpoint(directory, BACK_SOCKET)
+    config = replace(DaemonConfig(directory, front, back, servers), **daemon)
+    if config.max_frame_bytes <= 0 or config.heartbeat_ms <= 0:
+        raise ConfigError("max_frame_bytes and heartbeat_ms must be positive")
+    if config.startup_timeout < 0 or config.shutdown_timeout < 0:
+        raise ConfigError("startup_timeout and shutdown_timeout must be >= 0")
+    if config.log_level not in LOG_LEVELS:
+        raise ConfigError(f"log_level {config.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    return config

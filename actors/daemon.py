@@ -1,0 +1,215 @@
+"""`Daemon`: wires the hub, the router and the adapter processes together.
+
+Start-up binds the back socket first, starts one adapter process per
+configured server (``troupe adapter ...`` as a child), waits for them to
+register, and only then binds the front socket, so a client that can reach
+the daemon can use every configured server. Shutdown runs the other way:
+refuse new sessions, close the open ones (clients told, pending requests
+answered), stop the adapters (which stop their servers), then the hub.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import IO
+
+import pykka
+
+from actors.config import DaemonConfig, ServerConfig
+from actors.router import Router, RouterOptions
+from transport.hub import BACK, FRONT, Hub, HubOptions
+from transport.runtime import ensure_private_dir, ipc_path
+
+log = logging.getLogger("troupe.daemon")
+
+
+class DaemonError(RuntimeError):
+    """The daemon cannot start; the message says why and what to do."""
+
+
+@dataclass(eq=False)
+class AdapterProcess:
+    server: ServerConfig
+    process: subprocess.Popen[bytes]
+    reported: bool = False
+
+
+def adapter_command(server: ServerConfig, back: str) -> list[str]:
+    """The command line of the adapter child process for ``server``."""
+    cmd = [sys.executable, "-m", "actors", "adapter", server.name, "--endpoint", back]
+    cmd += ["--capacity", str(server.capacity), "--stop-timeout", str(server.stop_timeout)]
+    cmd += ["--term-timeout", str(server.term_timeout), "--exit-with-parent"]
+    if server.cwd:
+        cmd += ["--cwd", server.cwd]
+    return [*cmd, "--", *server.command]
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig, version: str = "") -> None:
+        self.config = config
+        self.hub = Hub(HubOptions(heartbeat_ms=config.heartbeat_ms))
+        self.router = Router(self.hub, RouterOptions(max_frame_bytes=config.max_frame_bytes), version=version)
+        self.adapters: list[AdapterProcess] = []
+        self._locks: list[IO[str]] = []
+        self._stop_requested: list[int] = []
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.front_endpoint = config.front
+        self.back_endpoint = config.back
+
+    # -- start ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._prepare_ipc()
+        self.hub.start(self.router)
+        self.back_endpoint = self.hub.bind(BACK, self.config.back)
+        for server in self.config.servers.values():
+            for _ in range(server.adapters):
+                self._start_adapter(server)
+        self._await_adapters()
+        self.front_endpoint = self.hub.bind(FRONT, self.config.front)
+        log.info(
+            "serving on %s (adapters on %s); servers: %s",
+            self.front_endpoint,
+            self.back_endpoint,
+            ", ".join(self.config.servers) or "none configured",
+        )
+
+    def _prepare_ipc(self) -> None:
+        for endpoint in (self.config.front, self.config.back):
+            path = ipc_path(endpoint)
+            if path is None:
+                continue
+            ensure_private_dir(path.parent)
+            self._locks.append(_lock_socket(path))
+
+    def _start_adapter(self, server: ServerConfig) -> None:
+        env = {**os.environ, **server.env}
+        cmd = adapter_command(server, self.back_endpoint)
+        process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+        self.adapters.append(AdapterProcess(server, process))
+        log.info("started adapter for server %r (pid %d)", server.name, process.pid)
+
+    def _await_adapters(self) -> None:
+        expected = Counter({s.name: s.adapters for s in self.config.servers.values()})
+        ready = self.hub.ask(lambda: self.router.expect(expected))
+        try:
+            ready.result(timeout=self.config.startup_timeout)
+        except FutureTimeout:
+            have = self.hub.ask(lambda: Counter(a.server for a in self.router.adapters.values()))
+            missing = sorted(name for name, n in expected.items() if have[name] < n)
+            log.warning(
+                "adapters for %s did not register within %.1fs (startup_timeout); serving anyway",
+                ", ".join(missing),
+                self.config.startup_timeout,
+            )
+
+    # -- run -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGTERM or SIGINT, then shut down cleanly. Returns the exit status."""
+        self._install_signal_handlers()
+        self.start()
+        while not self._stop_requested:
+            readable, _, _ = select.select([self._wake_r], [], [], 1.0)
+            if readable:
+                _drain(self._wake_r)
+            self._check_adapters()
+        log.info("received %s: shutting down", signal.Signals(self._stop_requested[0]).name)
+        self.shutdown()
+        return 0
+
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """Ask `run` to shut down (safe from a signal handler)."""
+        self._stop_requested.append(signum)
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass
+
+    def _install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda n, _frame: self.request_stop(n))
+
+    def _check_adapters(self) -> None:
+        for adapter in self.adapters:
+            code = adapter.process.poll()
+            if code is None or adapter.reported:
+                continue
+            adapter.reported = True
+            reason = f"adapter for server {adapter.server.name!r} exited with code {code}"
+            log.error("%s; its sessions failed", reason)
+            self.hub.call(partial(self.router.adapter_gone, adapter.process.pid, reason))
+
+    # -- stop ----------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        drained = self.hub.ask(self.router.begin_shutdown)
+        try:
+            drained.result(timeout=max(0.1, deadline - time.monotonic()))
+        except FutureTimeout:
+            log.warning("sessions did not all close within shutdown_timeout; stopping them")
+        self._stop_adapters(deadline)
+        for actor in self.hub.ask(self.router.actors):
+            actor.stop(block=False)
+        pykka.ActorRegistry.stop_all(block=True, timeout=2)
+        self.hub.stop()
+        for lock in self._locks:
+            lock.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        log.info("stopped")
+
+    def _stop_adapters(self, deadline: float) -> None:
+        for adapter in self.adapters:
+            if adapter.process.poll() is None:
+                adapter.process.terminate()
+        for adapter in self.adapters:
+            try:
+                adapter.process.wait(timeout=max(0.5, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("adapter %d did not stop; killing it", adapter.process.pid)
+                adapter.process.kill()
+                adapter.process.wait()
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _lock_socket(path: Path) -> IO[str]:
+    """Hold ``<socket>.lock`` so a second daemon cannot steal a live socket path."""
+    lock = open(f"{path}.lock", "a+")  # noqa: SIM115 - held for the daemon's life
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        lock.close()
+        raise DaemonError(
+            f"another troupe daemon (pid {holder}) is serving {path}; stop it, or give this one "
+            "another runtime directory (TROUPE_RUNTIME_DIR) or endpoints"
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock

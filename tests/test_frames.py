@@ -1,0 +1,157 @@
+"""The wire envelope and JSON-RPC classification, as pure functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from transport import jsonrpc
+from transport.frames import (
+    ADAPTER_TO_DAEMON,
+    CLIENT_TO_DAEMON,
+    DAEMON_TO_ADAPTER,
+    DAEMON_TO_CLIENT,
+    ErrorCode,
+    FrameError,
+    decode,
+    encode,
+)
+from transport.jsonrpc import InvalidMessage, Kind, classify
+
+
+def pack(body: Any) -> bytes:
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def refused(data: bytes, schemas: Any = CLIENT_TO_DAEMON, **kw: Any) -> FrameError:
+    with pytest.raises(FrameError) as info:
+        decode(data, schemas, **kw)
+    return info.value
+
+
+def test_round_trip_every_direction() -> None:
+    assert decode(encode("open", ref=1, server="x"), CLIENT_TO_DAEMON)["server"] == "x"
+    assert decode(encode("mcp", sid="s", seq=3, msg={"a": 1}), DAEMON_TO_CLIENT)["seq"] == 3
+    assert decode(encode("register", server="x", capacity=0), ADAPTER_TO_DAEMON)["capacity"] == 0
+    assert decode(encode("spawn", sid="s"), DAEMON_TO_ADAPTER)["sid"] == "s"
+
+
+def test_none_fields_are_left_out() -> None:
+    body = msgpack.unpackb(encode("error", code="c", message="m", ref=None, sid="s"))
+    assert body == {"v": 1, "t": "error", "code": "c", "message": "m", "sid": "s"}
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "needle"),
+    [
+        (b"\xc1garbage", ErrorCode.BAD_FRAME, "not valid msgpack"),
+        (pack([1, 2]), ErrorCode.BAD_FRAME, "must be a msgpack map"),
+        (pack({"t": "open", "ref": 1, "server": "x"}), ErrorCode.BAD_FRAME, "'v'"),
+        (pack({"v": 99, "t": "open", "ref": 1, "server": "x"}), ErrorCode.UNSUPPORTED_VERSION, "99"),
+        (pack({"v": 1, "t": "teleport"}), ErrorCode.UNKNOWN_TYPE, "teleport"),
+        (pack({"v": 1, "t": 5}), ErrorCode.BAD_FRAME, "'t'"),
+        (pack({"v": 1, "t": "open", "ref": 1}), ErrorCode.BAD_FRAME, "missing field 'server'"),
+        (pack({"v": 1, "t": "open", "ref": 1, "server": 7}), ErrorCode.BAD_FRAME, "'server' must be string"),
+        (pack({"v": 1, "t": "open", "ref": True, "server": "x"}), ErrorCode.BAD_FRAME, "'ref'"),
+        (pack({"v": 1, "t": "mcp", "sid": "s", "msg": [1]}), ErrorCode.BAD_FRAME, "'msg' must be map"),
+        (pack({"v": True, "t": "open", "ref": 1, "server": "x"}), ErrorCode.BAD_FRAME, "'v'"),
+    ],
+)
+def test_bad_frames_get_specific_codes(data: bytes, code: ErrorCode, needle: str) -> None:
+    error = refused(data)
+    assert error.code is code
+    assert needle in error.message
+
+
+def test_errors_echo_what_could_be_read() -> None:
+    error = refused(pack({"v": 1, "t": "mcp", "sid": "abc", "ref": 4}))
+    assert (error.sid, error.ref) == ("abc", 4)
+    frame = msgpack.unpackb(error.to_frame())
+    assert frame["t"] == "error" and frame["code"] == "bad_frame" and frame["sid"] == "abc"
+
+
+def test_frame_size_limit() -> None:
+    big = encode("mcp", sid="s", msg={"x": "y" * 2000})
+    assert refused(big, max_bytes=1000).code is ErrorCode.FRAME_TOO_LARGE
+
+
+def test_direction_matters() -> None:
+    assert refused(encode("opened", ref=1, sid="s", server="x")).code is ErrorCode.UNKNOWN_TYPE
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_crash_decode(data: bytes) -> None:
+    try:
+        decode(data, CLIENT_TO_DAEMON)
+    except FrameError as exc:
+        assert isinstance(exc.code, ErrorCode)
+
+
+json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
+json_values = st.recursive(
+    json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), json_values, max_size=5))
+def test_requests_with_any_json_params_round_trip(params: dict[str, Any]) -> None:
+    msg = jsonrpc.request(1, "tools/call", params)
+    frame = decode(encode("mcp", sid="s", msg=msg), CLIENT_TO_DAEMON)
+    assert classify(frame["msg"]).kind is Kind.REQUEST
+    assert frame["msg"] == msg
+
+
+# -- JSON-RPC --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("msg", "kind"),
+    [
+        (jsonrpc.request(1, "ping"), Kind.REQUEST),
+        (jsonrpc.request("a", "tools/list", {}), Kind.REQUEST),
+        (jsonrpc.notification("notifications/initialized"), Kind.NOTIFICATION),
+        (jsonrpc.result(1, {}), Kind.RESULT),
+        (jsonrpc.error(1, -32601, "nope"), Kind.ERROR),
+        (jsonrpc.error(None, -32700, "parse error"), Kind.ERROR),
+    ],
+)
+def test_classify(msg: dict[str, Any], kind: Kind) -> None:
+    assert classify(msg).kind is kind
+
+
+@pytest.mark.parametrize(
+    ("msg", "needle"),
+    [
+        ([{"jsonrpc": "2.0", "method": "a"}], "batches"),
+        ({"id": 1, "method": "a"}, '"jsonrpc"'),
+        ({"jsonrpc": "2.0", "id": 1.5, "method": "a"}, '"id"'),
+        ({"jsonrpc": "2.0", "id": True, "method": "a"}, '"id"'),
+        ({"jsonrpc": "2.0", "id": 1, "method": ""}, '"method"'),
+        ({"jsonrpc": "2.0", "id": 1, "method": "a", "params": [1]}, '"params"'),
+        ({"jsonrpc": "2.0", "id": 1, "method": "a", "result": {}}, "must not carry"),
+        ({"jsonrpc": "2.0", "id": 1}, "exactly one"),
+        ({"jsonrpc": "2.0", "id": 1, "result": 1, "error": {}}, "exactly one"),
+        ({"jsonrpc": "2.0", "result": {}}, '"id"'),
+        ({"jsonrpc": "2.0", "id": 1, "error": {"code": "x", "message": "m"}}, '"error"'),
+        ({"jsonrpc": "2.0", "id": 1, "method": "a", "params": {"b": b"\x00"}}, "bytes"),
+        ({"jsonrpc": "2.0", "id": 1, "method": "a", "params": {"b": float("nan")}}, "NaN"),
+    ],
+)
+def test_invalid_json_rpc(msg: Any, needle: str) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        classify(msg)
+    assert needle in info.value.reason
+
+
+def test_deep_nesting_is_refused() -> None:
+    deep: Any = {}
+    for _ in range(100):
+        deep = {"a": deep}
+    with pytest.raises(InvalidMessage, match="nests deeper"):
+        classify(jsonrpc.request(1, "x", deep))

@@ -1,0 +1,223 @@
+"""The troupe wire envelope: msgpack maps with a version and a type.
+
+Pure module: encoding, decoding and validation only, no sockets. Every frame on
+every troupe socket is one msgpack map with ``v`` (the envelope version, an int)
+and ``t`` (the frame type, a str). ``docs/protocol.rst`` is the normative
+description; the schemas below are its machine-readable twin.
+
+There are four directions and each has its own schema table, so a frame that is
+legal one way (``opened`` from the daemon) is refused the other way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any, Final
+
+import msgpack
+
+VERSION: Final = 1
+"""The envelope version this build speaks and accepts."""
+
+SUPPORTED_VERSIONS: Final = frozenset({VERSION})
+
+
+class ErrorCode(StrEnum):
+    """Stable envelope error codes carried by ``error`` frames."""
+
+    BAD_FRAME = "bad_frame"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNKNOWN_TYPE = "unknown_type"
+    FRAME_TOO_LARGE = "frame_too_large"
+    UNKNOWN_SESSION = "unknown_session"
+    SESSION_CLOSED = "session_closed"
+    NOT_OWNER = "not_owner"
+    UNKNOWN_SERVER = "unknown_server"
+    SERVER_BUSY = "server_busy"
+    INVALID_MESSAGE = "invalid_message"
+    SPAWN_FAILED = "spawn_failed"
+    NOT_REGISTERED = "not_registered"
+    SHUTTING_DOWN = "shutting_down"
+    UNKNOWN_OP = "unknown_op"
+
+
+class FrameError(Exception):
+    """A frame that cannot be accepted; becomes an ``error`` frame to its sender.
+
+    ``ref``, ``sid`` and ``id`` echo whatever could be read from the bad frame,
+    so the sender can tell which of its operations failed.
+    """
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        ref: int | str | None = None,
+        sid: str | None = None,
+        id: int | str | None = None,  # noqa: A002 - the JSON-RPC name
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.ref = ref
+        self.sid = sid
+        self.id = id
+
+    def to_frame(self) -> bytes:
+        """Encode this error as an ``error`` frame."""
+        return encode(
+            "error", code=str(self.code), message=self.message, ref=self.ref, sid=self.sid, id=self.id
+        )
+
+
+class _Kind:
+    """A field type: a name for messages and the Python types that satisfy it."""
+
+    __slots__ = ("name", "types")
+
+    def __init__(self, name: str, *types: type) -> None:
+        self.name = name
+        self.types = types
+
+    def accepts(self, value: object) -> bool:
+        return isinstance(value, self.types) and not (isinstance(value, bool) and bool not in self.types)
+
+
+STR: Final = _Kind("string", str)
+INT: Final = _Kind("integer", int)
+BOOL: Final = _Kind("boolean", bool)
+MAP: Final = _Kind("map", dict)
+REF: Final = _Kind("integer or string", int, str)
+OPT_INT: Final = _Kind("integer or nil", int, type(None))
+
+Schema = Mapping[str, tuple[_Kind, bool]]
+"""Field name -> (kind, required)."""
+
+CLIENT_TO_DAEMON: Final[Mapping[str, Schema]] = {
+    "open": {"ref": (REF, True), "server": (STR, True)},
+    "mcp": {"sid": (STR, True), "msg": (MAP, True)},
+    "close": {"sid": (STR, True), "ref": (REF, False)},
+    "ctl": {"op": (STR, True), "ref": (REF, True), "args": (MAP, False)},
+}
+
+DAEMON_TO_CLIENT: Final[Mapping[str, Schema]] = {
+    "opened": {"ref": (REF, True), "sid": (STR, True), "server": (STR, True)},
+    "mcp": {"sid": (STR, True), "seq": (INT, True), "msg": (MAP, True)},
+    "closed": {"sid": (STR, True), "reason": (STR, True), "message": (STR, False), "ref": (REF, False)},
+    "error": {
+        "code": (STR, True),
+        "message": (STR, True),
+        "ref": (REF, False),
+        "sid": (STR, False),
+        "id": (REF, False),
+    },
+    "ctl": {"ref": (REF, True), "ok": (BOOL, True), "result": (MAP, False), "error": (MAP, False)},
+}
+
+ADAPTER_TO_DAEMON: Final[Mapping[str, Schema]] = {
+    "register": {"server": (STR, True), "capacity": (INT, True), "pid": (INT, False)},
+    "spawned": {"sid": (STR, True), "pid": (INT, True)},
+    "mcp": {"sid": (STR, True), "msg": (MAP, True)},
+    "exited": {"sid": (STR, True), "code": (OPT_INT, True), "reason": (STR, True)},
+}
+
+DAEMON_TO_ADAPTER: Final[Mapping[str, Schema]] = {
+    "registered": {"server": (STR, True)},
+    "spawn": {"sid": (STR, True)},
+    "mcp": {"sid": (STR, True), "msg": (MAP, True)},
+    "close": {"sid": (STR, True), "reason": (STR, True)},
+    "error": DAEMON_TO_CLIENT["error"],
+}
+
+_packer_options: Final = {"use_bin_type": True}
+
+
+def encode(frame_type: str, /, **fields: Any) -> bytes:
+    """Encode one frame; fields whose value is ``None`` are left out."""
+    body: dict[str, Any] = {"v": VERSION, "t": frame_type}
+    for name, value in fields.items():
+        if value is not None:
+            body[name] = value
+    return msgpack.packb(body, **_packer_options)
+
+
+def decode(data: bytes, schemas: Mapping[str, Schema], *, max_bytes: int | None = None) -> dict[str, Any]:
+    """Decode and validate one frame against a direction's schema table.
+
+    Returns the frame as a dict (``v`` and ``t`` included). Unknown extra fields
+    are ignored so newer peers can add optional fields. Raises `FrameError`
+    with the most specific code that applies and whatever ``ref``/``sid`` it
+    could read.
+    """
+    if max_bytes is not None and len(data) > max_bytes:
+        raise FrameError(
+            ErrorCode.FRAME_TOO_LARGE,
+            f"frame is {len(data)} bytes, over the limit of {max_bytes} bytes; "
+            "send smaller messages or raise max_frame_bytes in the daemon config",
+        )
+    body = _unpack_map(data)
+    ref = _echo(body.get("ref"), REF)
+    sid = _echo(body.get("sid"), STR)
+    version = body.get("v")
+    if not INT.accepts(version):
+        raise FrameError(ErrorCode.BAD_FRAME, "field 'v' (envelope version) must be an integer", ref=ref, sid=sid)
+    if version not in SUPPORTED_VERSIONS:
+        raise FrameError(
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"envelope version {version} is not supported; this daemon speaks v={sorted(SUPPORTED_VERSIONS)}",
+            ref=ref,
+            sid=sid,
+        )
+    frame_type = body.get("t")
+    if not STR.accepts(frame_type):
+        raise FrameError(ErrorCode.BAD_FRAME, "field 't' (frame type) must be a string", ref=ref, sid=sid)
+    schema = schemas.get(frame_type)
+    if schema is None:
+        raise FrameError(
+            ErrorCode.UNKNOWN_TYPE,
+            f"unknown frame type {frame_type!r}; expected one of {sorted(schemas)}",
+            ref=ref,
+            sid=sid,
+        )
+    _check_fields(frame_type, body, schema, ref, sid)
+    return body
+
+
+def _unpack_map(data: bytes) -> dict[str, Any]:
+    try:
+        body = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise FrameError(
+            ErrorCode.BAD_FRAME, f"frame is not valid msgpack ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(body, dict):
+        raise FrameError(
+            ErrorCode.BAD_FRAME, f"frame must be a msgpack map, got {type(body).__name__}"
+        )
+    return body
+
+
+def _echo(value: object, kind: _Kind) -> Any:
+    return value if kind.accepts(value) else None
+
+
+def _check_fields(
+    frame_type: str, body: Mapping[str, Any], schema: Schema, ref: int | str | None, sid: str | None
+) -> None:
+    for name, (kind, required) in schema.items():
+        if name not in body:
+            if required:
+                raise FrameError(
+                    ErrorCode.BAD_FRAME, f"'{frame_type}' frame is missing field '{name}' ({kind.name})", ref=ref, sid=sid
+                )
+            continue
+        value = body[name]
+        if not kind.accepts(value):
+            raise FrameError(
+                ErrorCode.BAD_FRAME,
+                f"'{frame_type}' frame field '{name}' must be {kind.name}, got {type(value).__name__}",
+                ref=ref,
+                sid=sid,
+            )

@@ -1,0 +1,245 @@
+"""The hub: one I/O loop thread that owns every socket of the daemon.
+
+ZMQ sockets are not thread-safe, so exactly one thread creates, uses and
+closes them: the hub's loop. Everyone else talks to the hub through its
+`Mailbox` (`send_front`, `send_back`, `call`), which the loop's poller wakes
+on. Inbound frames go to a `HubHandler` that the daemon supplies; the handler
+runs on the loop thread, so whatever it owns needs no lock.
+
+Both sockets are ROUTERs with ``ROUTER_MANDATORY`` set: a frame to a peer that
+is gone, or one that would block at the high-water mark, is not silently
+lost but counted in `HubStats.dropped` by reason and logged.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Final, Protocol, TypeVar
+
+import zmq
+
+from transport.mailbox import Mailbox
+
+log = logging.getLogger("troupe.hub")
+
+T = TypeVar("T")
+
+FRONT: Final = 0
+BACK: Final = 1
+_CALL: Final = 2
+_STOP: Final = 3
+_SOCKET_NAMES: Final = ("front", "back")
+_RECV_BATCH: Final = 256
+
+
+class HubHandler(Protocol):
+    """What the hub calls on its own thread."""
+
+    def on_front(self, peer: bytes, data: bytes) -> None: ...
+
+    def on_back(self, peer: bytes, data: bytes) -> None: ...
+
+    def on_tick(self, now: float) -> None: ...
+
+
+@dataclass
+class HubStats:
+    """Counters owned by the loop thread; read a copy with `Hub.stats`."""
+
+    frames_in: Counter[str] = field(default_factory=Counter)
+    frames_out: Counter[str] = field(default_factory=Counter)
+    dropped: Counter[str] = field(default_factory=Counter)
+    handler_errors: int = 0
+
+
+@dataclass(frozen=True)
+class HubOptions:
+    tick_interval: float = 0.1
+    """Seconds between `HubHandler.on_tick` calls: the daemon's clock."""
+    heartbeat_ms: int = 1000
+    """ZMTP heartbeat interval; a peer silent for 3 intervals is dropped."""
+    sndhwm: int = 10_000
+    rcvhwm: int = 10_000
+    linger_ms: int = 1000
+    """How long `stop` lets queued frames leave before closing."""
+
+
+class Hub:
+    """Owns the ``front`` (clients) and ``back`` (adapters) ROUTER sockets."""
+
+    def __init__(self, options: HubOptions | None = None) -> None:
+        self.options = options or HubOptions()
+        self._mailbox: Mailbox[tuple] = Mailbox()
+        self._thread: threading.Thread | None = None
+        self._handler: HubHandler | None = None
+        self._stats = HubStats()
+        self._sockets: list[zmq.Socket] = []
+        self._ready: Future[None] = Future()
+
+    # -- any thread -------------------------------------------------------------
+
+    def start(self, handler: HubHandler) -> None:
+        """Start the loop thread; returns once the sockets exist."""
+        self._handler = handler
+        self._thread = threading.Thread(target=self._run, name="troupe-hub", daemon=True)
+        self._thread.start()
+        self._ready.result(timeout=10)
+
+    def send_front(self, peer: bytes, data: bytes) -> None:
+        self._mailbox.put((FRONT, peer, data))
+
+    def send_back(self, peer: bytes, data: bytes) -> None:
+        self._mailbox.put((BACK, peer, data))
+
+    def call(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` on the loop thread (fire and forget)."""
+        self._mailbox.put((_CALL, fn))
+
+    def ask(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
+        """Run ``fn`` on the loop thread and wait for its result."""
+        future: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the asker
+                future.set_exception(exc)
+
+        self.call(run)
+        return future.result(timeout=timeout)
+
+    def bind(self, which: int, endpoint: str) -> str:
+        """Bind ``front`` or ``back``; returns the bound endpoint (resolves tcp port 0)."""
+
+        def do_bind() -> str:
+            sock = self._sockets[which]
+            sock.bind(endpoint)
+            return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+        return self.ask(do_bind)
+
+    def stats(self) -> HubStats:
+        def copy() -> HubStats:
+            s = self._stats
+            return HubStats(Counter(s.frames_in), Counter(s.frames_out), Counter(s.dropped), s.handler_errors)
+
+        return self.ask(copy)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Send what is queued, close the sockets and end the loop."""
+        if self._thread is None:
+            return
+        self._mailbox.put((_STOP,))
+        self._thread.join(timeout)
+        self._thread = None
+
+    # -- loop thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        ctx = zmq.Context()
+        ctx.setsockopt(zmq.MAX_SOCKETS, 4096)
+        try:
+            self._sockets = [self._make_router(ctx) for _ in _SOCKET_NAMES]
+        except BaseException as exc:
+            self._ready.set_exception(exc)
+            ctx.term()
+            return
+        self._ready.set_result(None)
+        try:
+            self._loop()
+        finally:
+            for sock in self._sockets:
+                sock.close(linger=self.options.linger_ms)
+            ctx.term()
+            self._mailbox.close()
+
+    def _make_router(self, ctx: zmq.Context) -> zmq.Socket:
+        o = self.options
+        sock = ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.SNDHWM, o.sndhwm)
+        sock.setsockopt(zmq.RCVHWM, o.rcvhwm)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, o.heartbeat_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * o.heartbeat_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, 3 * o.heartbeat_ms)
+        return sock
+
+    def _loop(self) -> None:
+        front, back = self._sockets
+        poller = zmq.Poller()
+        poller.register(front, zmq.POLLIN)
+        poller.register(back, zmq.POLLIN)
+        poller.register(self._mailbox.fileno(), zmq.POLLIN)
+        interval = self.options.tick_interval
+        next_tick = time.monotonic() + interval
+        while True:
+            timeout_ms = max(0.0, (next_tick - time.monotonic()) * 1000)
+            ready = dict(poller.poll(timeout_ms))
+            if front in ready:
+                self._receive(front, "front")
+            if back in ready:
+                self._receive(back, "back")
+            if self._mailbox.fileno() in ready and not self._serve_mailbox():
+                return
+            now = time.monotonic()
+            if now >= next_tick:
+                self._dispatch(self._handler.on_tick, now)  # type: ignore[union-attr]
+                next_tick = now + interval
+
+    def _receive(self, sock: zmq.Socket, name: str) -> None:
+        handler = self._handler
+        assert handler is not None
+        deliver = handler.on_front if name == "front" else handler.on_back
+        for _ in range(_RECV_BATCH):
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._stats.frames_in[name] += 1
+            # A DEALER sends [payload]; the ROUTER prepends the peer id. A REQ
+            # socket would add an empty delimiter: its last part is the payload.
+            self._dispatch(deliver, parts[0], parts[-1] if len(parts) > 1 else b"")
+
+    def _serve_mailbox(self) -> bool:
+        for item in self._mailbox.drain():
+            kind = item[0]
+            if kind == FRONT or kind == BACK:
+                self._send(kind, item[1], item[2])
+            elif kind == _CALL:
+                self._dispatch(item[1])
+            else:
+                self._flush_before_stop()
+                return False
+        return True
+
+    def _flush_before_stop(self) -> None:
+        for item in self._mailbox.drain(limit=1_000_000):
+            if item[0] == FRONT or item[0] == BACK:
+                self._send(item[0], item[1], item[2])
+            elif item[0] == _CALL:
+                self._dispatch(item[1])
+
+    def _send(self, which: int, peer: bytes, data: bytes) -> None:
+        name = _SOCKET_NAMES[which]
+        try:
+            self._sockets[which].send_multipart((peer, data), zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            reason = "unroutable" if exc.errno == errno.EHOSTUNREACH else "full" if exc.errno == errno.EAGAIN else "error"
+            self._stats.dropped[f"{name}_{reason}"] += 1
+            log.warning("dropped a %d-byte frame to %s peer %s: %s", len(data), name, peer.hex(), reason)
+            return
+        self._stats.frames_out[name] += 1
+
+    def _dispatch(self, fn: Callable[..., object], *args: object) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            self._stats.handler_errors += 1
+            log.exception("hub handler failed; the loop carries on")

@@ -1,0 +1,80 @@
+"""Where the daemon's embedded default endpoints live.
+
+With no configuration the daemon binds ipc endpoints in a private runtime
+directory, and client commands look for it in the same place:
+
+1. ``$TROUPE_RUNTIME_DIR`` if set;
+2. else ``$XDG_RUNTIME_DIR/troupe`` if ``XDG_RUNTIME_DIR`` is set;
+3. else ``<tempdir>/troupe-<uid>``.
+
+The directory is created with mode 0700 and refused if another user owns it
+or others can reach it, since anyone who can open the sockets can use every
+server behind the daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Final
+
+FRONT_SOCKET: Final = "front.sock"
+BACK_SOCKET: Final = "back.sock"
+IPC_PATH_MAX: Final = 107
+"""Longest socket path the kernel accepts for a unix socket (sun_path less its NUL)."""
+
+
+class RuntimeDirError(RuntimeError):
+    """The runtime directory cannot be used safely."""
+
+
+def runtime_dir(environ: os._Environ[str] | dict[str, str] | None = None) -> Path:
+    """The runtime directory path (not created)."""
+    env = os.environ if environ is None else environ
+    if env.get("TROUPE_RUNTIME_DIR"):
+        return Path(env["TROUPE_RUNTIME_DIR"])
+    if env.get("XDG_RUNTIME_DIR"):
+        return Path(env["XDG_RUNTIME_DIR"]) / "troupe"
+    return Path(tempfile.gettempdir()) / f"troupe-{os.getuid()}"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` with mode 0700 if needed and check nobody else can use it."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        raise RuntimeDirError(
+            f"runtime directory {path} belongs to uid {info.st_uid}, not to you (uid {os.getuid()}); "
+            "set TROUPE_RUNTIME_DIR to a directory of your own"
+        )
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def ipc_endpoint(directory: Path, name: str) -> str:
+    """``ipc://`` endpoint for a socket file in ``directory``; refuses over-long paths."""
+    path = str(directory / name)
+    if len(path.encode()) > IPC_PATH_MAX:
+        raise RuntimeDirError(
+            f"socket path {path} is {len(path.encode())} bytes, over the {IPC_PATH_MAX}-byte limit for unix "
+            "sockets; set TROUPE_RUNTIME_DIR to a shorter directory"
+        )
+    return f"ipc://{path}"
+
+
+def default_front_endpoint() -> str:
+    """Where clients find the daemon when no endpoint is given."""
+    return ipc_endpoint(runtime_dir(), FRONT_SOCKET)
+
+
+def default_back_endpoint() -> str:
+    """Where adapters find the daemon when no endpoint is given."""
+    return ipc_endpoint(runtime_dir(), BACK_SOCKET)
+
+
+def ipc_path(endpoint: str) -> Path | None:
+    """The socket file behind an ``ipc://`` endpoint, else None."""
+    return Path(endpoint[len("ipc://"):]) if endpoint.startswith("ipc://") else None

@@ -169,6 +169,7 @@ class Daemon:
         pykka.ActorRegistry.stop_all(block=True, timeout=2)
         self.hub.stop()
         for lock in self._locks:
+            Path(lock.name.removesuffix(".lock")).unlink(missing_ok=True)
             lock.close()
         os.close(self._wake_r)
         os.close(self._wake_w)

@@ -211,7 +211,7 @@ class Router:
         elif kind == "spawned":
             message = ServerStarted(frame["pid"])
         else:
-            message = ServerExited(frame["code"], frame["reason"])
+            message = ServerExited(frame.get("code"), frame["reason"])
         try:
             route.actor.tell(message)
         except pykka.ActorDeadError:

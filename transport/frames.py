@@ -90,7 +90,6 @@ INT: Final = _Kind("integer", int)
 BOOL: Final = _Kind("boolean", bool)
 MAP: Final = _Kind("map", dict)
 REF: Final = _Kind("integer or string", int, str)
-OPT_INT: Final = _Kind("integer or nil", int, type(None))
 
 Schema = Mapping[str, tuple[_Kind, bool]]
 """Field name -> (kind, required)."""
@@ -120,7 +119,7 @@ ADAPTER_TO_DAEMON: Final[Mapping[str, Schema]] = {
     "register": {"server": (STR, True), "capacity": (INT, True), "pid": (INT, False)},
     "spawned": {"sid": (STR, True), "pid": (INT, True)},
     "mcp": {"sid": (STR, True), "msg": (MAP, True)},
-    "exited": {"sid": (STR, True), "code": (OPT_INT, True), "reason": (STR, True)},
+    "exited": {"sid": (STR, True), "code": (INT, False), "reason": (STR, True)},
 }
 
 DAEMON_TO_ADAPTER: Final[Mapping[str, Schema]] = {

@@ -1,0 +1,149 @@
+"""Shared fixtures: a real `troupe serve` daemon in its own process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from transport.client import Client, DaemonUnavailable
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
+    """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class RunningDaemon:
+    process: subprocess.Popen[bytes]
+    runtime_dir: Path
+    log_path: Path
+    env: dict[str, str]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def front(self) -> str:
+        return f"ipc://{self.runtime_dir / 'front.sock'}"
+
+    @property
+    def back(self) -> str:
+        return f"ipc://{self.runtime_dir / 'back.sock'}"
+
+    def client(self, timeout: float = 20.0) -> Client:
+        return Client(self.front, timeout=timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def health(self) -> dict[str, Any]:
+        with self.client(timeout=5.0) as client:
+            return client.health()
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+
+def start_daemon(
+    args: list[str] | None = None, *, servers: int = 1, env: dict[str, str] | None = None, ready: bool = True
+) -> RunningDaemon:
+    runtime = Path(tempfile.mkdtemp(prefix="trp-", dir="/tmp"))
+    full_env = {**os.environ, "TROUPE_RUNTIME_DIR": str(runtime), **(env or {})}
+    log_path = runtime / "daemon.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "actors", "serve", *(args or [])],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    daemon = RunningDaemon(process, runtime, log_path, full_env)
+    if ready:
+        wait_ready(daemon, servers)
+    return daemon
+
+
+def wait_ready(daemon: RunningDaemon, servers: int) -> None:
+    def ready() -> bool:
+        if daemon.process.poll() is not None:
+            raise AssertionError(f"daemon exited with {daemon.process.returncode}:\n{daemon.log()}")
+        if not (daemon.runtime_dir / "front.sock").exists():
+            return False
+        try:
+            return sum(daemon.health()["servers"].values()) >= servers
+        except DaemonUnavailable:
+            return False
+
+    wait_for(ready, 30, "the daemon to serve")
+
+
+def finish(daemon: RunningDaemon) -> None:
+    try:
+        code = daemon.stop()
+    except subprocess.TimeoutExpired:
+        daemon.process.kill()
+        daemon.process.wait()
+        raise AssertionError(f"daemon did not stop on SIGTERM:\n{daemon.log()}") from None
+    log = daemon.log()
+    shutil.rmtree(daemon.runtime_dir, ignore_errors=True)
+    assert code == 0, f"daemon exited {code}:\n{log}"
+
+
+@pytest.fixture
+def daemon() -> Iterator[RunningDaemon]:
+    """A fresh daemon on the embedded default (serving the example server)."""
+    running = start_daemon()
+    try:
+        yield running
+    finally:
+        finish(running)
+
+
+@pytest.fixture(scope="module")
+def shared_daemon() -> Iterator[RunningDaemon]:
+    """One daemon for a whole test module."""
+    running = start_daemon()
+    try:
+        yield running
+    finally:
+        finish(running)
+
+
+def server_pids(daemon: RunningDaemon) -> set[int]:
+    """Live example-server processes started under this daemon (found through /proc)."""
+    marker = f"TROUPE_RUNTIME_DIR={daemon.runtime_dir}".encode()
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().split(") ", 1)[1][0]
+        except OSError:
+            continue
+        if b"examples.server" in cmdline and b"actors" not in cmdline and marker in environ.split(b"\0") and state != "Z":
+            pids.add(int(entry.name))
+    return pids

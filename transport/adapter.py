@@ -1,0 +1,288 @@
+"""The server adapter: runs MCP server processes for the daemon.
+
+One adapter serves one named server. It connects a DEALER socket to the
+daemon's ``back`` endpoint, registers, and then starts one `ServerProcess` per
+session the daemon asks for, relaying MCP messages both ways.
+
+Everything runs on the thread that calls `Adapter.run`: it alone owns the socket
+and the session table. Server threads report through a `Mailbox` the poller
+wakes on, and so does `Adapter.request_stop`, which is why it is safe from a
+signal handler or another thread.
+
+The adapter registers on every connection the socket makes (a socket monitor,
+attached before connecting, reports them), not just the first: after a daemon
+restart it is back on the daemon's books even if idle. A daemon that forgot it
+anyway answers ``error {code: not_registered}`` and the adapter registers again.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from transport import frames
+from transport.mailbox import Mailbox
+from transport.server_process import ProcessEvent, ServerProcess, SpawnError
+
+log = logging.getLogger("troupe.adapter")
+
+StopEvent = tuple[Literal["stop"], str]
+_Item = ProcessEvent | StopEvent
+
+_HOUSEKEEPING_MS: Final = 500
+_SHUTDOWN_GRACE: Final = 2.0
+"""Seconds the shutdown waits beyond ``stop_timeout + term_timeout``."""
+_BATCH: Final = 512
+"""Frames taken from the socket per wake-up, so the mailbox is not starved."""
+
+
+class Adapter:
+    """The adapter's I/O loop; see the module docstring."""
+
+    def __init__(
+        self,
+        server: str,
+        command: list[str],
+        endpoint: str,
+        *,
+        capacity: int = 0,
+        stop_timeout: float = 2.0,
+        term_timeout: float = 2.0,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        exit_with_parent: bool = False,
+        heartbeat_ms: int = 1000,
+    ) -> None:
+        """``capacity`` 0 means unlimited; ``env`` replaces the servers' environment (None inherits)."""
+        if not command:
+            raise ValueError("command must name a program to run")
+        if capacity < 0:
+            raise ValueError("capacity must be 0 (unlimited) or more")
+        self.server = server
+        self.endpoint = endpoint
+        self.capacity = capacity
+        self.exit_with_parent = exit_with_parent
+        self.heartbeat_ms = heartbeat_ms
+        self._shutdown_timeout = stop_timeout + term_timeout + _SHUTDOWN_GRACE
+        self._mailbox: Mailbox[_Item] = Mailbox()
+        self._start_process = functools.partial(
+            ServerProcess,
+            command=list(command),
+            report=self._mailbox.put,
+            env=env,
+            cwd=cwd,
+            stop_timeout=stop_timeout,
+            term_timeout=term_timeout,
+        )
+        self._sessions: dict[str, ServerProcess] = {}
+        self._socket: zmq.Socket[bytes] | None = None
+        self._parent_pid = os.getppid()
+        self._stopping = False
+        self._deadline = 0.0
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask `run` to stop every server and return. Safe from signal handlers and any thread."""
+        self._mailbox.put(("stop", reason))
+
+    def run(self) -> int:
+        """Serve until stopped; returns the exit status (0). Call once, from one thread."""
+        context = zmq.Context()
+        try:
+            self._socket = self._make_socket(context)
+            monitor = self._socket.get_monitor_socket(zmq.EVENT_CONNECTED)
+            self._socket.connect(self.endpoint)
+            log.info("adapter for %r connecting to %s", self.server, self.endpoint)
+            try:
+                self._loop(monitor)
+                self._report_abandoned()
+            finally:
+                self._socket.disable_monitor()
+                monitor.close(linger=0)
+                self._socket.close()
+        finally:
+            context.term()
+        log.info("adapter for %r stopped", self.server)
+        return 0
+
+    def _make_socket(self, context: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
+        socket = context.socket(zmq.DEALER)
+        socket.linger = 1000
+        socket.heartbeat_ivl = self.heartbeat_ms
+        socket.heartbeat_timeout = 3 * self.heartbeat_ms
+        socket.reconnect_ivl = 100
+        return socket
+
+    def _loop(self, monitor: zmq.Socket[bytes]) -> None:
+        assert self._socket is not None
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
+        poller.register(self._mailbox.fileno(), zmq.POLLIN)
+        while not self._finished():
+            ready = dict(poller.poll(self._poll_timeout_ms()))
+            if monitor in ready:
+                self._drain_monitor(monitor)
+            if self._socket in ready:
+                self._drain_socket()
+            if self._mailbox.fileno() in ready:
+                for item in self._mailbox.drain():
+                    self._on_item(item)
+            self._check_parent()
+
+    def _finished(self) -> bool:
+        return self._stopping and (not self._sessions or time.monotonic() >= self._deadline)
+
+    def _poll_timeout_ms(self) -> int:
+        if not self._stopping:
+            return _HOUSEKEEPING_MS
+        return max(0, min(_HOUSEKEEPING_MS, int((self._deadline - time.monotonic()) * 1000) + 1))
+
+    def _check_parent(self) -> None:
+        if self.exit_with_parent and not self._stopping and os.getppid() != self._parent_pid:
+            self._begin_shutdown("parent process is gone")
+
+    def _drain_monitor(self, monitor: zmq.Socket[bytes]) -> None:
+        while monitor.poll(0):
+            if recv_monitor_message(monitor)["event"] == zmq.EVENT_CONNECTED:
+                self._register()
+
+    def _drain_socket(self) -> None:
+        assert self._socket is not None
+        for _ in range(_BATCH):
+            try:
+                parts = self._socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._on_frame(parts[-1])
+
+    # daemon -> adapter
+
+    def _on_frame(self, data: bytes) -> None:
+        try:
+            frame = frames.decode(data, frames.DAEMON_TO_ADAPTER)
+        except frames.FrameError as exc:
+            log.warning("dropped a bad frame from the daemon: %s", exc)
+            return
+        match frame["t"]:
+            case "registered":
+                log.info("registered with the daemon as %r", frame["server"])
+            case "spawn":
+                self._spawn(frame["sid"])
+            case "mcp":
+                self._to_server(frame["sid"], frame["msg"])
+            case "close":
+                self._close(frame["sid"], frame["reason"])
+            case "error":
+                self._on_error(frame)
+
+    def _spawn(self, sid: str) -> None:
+        if sid in self._sessions:
+            log.warning("session %s: spawn repeated, the server is already running", sid)
+            self._send("spawned", sid=sid, pid=self._sessions[sid].pid)
+            return
+        refusal = self._spawn_refusal()
+        if refusal is not None:
+            self._send_exited(sid, None, f"spawn refused: {refusal}")
+            return
+        try:
+            process = self._start_process(sid)
+        except SpawnError as exc:
+            log.warning("session %s: %s", sid, exc)
+            self._send_exited(sid, None, f"spawn failed: {exc}")
+            return
+        self._sessions[sid] = process
+        log.info("session %s: started server pid %d", sid, process.pid)
+        self._send("spawned", sid=sid, pid=process.pid)
+
+    def _spawn_refusal(self) -> str | None:
+        if self._stopping:
+            return "the adapter is shutting down"
+        if self.capacity and len(self._sessions) >= self.capacity:
+            return f"the adapter is at capacity (capacity={self.capacity})"
+        return None
+
+    def _to_server(self, sid: str, msg: dict[str, Any]) -> None:
+        if (process := self._sessions.get(sid)) is None:
+            log.debug("session %s: no server process (ended?); dropped an mcp frame", sid)
+            return
+        try:
+            process.send(msg)
+        except (TypeError, ValueError) as exc:
+            log.warning("session %s: message is not valid JSON, dropped: %s", sid, exc)
+
+    def _close(self, sid: str, reason: str) -> None:
+        if (process := self._sessions.get(sid)) is None:
+            log.debug("session %s: close for a session with no server process", sid)
+            return
+        log.info("session %s: stopping server pid %d (%s)", sid, process.pid, reason)
+        process.stop()
+
+    def _on_error(self, frame: Mapping[str, Any]) -> None:
+        if frame["code"] == frames.ErrorCode.NOT_REGISTERED:
+            log.info("the daemon does not know this adapter (restarted?); registering again")
+            self._register()
+        else:
+            log.warning("daemon reported %s: %s (sid=%s)", frame["code"], frame["message"], frame.get("sid"))
+
+    # mailbox -> daemon
+
+    def _on_item(self, item: _Item) -> None:
+        match item:
+            case ("mcp", sid, msg):
+                if sid in self._sessions:
+                    self._send("mcp", sid=sid, msg=msg)
+                else:
+                    log.debug("session %s: output after the session ended, dropped", sid)
+            case ("exited", sid, code, reason):
+                self._sessions.pop(sid, None)
+                log.info("session %s: server %s", sid, reason)
+                self._send_exited(sid, code, reason)
+            case ("stop", reason):
+                self._begin_shutdown(reason)
+
+    def _begin_shutdown(self, reason: str) -> None:
+        if self._stopping:
+            return
+        log.info("adapter shutting down (%s): stopping %d server(s)", reason, len(self._sessions))
+        self._stopping = True
+        self._deadline = time.monotonic() + self._shutdown_timeout
+        for process in self._sessions.values():
+            process.stop()
+
+    def _report_abandoned(self) -> None:
+        for sid, process in self._sessions.items():
+            log.error("session %s: server pid %d did not exit in time; abandoning it", sid, process.pid)
+            self._send_exited(sid, None, f"adapter stopped; server pid {process.pid} did not exit in time")
+        self._sessions.clear()
+
+    # frames out
+
+    def _register(self) -> None:
+        self._send("register", server=self.server, capacity=self.capacity, pid=os.getpid())
+
+    def _send_exited(self, sid: str, code: int | None, reason: str) -> None:
+        """``code`` is left out when there is none (spawn failed, process abandoned)."""
+        self._send("exited", sid=sid, code=code, reason=reason)
+
+    def _send(self, frame_type: str, **fields: Any) -> None:
+        try:
+            data = frames.encode(frame_type, **fields)
+        except (TypeError, ValueError, OverflowError) as exc:
+            log.warning("session %s: cannot encode a %r frame, dropped: %s", fields.get("sid"), frame_type, exc)
+            return
+        self._send_bytes(frame_type, data)
+
+    def _send_bytes(self, frame_type: str, data: bytes) -> None:
+        """Never block the loop: a daemon that stops reading must not freeze every session."""
+        assert self._socket is not None
+        try:
+            self._socket.send(data, zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("the daemon is not taking frames (send queue full); dropped a %r frame", frame_type)

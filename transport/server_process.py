@@ -1,0 +1,272 @@
+"""One MCP server subprocess speaking newline-delimited JSON-RPC on stdio.
+
+Each `ServerProcess` runs two threads and shares nothing mutable with the
+adapter loop that created it:
+
+* the reader owns stdout: every JSON object line becomes ``("mcp", sid, msg)``
+  for the adapter, and at end of file it tells the writer;
+* the writer owns stdin and the process lifecycle (only it waits or signals):
+  it writes the lines the adapter queues and, on a stop request or when the
+  server closes stdout, runs the MCP stdio shutdown (close stdin, SIGTERM,
+  SIGKILL) and reports ``("exited", sid, returncode, reason)``.
+
+The adapter loop talks to the writer only through the writer's queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import logging
+import os
+import queue
+import select
+import shlex
+import signal
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any, Final, Literal
+
+log = logging.getLogger("troupe.adapter")
+
+McpEvent = tuple[Literal["mcp"], str, dict[str, Any]]
+ExitedEvent = tuple[Literal["exited"], str, int | None, str]
+ProcessEvent = McpEvent | ExitedEvent
+
+_WRITABLE_POLL_MS: Final = 100
+"""How often a writer blocked on a full stdin pipe looks for a stop request."""
+
+_STDOUT_DRAIN_TIMEOUT: Final = 1.0
+"""How long, after the exit, the writer waits for the reader to reach end of file.
+
+This keeps a server's last output ahead of its ``exited`` event; the bound is for
+a grandchild that inherited stdout and holds it open.
+"""
+
+
+class SpawnError(RuntimeError):
+    """The server command could not be started."""
+
+    def __init__(self, command: Sequence[str], error: BaseException) -> None:
+        super().__init__(f"cannot start {shlex.join(command)!r}: {error}")
+        self.command = list(command)
+        self.error = error
+
+
+class _Marker(enum.Enum):
+    STOP = "stop requested"
+    EOF = "server closed its stdout"
+    BROKEN_PIPE = "server closed its stdin"
+
+
+_WriterItem = bytes | _Marker
+
+
+class ServerProcess:
+    """One server process for one session; its methods belong to the adapter loop thread."""
+
+    def __init__(
+        self,
+        sid: str,
+        command: Sequence[str],
+        report: Callable[[ProcessEvent], object],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stop_timeout: float = 2.0,
+        term_timeout: float = 2.0,
+    ) -> None:
+        """Start the process and its threads; raise `SpawnError` if it cannot start.
+
+        ``env`` replaces the environment as in `subprocess.Popen` (None inherits).
+        ``report`` must be safe to call from any thread (e.g. `Mailbox.put`).
+        """
+        self.sid = sid
+        self._report = report
+        self._stop_timeout = stop_timeout
+        self._term_timeout = term_timeout
+        self._inbox: queue.SimpleQueue[_WriterItem] = queue.SimpleQueue()
+        self._backlog: deque[bytes] = deque()
+        self._stop_queued = False
+        self._proc = _spawn(command, env, cwd)
+        self._stdin: IO[bytes] = self._proc.stdin  # type: ignore[assignment]
+        self._stdout: IO[bytes] = self._proc.stdout  # type: ignore[assignment]
+        os.set_blocking(self._stdin.fileno(), False)
+        self._stdin_writable = select.poll()
+        self._stdin_writable.register(self._stdin.fileno(), select.POLLOUT)
+        self._start_threads(command)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def send(self, msg: Mapping[str, Any]) -> None:
+        """Queue one JSON-RPC message for the server's stdin.
+
+        Raises `TypeError` or `ValueError` if ``msg`` is not representable as
+        JSON (bytes values, non-finite floats, lone surrogates).
+        """
+        line = json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        self._inbox.put(line.encode("utf-8") + b"\n")
+
+    def stop(self) -> None:
+        """Ask the writer to shut the process down; ``exited`` follows. Idempotent."""
+        if not self._stop_queued:
+            self._stop_queued = True
+            self._inbox.put(_Marker.STOP)
+
+    def _start_threads(self, command: Sequence[str]) -> None:
+        name = f"{self.sid[:8]}-{self.pid}"
+        try:
+            threading.Thread(target=self._read_loop, name=f"server-read-{name}", daemon=True).start()
+            threading.Thread(target=self._write_loop, name=f"server-write-{name}", daemon=True).start()
+        except RuntimeError as exc:  # out of threads; a reader that did start ends at EOF
+            self._signal(signal.SIGKILL)
+            self._proc.wait()
+            raise SpawnError(command, exc) from exc
+
+    # reader thread
+
+    def _read_loop(self) -> None:
+        try:
+            for line in self._stdout:
+                self._read_line(line)
+        except (OSError, ValueError) as exc:
+            log.warning("session %s: reading server stdout failed: %s", self.sid, exc)
+        finally:
+            self._stdout.close()
+            self._inbox.put(_Marker.EOF)
+
+    def _read_line(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            msg = json.loads(line)
+        except (ValueError, RecursionError):
+            msg = None
+        if isinstance(msg, dict):
+            self._report(("mcp", self.sid, msg))
+            return
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        log.warning("session %s: server wrote a line that is not a JSON object, skipped: %r", self.sid, text[:200])
+
+    # writer thread
+
+    def _write_loop(self) -> None:
+        cause = self._pump()
+        escalation = self._shut_down()
+        if cause is not _Marker.EOF:
+            self._await_stdout_eof()
+        returncode = self._proc.returncode
+        self._report(("exited", self.sid, returncode, _exit_reason(returncode, cause, escalation)))
+
+    def _pump(self) -> _Marker:
+        """Write queued lines until a marker arrives or the pipe breaks."""
+        while True:
+            item = self._backlog.popleft() if self._backlog else self._inbox.get()
+            if isinstance(item, _Marker):
+                return item
+            marker = self._write(item)
+            if marker is not None:
+                return marker
+
+    def _write(self, line: bytes) -> _Marker | None:
+        """Write one line to the non-blocking stdin; a full pipe must not hide a stop."""
+        view = memoryview(line)
+        while view:
+            try:
+                view = view[os.write(self._stdin.fileno(), view) :]
+            except BlockingIOError:
+                self._stdin_writable.poll(_WRITABLE_POLL_MS)
+                marker = self._take_marker()
+                if marker is not None:
+                    return marker
+            except OSError:  # BrokenPipeError above all: the reader side is gone
+                return _Marker.BROKEN_PIPE
+        return None
+
+    def _take_marker(self) -> _Marker | None:
+        """Move waiting lines to the backlog; return a marker if one was waiting."""
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return None
+            if isinstance(item, _Marker):
+                return item
+            self._backlog.append(item)
+
+    def _shut_down(self) -> signal.Signals | None:
+        """The MCP stdio shutdown; returns the signal troupe had to send, if any."""
+        with contextlib.suppress(OSError):  # a broken pipe has nothing left to flush
+            self._stdin.close()
+        if self._wait(self._stop_timeout):
+            return None
+        self._signal(signal.SIGTERM)
+        if self._wait(self._term_timeout):
+            return signal.SIGTERM
+        self._signal(signal.SIGKILL)
+        self._proc.wait()
+        return signal.SIGKILL
+
+    def _wait(self, timeout: float) -> bool:
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def _signal(self, sig: signal.Signals) -> None:
+        """Signal the whole process group (the server may have children)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, sig)
+
+    def _await_stdout_eof(self) -> None:
+        while True:
+            try:
+                if self._inbox.get(timeout=_STDOUT_DRAIN_TIMEOUT) is _Marker.EOF:
+                    return
+            except queue.Empty:
+                log.warning("session %s: server stdout still open after exit (a child holds it?)", self.sid)
+                return
+
+
+def _exit_reason(returncode: int, cause: _Marker, escalation: signal.Signals | None) -> str:
+    """A short account of how the process ended, e.g. ``stopped: escalated to SIGTERM, ...``."""
+    status = describe_returncode(returncode)
+    if escalation is not None:
+        status = f"escalated to {escalation.name}, {status}"
+    if cause is _Marker.STOP:
+        return f"stopped: {status}"
+    return f"{cause.value}: {status}" if escalation is not None else status
+
+
+def describe_returncode(returncode: int) -> str:
+    """``exited with code N`` or ``killed by signal SIGX``, from a `subprocess` returncode."""
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"killed by signal {name}"
+
+
+def _spawn(command: Sequence[str], env: Mapping[str, str] | None, cwd: str | None) -> subprocess.Popen[bytes]:
+    if not command:
+        raise SpawnError(command, ValueError("empty command"))
+    try:
+        return subprocess.Popen(
+            list(command),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,
+            env=None if env is None else dict(env),
+            cwd=cwd,
+            start_new_session=True,
+        )
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        raise SpawnError(command, exc) from exc

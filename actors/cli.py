@@ -108,7 +108,9 @@ def _adapter(args: argparse.Namespace) -> int:
 
     command = args.command
     if not command:
-        return _fail("adapter needs the server command after --, e.g. troupe adapter echo -- python3 server.py", EXIT_USAGE)
+        return _fail(
+            "adapter needs the server command after --, e.g. troupe adapter echo -- python3 server.py", EXIT_USAGE
+        )
     try:
         endpoint = args.endpoint or default_back_endpoint()
     except RuntimeDirError as exc:
@@ -134,7 +136,7 @@ def _call(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         return _fail(f"--params is not valid JSON: {exc}", EXIT_USAGE)
     if params is not None and not isinstance(params, dict):
-        return _fail("--params must be a JSON object, e.g. '{\"name\": \"echo\"}'", EXIT_USAGE)
+        return _fail('--params must be a JSON object, e.g. \'{"name": "echo"}\'', EXIT_USAGE)
     try:
         with Client(args.endpoint, timeout=args.timeout) as client:
             result = _one_request(client, args.server, args.method, params)

@@ -165,7 +165,10 @@ class Router:
         ref, op = frame["ref"], frame["op"]
         handler = self._ctl.get(op)
         if handler is None:
-            error = {"code": str(ErrorCode.UNKNOWN_OP), "message": f"unknown control op {op!r}; known: {sorted(self._ctl)}"}
+            error = {
+                "code": str(ErrorCode.UNKNOWN_OP),
+                "message": f"unknown control op {op!r}; known: {sorted(self._ctl)}",
+            }
             self._hub.send_front(peer, encode("ctl", ref=ref, ok=False, error=error))
             return
         self._hub.send_front(peer, encode("ctl", ref=ref, ok=True, result=handler(frame.get("args") or {})))
@@ -221,7 +224,9 @@ class Router:
         if peer in self.adapters:
             log.info("adapter %s registered again", peer.hex())
         else:
-            log.info("adapter for server %r registered (capacity %s)", frame["server"], frame["capacity"] or "unlimited")
+            log.info(
+                "adapter for server %r registered (capacity %s)", frame["server"], frame["capacity"] or "unlimited"
+            )
         self.adapters[peer] = AdapterLink(peer, frame["server"], max(0, frame["capacity"]), frame.get("pid"))
         self._hub.send_back(peer, encode("registered", server=frame["server"]))
         self._check_expected()

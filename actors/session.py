@@ -19,8 +19,8 @@ import pykka
 from actors.session_core import (
     Dropped,
     Finished,
-    OpenFailed,
     Opened,
+    OpenFailed,
     Output,
     Refuse,
     SessionClosed,
@@ -160,7 +160,9 @@ class SessionActor(pykka.ThreadingActor):
                         peers.client, encode("error", code=str(code), message=message, sid=sid, id=request_id)
                     )
                 case Opened():
-                    outbox.send_front(peers.client, encode("opened", ref=peers.open_ref, sid=sid, server=self.core.server))
+                    outbox.send_front(
+                        peers.client, encode("opened", ref=peers.open_ref, sid=sid, server=self.core.server)
+                    )
                     log.info("session %s opened on server %s (pid %s)", sid, self.core.server, out.pid)
                 case OpenFailed(message):
                     outbox.send_front(

@@ -201,7 +201,13 @@ class SessionCore:
 
     def receive_from_client(self, body: object, now: float) -> list[Output]:
         if self.state is State.SHUTTING_DOWN or self.state.terminal:
-            return [Refuse(ErrorCode.SESSION_CLOSED, f"session {self.sid} is {self.state.value}; open a new session", _id_of(body))]
+            return [
+                Refuse(
+                    ErrorCode.SESSION_CLOSED,
+                    f"session {self.sid} is {self.state.value}; open a new session",
+                    _id_of(body),
+                )
+            ]
         try:
             msg = jsonrpc.classify(body)
         except InvalidMessage as exc:

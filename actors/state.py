@@ -44,7 +44,7 @@ class IllegalTransition(RuntimeError):
 class SessionStateMachine:
     """Holds the state and, once failed, why."""
 
-    __slots__ = ("state", "failure")
+    __slots__ = ("failure", "state")
 
     def __init__(self) -> None:
         self.state = State.INITIALIZING

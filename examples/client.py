@@ -24,9 +24,17 @@ def main() -> None:
         print("2 + 3 =", result["content"][0]["text"])
 
         # A long request with progress: send it, read notifications, then the result.
-        session.send(jsonrpc.request("nap", "tools/call", {
-            "name": "sleep", "arguments": {"seconds": 2}, "_meta": {"progressToken": "nap"},
-        }))
+        session.send(
+            jsonrpc.request(
+                "nap",
+                "tools/call",
+                {
+                    "name": "sleep",
+                    "arguments": {"seconds": 2},
+                    "_meta": {"progressToken": "nap"},
+                },
+            )
+        )
         for _ in range(2):
             note = session.receive(timeout=10)
             print("progress:", note["params"]["progress"], "of", note["params"].get("total"))

@@ -144,6 +144,11 @@ def server_pids(daemon: RunningDaemon) -> set[int]:
             state = (entry / "stat").read_text().split(") ", 1)[1][0]
         except OSError:
             continue
-        if b"examples.server" in cmdline and b"actors" not in cmdline and marker in environ.split(b"\0") and state != "Z":
+        if (
+            b"examples.server" in cmdline
+            and b"actors" not in cmdline
+            and marker in environ.split(b"\0")
+            and state != "Z"
+        ):
             pids.add(int(entry.name))
     return pids

@@ -8,8 +8,8 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
-
 from conftest import RunningDaemon
+
 from transport import jsonrpc
 from transport.client import Session
 from transport.frames import encode
@@ -48,7 +48,10 @@ def survivor(shared_daemon: RunningDaemon) -> Iterator[Session]:
     session = client.open("example")
     session.initialize()
     yield session
-    assert session.request("tools/call", {"name": "echo", "arguments": {"text": "still here"}})["content"][0]["text"] == "still here"
+    assert (
+        session.request("tools/call", {"name": "echo", "arguments": {"text": "still here"}})["content"][0]["text"]
+        == "still here"
+    )
     session.close()
     client.close()
 
@@ -63,7 +66,12 @@ ENVELOPE_CASES = [
     ("unknown type", pack({"v": 1, "t": "teleport", "ref": 5}), "unknown_type", "teleport"),
     ("unknown version", pack({"v": 7, "t": "open", "ref": 6, "server": "example"}), "unsupported_version", "7"),
     ("missing field", pack({"v": 1, "t": "open", "ref": 7}), "bad_frame", "missing field 'server'"),
-    ("wrong type", pack({"v": 1, "t": "open", "ref": 8, "server": ["example"]}), "bad_frame", "'server' must be string"),
+    (
+        "wrong type",
+        pack({"v": 1, "t": "open", "ref": 8, "server": ["example"]}),
+        "bad_frame",
+        "'server' must be string",
+    ),
     ("unknown server", encode("open", ref=9, server="nope"), "unknown_server", "known servers: example"),
     ("unknown session", encode("mcp", sid="no-such", msg=jsonrpc.request(1, "ping")), "unknown_session", "no-such"),
     ("unknown session close", encode("close", sid="gone", ref=10), "unknown_session", "gone"),
@@ -106,7 +114,9 @@ INVALID_MCP = [
 
 
 @pytest.mark.parametrize(("name", "msg", "needle"), INVALID_MCP, ids=[c[0] for c in INVALID_MCP])
-def test_invalid_json_rpc_in_a_real_session(shared_daemon: RunningDaemon, survivor: Session, name: str, msg: Any, needle: str) -> None:
+def test_invalid_json_rpc_in_a_real_session(
+    shared_daemon: RunningDaemon, survivor: Session, name: str, msg: Any, needle: str
+) -> None:
     raw = RawClient(shared_daemon.front)
     try:
         opened = raw.ask(encode("open", ref=1, server="example"), timeout_ms=20000)
@@ -115,8 +125,21 @@ def test_invalid_json_rpc_in_a_real_session(shared_daemon: RunningDaemon, surviv
         assert reply["t"] == "error" and reply["code"] == "invalid_message" and reply["sid"] == opened["sid"]
         assert needle in reply["message"]
         # the session itself is unharmed: a valid request still gets its answer
-        raw.sock.send(encode("mcp", sid=opened["sid"], msg=jsonrpc.request(9, "initialize", {
-            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}})))
+        raw.sock.send(
+            encode(
+                "mcp",
+                sid=opened["sid"],
+                msg=jsonrpc.request(
+                    9,
+                    "initialize",
+                    {
+                        "protocolVersion": "2025-11-25",
+                        "capabilities": {},
+                        "clientInfo": {"name": "raw", "version": "0"},
+                    },
+                ),
+            )
+        )
         assert raw.sock.poll(20000)
         answer = msgpack.unpackb(raw.sock.recv())
         assert answer["t"] == "mcp" and answer["msg"]["id"] == 9 and "result" in answer["msg"]
@@ -126,7 +149,9 @@ def test_invalid_json_rpc_in_a_real_session(shared_daemon: RunningDaemon, surviv
         raw.close()
 
 
-def test_request_frames_without_a_dealer_envelope_are_not_fatal(shared_daemon: RunningDaemon, survivor: Session) -> None:
+def test_request_frames_without_a_dealer_envelope_are_not_fatal(
+    shared_daemon: RunningDaemon, survivor: Session
+) -> None:
     """An empty frame (what a misused REQ socket sends) gets bad_frame, the daemon lives on."""
     raw = RawClient(shared_daemon.front)
     try:

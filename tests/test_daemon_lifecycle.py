@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, finish, server_pids, start_daemon, wait_for
+
 from transport.client import Client, DaemonUnavailable, FrameRefused, SessionClosed
 
 
@@ -54,7 +54,10 @@ def test_client_without_daemon_fails_fast(tmp_path) -> None:  # type: ignore[no-
 
 @pytest.mark.timeout(30)
 def test_client_to_a_silent_endpoint_says_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    with Client("tcp://127.0.0.1:9", timeout=0.5) as client, pytest.raises(DaemonUnavailable, match="is `troupe serve` running"):
+    with (
+        Client("tcp://127.0.0.1:9", timeout=0.5) as client,
+        pytest.raises(DaemonUnavailable, match="is `troupe serve` running"),
+    ):
         client.open("example")
 
 

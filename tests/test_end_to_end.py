@@ -8,8 +8,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT, RunningDaemon, server_pids, wait_for
+
 from transport import jsonrpc
 from transport.client import RequestError
 
@@ -21,7 +21,10 @@ def test_twenty_sessions_from_four_client_processes(daemon: RunningDaemon) -> No
     env = {**daemon.env, "PYTHONPATH": str(ROOT)}
     workers = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), daemon.front, "5", str(w)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            [sys.executable, str(WORKER), daemon.front, "5", str(w)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         for w in range(1, 5)
     ]
@@ -47,9 +50,11 @@ def test_close_with_a_request_outstanding_answers_it_at_once(daemon: RunningDaem
     with daemon.client() as client:
         session = client.open("example")
         session.initialize()
-        session.send(jsonrpc.request(
-            "slow", "tools/call", {"name": "sleep", "arguments": {"seconds": 30}, "_meta": {"progressToken": "p"}}
-        ))
+        session.send(
+            jsonrpc.request(
+                "slow", "tools/call", {"name": "sleep", "arguments": {"seconds": 30}, "_meta": {"progressToken": "p"}}
+            )
+        )
         progress = session.receive(timeout=15)  # the server is really sleeping now
         assert progress["method"] == "notifications/progress"
         assert len(server_pids(daemon)) == 1

@@ -36,5 +36,7 @@ def test_transport_never_imports_actors() -> None:
 
 def test_actors_never_touch_zmq() -> None:
     """Only the hub (and the client/adapter loops in transport) own sockets."""
-    offenders = [name for name, text in sources("actors") if re.search(r"^\s*(import zmq|from zmq)", text, re.M)]
+    offenders = [
+        name for name, text in sources("actors") if re.search(r"^\s*(import zmq|from zmq)", text, re.MULTILINE)
+    ]
     assert offenders == []

@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, wait_for
 
 README = (ROOT / "README.rst").read_text()

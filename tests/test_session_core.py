@@ -11,8 +11,8 @@ from actors.session_core import (
     Dropped,
     Era,
     Finished,
-    OpenFailed,
     Opened,
+    OpenFailed,
     Refuse,
     SessionClosed,
     SessionCore,
@@ -39,7 +39,9 @@ def legacy_active() -> SessionCore:
     core = started()
     init = req(0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t"}})
     assert core.receive_from_client(init, 1.0) == [ToServer(init)]
-    answer = jsonrpc.result(0, {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "s"}})
+    answer = jsonrpc.result(
+        0, {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "s"}}
+    )
     assert core.receive_from_server(answer, 1.1) == [ToClient(answer)]
     note = jsonrpc.notification("notifications/initialized")
     assert core.receive_from_client(note, 1.2) == [ToServer(note)]
@@ -257,8 +259,8 @@ def test_every_request_is_answered_at_most_once_and_nothing_stays(events: list[t
         else:
             core.receive_from_client(jsonrpc.result(i, {"roots": []}), 5.0)
             server_outstanding.discard(i)
-        assert set(p.id for p in core.from_client) == outstanding
-        assert set(p.id for p in core.from_server) == server_outstanding
+        assert {p.id for p in core.from_client} == outstanding
+        assert {p.id for p in core.from_server} == server_outstanding
 
     before = set(outstanding)
     if end == "close":

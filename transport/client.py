@@ -22,7 +22,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from typing import Any
+from typing import Any, Self
 
 import zmq
 
@@ -127,7 +127,7 @@ class Client:
         self._socket.close()
         self._ctx.term()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -56,7 +56,7 @@ class FrameError(Exception):
         *,
         ref: int | str | None = None,
         sid: str | None = None,
-        id: int | str | None = None,  # noqa: A002 - the JSON-RPC name
+        id: int | str | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
@@ -67,9 +67,7 @@ class FrameError(Exception):
 
     def to_frame(self) -> bytes:
         """Encode this error as an ``error`` frame."""
-        return encode(
-            "error", code=str(self.code), message=self.message, ref=self.ref, sid=self.sid, id=self.id
-        )
+        return encode("error", code=str(self.code), message=self.message, ref=self.ref, sid=self.sid, id=self.id)
 
 
 class _Kind:
@@ -187,14 +185,10 @@ def decode(data: bytes, schemas: Mapping[str, Schema], *, max_bytes: int | None 
 def _unpack_map(data: bytes) -> dict[str, Any]:
     try:
         body = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types
-        raise FrameError(
-            ErrorCode.BAD_FRAME, f"frame is not valid msgpack ({type(exc).__name__}: {exc})"
-        ) from None
+    except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types
+        raise FrameError(ErrorCode.BAD_FRAME, f"frame is not valid msgpack ({type(exc).__name__}: {exc})") from None
     if not isinstance(body, dict):
-        raise FrameError(
-            ErrorCode.BAD_FRAME, f"frame must be a msgpack map, got {type(body).__name__}"
-        )
+        raise FrameError(ErrorCode.BAD_FRAME, f"frame must be a msgpack map, got {type(body).__name__}")
     return body
 
 
@@ -209,7 +203,10 @@ def _check_fields(
         if name not in body:
             if required:
                 raise FrameError(
-                    ErrorCode.BAD_FRAME, f"'{frame_type}' frame is missing field '{name}' ({kind.name})", ref=ref, sid=sid
+                    ErrorCode.BAD_FRAME,
+                    f"'{frame_type}' frame is missing field '{name}' ({kind.name})",
+                    ref=ref,
+                    sid=sid,
                 )
             continue
         value = body[name]

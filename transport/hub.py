@@ -147,7 +147,7 @@ class Hub:
         ctx.setsockopt(zmq.MAX_SOCKETS, 4096)
         try:
             self._sockets = [self._make_router(ctx) for _ in _SOCKET_NAMES]
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the starting thread
             self._ready.set_exception(exc)
             ctx.term()
             return
@@ -210,7 +210,7 @@ class Hub:
     def _serve_mailbox(self) -> bool:
         for item in self._mailbox.drain():
             kind = item[0]
-            if kind == FRONT or kind == BACK:
+            if kind in (FRONT, BACK):
                 self._send(kind, item[1], item[2])
             elif kind == _CALL:
                 self._dispatch(item[1])
@@ -221,7 +221,7 @@ class Hub:
 
     def _flush_before_stop(self) -> None:
         for item in self._mailbox.drain(limit=1_000_000):
-            if item[0] == FRONT or item[0] == BACK:
+            if item[0] in (FRONT, BACK):
                 self._send(item[0], item[1], item[2])
             elif item[0] == _CALL:
                 self._dispatch(item[1])
@@ -231,7 +231,9 @@ class Hub:
         try:
             self._sockets[which].send_multipart((peer, data), zmq.NOBLOCK)
         except zmq.ZMQError as exc:
-            reason = "unroutable" if exc.errno == errno.EHOSTUNREACH else "full" if exc.errno == errno.EAGAIN else "error"
+            reason = (
+                "unroutable" if exc.errno == errno.EHOSTUNREACH else "full" if exc.errno == errno.EAGAIN else "error"
+            )
             self._stats.dropped[f"{name}_{reason}"] += 1
             log.warning("dropped a %d-byte frame to %s peer %s: %s", len(data), name, peer.hex(), reason)
             return

@@ -7,6 +7,7 @@ it is valid JSON-RPC 2.0 that can be written to a stdio server as JSON.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
@@ -51,7 +52,7 @@ class Message:
 class InvalidMessage(ValueError):
     """The message is not valid JSON-RPC 2.0; ``id`` is echoed when readable."""
 
-    def __init__(self, reason: str, id: RequestId | None = None) -> None:  # noqa: A002
+    def __init__(self, reason: str, id: RequestId | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.id = id
@@ -63,7 +64,9 @@ def classify(body: object) -> Message:
     Batches (arrays) are refused: MCP removed them in 2025-06-18.
     """
     if isinstance(body, list):
-        raise InvalidMessage("JSON-RPC batches are not supported (MCP removed them in 2025-06-18); send one message per frame")
+        raise InvalidMessage(
+            "JSON-RPC batches are not supported (MCP removed them in 2025-06-18); send one message per frame"
+        )
     if not isinstance(body, dict):
         raise InvalidMessage(f"an MCP message must be a map, got {type(body).__name__}")
     raw_id = body.get("id")
@@ -71,7 +74,7 @@ def classify(body: object) -> Message:
     if body.get("jsonrpc") != "2.0":
         raise InvalidMessage('field "jsonrpc" must be the string "2.0"', msg_id)
     if "id" in body and msg_id is None and not ("error" in body and raw_id is None):
-        raise InvalidMessage("field \"id\" must be a string or an integer", None)
+        raise InvalidMessage('field "id" must be a string or an integer', None)
     check_json_value(body)
     if "method" in body:
         return _classify_call(body, msg_id)
@@ -95,7 +98,9 @@ def _classify_call(body: dict[str, Any], msg_id: RequestId | None) -> Message:
 def _classify_response(body: dict[str, Any], msg_id: RequestId | None) -> Message:
     has_result, has_error = "result" in body, "error" in body
     if has_result == has_error:
-        raise InvalidMessage('a message without "method" must be a response with exactly one of "result" or "error"', msg_id)
+        raise InvalidMessage(
+            'a message without "method" must be a response with exactly one of "result" or "error"', msg_id
+        )
     if "id" not in body:
         raise InvalidMessage('a response must carry the "id" of its request', None)
     if has_result:
@@ -135,7 +140,7 @@ def _check_scalar(value: object) -> None:
     if value is None or isinstance(value, (str, bool, int)):
         return
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise InvalidMessage("NaN and infinity cannot be carried in JSON")
         return
     raise InvalidMessage(f"values of type {type(value).__name__} cannot be carried in JSON (binary, ext types)")
@@ -149,7 +154,7 @@ def _is_id(value: object) -> bool:
     return isinstance(value, str) or _is_int(value)
 
 
-def request(id: RequestId, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:  # noqa: A002
+def request(id: RequestId, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"jsonrpc": "2.0", "id": id, "method": method}
     if params is not None:
         body["params"] = params
@@ -163,11 +168,11 @@ def notification(method: str, params: dict[str, Any] | None = None) -> dict[str,
     return body
 
 
-def result(id: RequestId, value: dict[str, Any]) -> dict[str, Any]:  # noqa: A002
+def result(id: RequestId, value: dict[str, Any]) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": id, "result": value}
 
 
-def error(id: RequestId | None, code: int, message: str, data: Any = None) -> dict[str, Any]:  # noqa: A002
+def error(id: RequestId | None, code: int, message: str, data: Any = None) -> dict[str, Any]:
     err: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
         err["data"] = data

@@ -77,4 +77,4 @@ def default_back_endpoint() -> str:
 
 def ipc_path(endpoint: str) -> Path | None:
     """The socket file behind an ``ipc://`` endpoint, else None."""
-    return Path(endpoint[len("ipc://"):]) if endpoint.startswith("ipc://") else None
+    return Path(endpoint[len("ipc://") :]) if endpoint.startswith("ipc://") else None

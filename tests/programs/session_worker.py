@@ -18,9 +18,17 @@ def main(endpoint: str, count: int, worker: str) -> dict[str, object]:
     with Client(endpoint, timeout=60) as client:
         sessions = [client.open("example") for _ in range(count)]
         for s in sessions:  # every handshake in flight before any answer is awaited
-            s.send(jsonrpc.request(1, "initialize", {
-                "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": f"w{worker}", "version": "1"},
-            }))
+            s.send(
+                jsonrpc.request(
+                    1,
+                    "initialize",
+                    {
+                        "protocolVersion": "2025-11-25",
+                        "capabilities": {},
+                        "clientInfo": {"name": f"w{worker}", "version": "1"},
+                    },
+                )
+            )
         inits = [s.wait_result(1) for s in sessions]
         for s in sessions:
             s.notify("notifications/initialized")
@@ -29,7 +37,7 @@ def main(endpoint: str, count: int, worker: str) -> dict[str, object]:
             s.send(jsonrpc.request(2, "tools/list"))
             s.send(jsonrpc.request(3, "tools/call", {"name": "echo", "arguments": {"text": tag}}))
             s.send(jsonrpc.request(4, "tools/call", {"name": "add", "arguments": {"a": i, "b": 1000 * int(worker)}}))
-        for i, (s, init) in enumerate(zip(sessions, inits)):
+        for i, (s, init) in enumerate(zip(sessions, inits, strict=True)):
             report[s.sid] = {
                 "index": i,
                 "server": init["serverInfo"]["name"],

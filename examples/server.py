@@ -18,6 +18,18 @@ Tools:
 * ``fail(message)`` raises ``ToolError(message)``: the SDK turns that into a
   normal result, not a JSON-RPC error: ``isError: true`` with the single text
   content ``"Error executing tool fail: <message>"``.
+* ``list_roots()`` sends the server-to-client request ``roots/list`` (no params)
+  mid-call and returns the root URIs joined with newlines, or ``"no roots"``.
+* ``ask_llm(prompt)`` sends ``sampling/createMessage`` with ``messages`` = one
+  user text message ``prompt`` and ``maxTokens`` 100, and returns the text of
+  the client's answer.
+
+The last two use the SDK's ``Resolve`` markers (``ListRoots``, ``Sample``): on
+protocol versions up to 2025-11-25 each is a standalone JSON-RPC request sent to
+the client while the ``tools/call`` is pending. The client must have declared the
+``roots`` / ``sampling`` capability in ``initialize``; otherwise no request is
+sent and the ``tools/call`` gets the JSON-RPC error ``-32021`` (missing required
+client capability).
 
 When stdin closes the server exits 0; requests still running at that moment are
 answered with the JSON-RPC error ``-32000 "Connection closed"``.
@@ -25,11 +37,12 @@ answered with the JSON-RPC error ``-32000 "Connection closed"``.
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import anyio
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context, ListRoots, MCPServer, Resolve, Sample
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CreateMessageResult, ListRootsResult, SamplingMessage, TextContent
 
 server: MCPServer = MCPServer("troupe-example")
 
@@ -62,6 +75,39 @@ async def sleep(seconds: float, ctx: Context) -> str:
 def fail(message: str) -> NoReturn:
     """Always fail: the result has ``isError: true`` and text "Error executing tool fail: <message>"."""
     raise ToolError(message)
+
+
+def _ask_roots() -> ListRoots:
+    """Resolver: have the SDK send ``roots/list`` to the client."""
+    return ListRoots()
+
+
+def _ask_sampling(prompt: str) -> Sample:
+    """Resolver: have the SDK send ``sampling/createMessage`` carrying ``prompt``."""
+    return Sample([SamplingMessage(role="user", content=TextContent(type="text", text=prompt))], max_tokens=100)
+
+
+@server.tool()
+def list_roots(roots: Annotated[ListRootsResult, Resolve(_ask_roots)]) -> str:
+    """Return the client's root URIs, one per line, or "no roots".
+
+    Sends ``roots/list`` to the client; it must have declared the ``roots``
+    capability in ``initialize``, else the call fails with JSON-RPC error -32021.
+    """
+    return "\n".join(str(root.uri) for root in roots.roots) or "no roots"
+
+
+@server.tool()
+def ask_llm(prompt: str, answer: Annotated[CreateMessageResult, Resolve(_ask_sampling)]) -> str:
+    """Ask the client's LLM ``prompt`` and return the text of its answer.
+
+    Sends ``sampling/createMessage`` to the client; it must have declared the
+    ``sampling`` capability in ``initialize``, else the call fails with JSON-RPC
+    error -32021. A non-text answer is a tool error.
+    """
+    if not isinstance(answer.content, TextContent):
+        raise ToolError(f"expected a text answer, got {answer.content.type}")
+    return answer.content.text
 
 
 def main() -> None:

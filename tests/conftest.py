@@ -152,3 +152,7 @@ def server_pids(daemon: RunningDaemon) -> set[int]:
         ):
             pids.add(int(entry.name))
     return pids
+
+
+EXAMPLE_TOOLS = ["add", "ask_llm", "echo", "fail", "list_roots", "sleep"]
+"""The example server's tools, sorted."""

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, RunningDaemon, server_pids, wait_for
+from conftest import EXAMPLE_TOOLS, ROOT, RunningDaemon, server_pids, wait_for
 
 from transport import jsonrpc
 from transport.client import RequestError
@@ -38,7 +38,7 @@ def test_twenty_sessions_from_four_client_processes(daemon: RunningDaemon) -> No
     for worker, report in enumerate(reports, start=1):
         for sid, seen in report.items():
             assert seen["server"] == "troupe-example"
-            assert seen["tools"] == ["add", "echo", "fail", "sleep"]
+            assert seen["tools"] == EXAMPLE_TOOLS
             assert seen["echo"] == f"{worker}-{seen['index']}-{sid}"
             assert seen["add"] == seen["index"] + 1000 * worker
             assert seen["closed"] == "client"

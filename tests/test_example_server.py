@@ -109,17 +109,27 @@ class ServerProcess:
     def call(self, method: str, params: Message | None = None, timeout: float = 10.0) -> Message:
         return self.response(self.request(method, params), timeout)
 
+    def server_request(self, method: str, timeout: float = 10.0) -> Message:
+        """The next server-to-client request ``method`` (its ``id`` is the server's own)."""
+        msg = self.wait_for(lambda m: m.get("method") == method and "id" in m, timeout)
+        assert msg is not None, f"no {method} request from the server within {timeout}s"
+        return msg
+
+    def reply(self, request: Message, result: Message) -> None:
+        """Answer a server-to-client request with ``result``."""
+        self.send({"jsonrpc": "2.0", "id": request["id"], "result": result})
+
     def take_unclaimed(self, match: Callable[[Message], bool]) -> list[Message]:
         taken = [m for m in self._unclaimed if match(m)]
         self._unclaimed = [m for m in self._unclaimed if not match(m)]
         return taken
 
-    def initialize(self) -> Message:
+    def initialize(self, capabilities: Message | None = None) -> Message:
         resp = self.call(
             "initialize",
             {
                 "protocolVersion": PROTOCOL_VERSION,
-                "capabilities": {},
+                "capabilities": capabilities or {},
                 "clientInfo": {"name": "troupe-tests", "version": "0"},
             },
         )
@@ -187,18 +197,21 @@ def test_initialize_and_list_tools(server: ServerProcess) -> None:
     assert "tools" in init["result"]["capabilities"]
 
     tools = {t["name"]: t for t in server.call("tools/list")["result"]["tools"]}
-    assert set(tools) == {"echo", "add", "sleep", "fail"}
+    assert set(tools) == {"echo", "add", "sleep", "fail", "list_roots", "ask_llm"}
 
     def params_of(name: str) -> tuple[dict[str, str], list[str]]:
         schema = tools[name]["inputSchema"]
         assert schema["type"] == "object"
-        return {k: v["type"] for k, v in schema["properties"].items()}, sorted(schema["required"])
+        return {k: v["type"] for k, v in schema["properties"].items()}, sorted(schema.get("required", []))
 
     assert params_of("echo") == ({"text": "string"}, ["text"])
     assert params_of("add") == ({"a": "integer", "b": "integer"}, ["a", "b"])
     # The Context parameter is injected by the SDK and must not leak into the schema.
     assert params_of("sleep") == ({"seconds": "number"}, ["seconds"])
     assert params_of("fail") == ({"message": "string"}, ["message"])
+    # Resolver-filled parameters (the roots / sampling answers) are not in the schema either.
+    assert params_of("list_roots") == ({}, [])
+    assert params_of("ask_llm") == ({"prompt": "string"}, ["prompt"])
     finish(server)
 
 
@@ -280,3 +293,57 @@ def test_sleep_cancelled_stops_early(server: ServerProcess) -> None:
     assert text_of(echo) == "after cancel"
     finish(server)
     assert time.monotonic() - started < 15.0
+
+
+CLIENT_CAPABILITIES: Message = {"roots": {"listChanged": False}, "sampling": {}}
+
+
+@pytest.mark.timeout(60)
+def test_list_roots_asks_the_client(server: ServerProcess) -> None:
+    server.initialize(CLIENT_CAPABILITIES)
+    rid = server.request("tools/call", tool_call("list_roots", {}))
+
+    req = server.server_request("roots/list")
+    assert req.get("params") in (None, {}), req
+    server.reply(req, {"roots": [{"uri": "file:///tmp/alpha", "name": "alpha"}, {"uri": "file:///tmp/beta"}]})
+
+    resp = server.response(rid)
+    assert "error" not in resp, resp
+    assert resp["result"]["isError"] is False
+    assert text_of(resp["result"]).split("\n") == ["file:///tmp/alpha", "file:///tmp/beta"]
+    finish(server)
+
+
+@pytest.mark.timeout(60)
+def test_ask_llm_samples_the_client(server: ServerProcess) -> None:
+    server.initialize(CLIENT_CAPABILITIES)
+    rid = server.request("tools/call", tool_call("ask_llm", {"prompt": "what is six times seven?"}))
+
+    req = server.server_request("sampling/createMessage")
+    assert req["params"]["messages"] == [
+        {"role": "user", "content": {"type": "text", "text": "what is six times seven?"}},
+    ]
+    assert req["params"]["maxTokens"] == 100
+    server.reply(
+        req,
+        {"role": "assistant", "content": {"type": "text", "text": "42"}, "model": "test", "stopReason": "endTurn"},
+    )
+
+    resp = server.response(rid)
+    assert "error" not in resp, resp
+    assert resp["result"]["isError"] is False
+    assert text_of(resp["result"]) == "42"
+    finish(server)
+
+
+@pytest.mark.timeout(60)
+def test_client_requests_need_declared_capabilities(server: ServerProcess) -> None:
+    server.initialize()  # declares neither roots nor sampling
+    for name, arguments, missing in [("list_roots", {}, "roots"), ("ask_llm", {"prompt": "hi"}, "sampling")]:
+        resp = server.call("tools/call", tool_call(name, arguments))
+        # A JSON-RPC error (missing required client capability), not an isError result.
+        assert resp["error"]["code"] == -32021, resp
+        assert resp["error"]["data"] == {"requiredCapabilities": {missing: {}}}
+    # No server-to-client request was sent.
+    assert server.take_unclaimed(lambda m: "method" in m and "id" in m) == []
+    finish(server)

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, wait_for
+from conftest import EXAMPLE_TOOLS, ROOT, wait_for
 
 README = (ROOT / "README.rst").read_text()
 BIN = Path(sys.executable).parent
@@ -47,7 +47,7 @@ def test_serve_then_try_it_commands_from_a_second_process() -> None:
         assert len(calls) == 2
         listed = subprocess.run(calls[0], shell=True, env=env, capture_output=True, timeout=60, cwd=ROOT)
         assert listed.returncode == 0, listed.stderr.decode()
-        assert sorted(t["name"] for t in json.loads(listed.stdout)["tools"]) == ["add", "echo", "fail", "sleep"]
+        assert sorted(t["name"] for t in json.loads(listed.stdout)["tools"]) == EXAMPLE_TOOLS
         added = subprocess.run(calls[1], shell=True, env=env, capture_output=True, timeout=60, cwd=ROOT)
         assert added.returncode == 0, added.stderr.decode()
         assert json.loads(added.stdout)["content"][0]["text"] == "5"

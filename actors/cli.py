@@ -12,8 +12,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from actors.config import LOG_LEVELS, ConfigError, load
+from actors.config import LIMIT_KEYS, LOG_LEVELS, ConfigError, load
 from actors.daemon import Daemon, DaemonError
+from actors.options import LIMIT_HELP, Limits
 from transport.client import Client, DaemonUnavailable, FrameRefused, RequestError, TroupeError
 from transport.runtime import RuntimeDirError, default_back_endpoint
 
@@ -50,6 +51,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--back", help="endpoint for adapters (overrides [daemon] back)")
     serve.add_argument("--runtime-dir", help="directory for the default ipc endpoints")
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default: info")
+    limits = serve.add_argument_group("limits (override [limits]; defaults in docs/limits.rst)")
+    defaults = Limits()
+    for name, (types, _form) in LIMIT_KEYS.items():
+        flag, text = f"--{name.replace('_', '-')}", f"{LIMIT_HELP[name]} (default {getattr(defaults, name)})"
+        limits.add_argument(flag, dest=name, type=_limit_type(types), metavar="N", help=text)
+    limits.add_argument(
+        "--method-timeout",
+        action="append",
+        default=[],
+        metavar="METHOD=SECONDS",
+        help="per-method request timeout, e.g. tools/call=300 (repeatable)",
+    )
     serve.set_defaults(func=_serve)
 
     adapter = sub.add_parser(
@@ -78,6 +91,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _limit_type(types: tuple[type, ...]) -> Any:
+    if bool in types:
+        return lambda text: {"true": True, "false": False}[text.lower()]
+    return int if float not in types else float
+
+
+def _method_timeouts(items: list[str]) -> dict[str, float] | None:
+    timeouts = {}
+    for item in items:
+        method, _, seconds = item.partition("=")
+        try:
+            timeouts[method] = float(seconds)
+        except ValueError:
+            raise ConfigError(f"--method-timeout {item!r}: expected METHOD=SECONDS, e.g. tools/call=300") from None
+    return timeouts or None
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -91,7 +121,9 @@ def _fail(message: str, code: int) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     overrides = {"front": args.front, "back": args.back, "runtime_dir": args.runtime_dir, "log_level": args.log_level}
+    overrides |= {name: getattr(args, name) for name in LIMIT_KEYS}
     try:
+        overrides["timeouts"] = _method_timeouts(args.method_timeout)
         config = load(args.config, overrides)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)

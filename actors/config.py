@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from actors.options import Limits
 from transport.runtime import BACK_SOCKET, FRONT_SOCKET, ipc_endpoint, runtime_dir
 
 
@@ -55,6 +56,7 @@ class DaemonConfig:
     """Seconds a clean shutdown waits for sessions and adapters before forcing them."""
     heartbeat_ms: int = 1000
     log_level: str = "info"
+    limits: Limits = field(default_factory=Limits)
 
 
 def example_server() -> ServerConfig:
@@ -82,6 +84,16 @@ SERVER_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "stop_timeout": ((int, float), "seconds, >= 0"),
     "term_timeout": ((int, float), "seconds, >= 0"),
 }
+LIMIT_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    name: ((bool,), "true or false")
+    if isinstance(default, bool)
+    else ((int,), "an integer >= 0")
+    if isinstance(default, int)
+    else ((int, float), "a number >= 0 (seconds or per second)")
+    for name, default in vars(Limits()).items()
+    if name != "timeouts"
+}
+"""Keys of ``[limits]``: every field of `actors.options.Limits` (``timeouts`` is a sub-table)."""
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -91,16 +103,54 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Daemo
     With no file the daemon serves the bundled example server as ``example``.
     """
     daemon: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
     servers: dict[str, ServerConfig] | None = None
     if path is not None:
         data = _read(path)
-        unknown = set(data) - {"daemon", "servers"}
+        unknown = set(data) - {"daemon", "servers", "limits"}
         if unknown:
-            raise ConfigError(f"{path}: unknown top-level table(s) {sorted(unknown)}; use [daemon] and [servers.NAME]")
+            raise ConfigError(
+                f"{path}: unknown top-level table(s) {sorted(unknown)}; use [daemon], [limits] and [servers.NAME]"
+            )
         daemon = _checked(data.get("daemon", {}), DAEMON_KEYS, f"{path}: [daemon]")
+        limits = _limits(data.get("limits", {}), path)
         servers = _servers(data.get("servers", {}), path)
-    daemon.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key == "timeouts":
+            limits["timeouts"] = {**limits.get("timeouts", {}), **value}
+        else:
+            (limits if key in LIMIT_KEYS else daemon)[key] = value
+    daemon["limits"] = _build_limits(limits)
     return _build(daemon, servers if servers is not None else {"example": example_server()})
+
+
+def _limits(table: object, path: Path) -> dict[str, Any]:
+    table = dict(table) if isinstance(table, dict) else table
+    timeouts = table.pop("timeouts", {}) if isinstance(table, dict) else {}
+    values = _checked(table, LIMIT_KEYS, f"{path}: [limits]")
+    if not isinstance(timeouts, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in timeouts.values()
+    ):
+        raise ConfigError(f'{path}: [limits.timeouts] maps method names to seconds > 0, e.g. "tools/call" = 300')
+    values["timeouts"] = timeouts
+    return values
+
+
+def _build_limits(values: dict[str, Any]) -> Limits:
+    limits = replace(Limits(), **values)
+    for name in LIMIT_KEYS:
+        if getattr(limits, name) < 0:
+            raise ConfigError(f"limits: {name} must be >= 0")
+    if limits.request_timeout <= 0:
+        raise ConfigError("limits: request_timeout must be > 0 seconds")
+    if not 0 < limits.soft_limit_ratio <= 1:
+        raise ConfigError("limits: soft_limit_ratio must be in (0, 1]")
+    for name in ("max_pending_per_session", "max_pending_total", "max_sessions", "rate_burst", "open_burst"):
+        if getattr(limits, name) < 1:
+            raise ConfigError(f"limits: {name} must be >= 1")
+    return limits
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -120,7 +170,7 @@ def _checked(table: object, keys: dict[str, tuple[tuple[type, ...], str]], where
         if key not in keys:
             raise ConfigError(f"{where}: unknown key {key!r}; accepted keys: {', '.join(sorted(keys))}")
         types, form = keys[key]
-        if not isinstance(value, types) or isinstance(value, bool):
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise ConfigError(f"{where}: {key} = {value!r} is not valid; expected {form}")
     return dict(table)
 

@@ -28,6 +28,7 @@ from typing import IO
 import pykka
 
 from actors.config import DaemonConfig, ServerConfig
+from actors.janitor import Janitor
 from actors.router import Router, RouterOptions
 from transport.hub import BACK, FRONT, Hub, HubOptions
 from transport.runtime import ensure_private_dir, ipc_path
@@ -60,7 +61,9 @@ class Daemon:
     def __init__(self, config: DaemonConfig, version: str = "") -> None:
         self.config = config
         self.hub = Hub(HubOptions(heartbeat_ms=config.heartbeat_ms))
-        self.router = Router(self.hub, RouterOptions(max_frame_bytes=config.max_frame_bytes), version=version)
+        self.janitor = Janitor.start()
+        options = RouterOptions(max_frame_bytes=config.max_frame_bytes, limits=config.limits)
+        self.router = Router(self.hub, options, janitor=self.janitor.tell, version=version)
         self.adapters: list[AdapterProcess] = []
         self._locks: list[IO[str]] = []
         self._stop_requested: list[int] = []

@@ -2,10 +2,11 @@
 
 The hub calls `Router.on_front` and `Router.on_back` for every inbound frame.
 The router validates the envelope, answers bad frames with an ``error`` frame,
-and hands session traffic to the right `SessionActor` with a ``tell``. Its
-tables (sessions by id, adapters by peer) are touched only on the loop thread,
-so they have one owner and need no lock; actors change them by asking the hub
-to run a router method (`session_finished`).
+applies the daemon-wide admission rules (open-session limit, open rate per
+client, the global pending-request limit) and hands session traffic to the
+right `SessionActor` with a ``tell``. Its tables are touched only on the loop
+thread, so they have one owner and need no lock; actors change them by asking
+the hub to run a router method (`session_finished`, `pending_changed`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from typing import Any
 
 import pykka
 
+from actors.janitor import Tick
+from actors.limits import GlobalPending, SoftLimit, TokenBucket
+from actors.options import PRIORITY_METHODS, Limits
 from actors.session import (
     CloseSession,
     FromClient,
@@ -29,19 +33,15 @@ from actors.session import (
     ServerExited,
     ServerStarted,
     SessionActor,
+    SessionLinks,
 )
 from actors.session_core import SessionCore
-from transport.frames import (
-    ADAPTER_TO_DAEMON,
-    CLIENT_TO_DAEMON,
-    ErrorCode,
-    FrameError,
-    decode,
-    encode,
-)
+from transport.frames import ADAPTER_TO_DAEMON, CLIENT_TO_DAEMON, ErrorCode, FrameError, decode, encode
 from transport.hub import Hub
 
 log = logging.getLogger("troupe.router")
+
+_TICK = Tick()
 
 
 @dataclass(eq=False)
@@ -59,6 +59,14 @@ class AdapterLink:
         return self.capacity > 0 and len(self.sessions) >= self.capacity
 
 
+@dataclass(eq=False)
+class ClientLink:
+    """A client connection: its sessions and its session-opening rate."""
+
+    bucket: TokenBucket
+    sessions: set[str] = field(default_factory=set)
+
+
 @dataclass(eq=False, slots=True)
 class Route:
     actor: pykka.ActorRef[SessionActor]
@@ -69,18 +77,34 @@ class Route:
 @dataclass(frozen=True)
 class RouterOptions:
     max_frame_bytes: int = 4 * 1024 * 1024
+    limits: Limits = field(default_factory=Limits)
 
 
 class Router:
     """Implements `transport.hub.HubHandler` for the daemon."""
 
-    def __init__(self, hub: Hub, options: RouterOptions | None = None, *, version: str = "") -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        options: RouterOptions | None = None,
+        *,
+        janitor: Callable[[object], None] = lambda _msg: None,
+        version: str = "",
+    ) -> None:
         self._hub = hub
-        self._options = options or RouterOptions()
+        self._options = options = options or RouterOptions()
+        self._limits = limits = options.limits
         self._version = version
+        self.janitor = janitor
+        """Delivers a message to the current janitor (replaced when it restarts)."""
         self.sessions: dict[str, Route] = {}
         self.adapters: dict[bytes, AdapterLink] = {}
+        self.clients: dict[bytes, ClientLink] = {}
         self.errors: Counter[str] = Counter()
+        self.pending = GlobalPending(limits.max_pending_total)
+        self._pending_soft = SoftLimit(limits.max_pending_total, limits.soft_limit_ratio)
+        self._sessions_soft = SoftLimit(limits.max_sessions, limits.soft_limit_ratio)
+        self._links = SessionLinks(hub, self, lambda msg: self.janitor(msg))  # noqa: PLW0108 - late-bound: the janitor may be replaced
         self._stopping = False
         self._drained: Future[None] | None = None
         self._expected: tuple[Counter[str], Future[None]] | None = None
@@ -93,82 +117,127 @@ class Router:
             frame = decode(data, CLIENT_TO_DAEMON, max_bytes=self._options.max_frame_bytes)
             kind = frame["t"]
             if kind == "mcp":
-                self._tell_session(peer, frame, FromClient(frame["msg"]))
+                self._client_message(peer, frame)
             elif kind == "open":
                 self._open(peer, frame)
             elif kind == "close":
-                self._tell_session(peer, frame, CloseSession("client", frame.get("ref")))
+                self._tell(self._route(peer, frame), CloseSession("client", frame.get("ref")), frame)
             else:
                 self._control(peer, frame)
         except FrameError as exc:
             self._refuse(peer, exc)
 
-    def _tell_session(self, peer: bytes, frame: dict[str, Any], message: object) -> None:
+    def _client_message(self, peer: bytes, frame: dict[str, Any]) -> None:
+        if "sid" not in frame:
+            frame["sid"] = self._only_session_of(peer, frame)
+        route = self._route(peer, frame)
+        msg = frame["msg"]
+        method = msg.get("method")
+        counted, over = False, None
+        if "id" in msg and isinstance(method, str) and method not in PRIORITY_METHODS:
+            over = self.pending.admit()
+            counted = over is None
+            if counted and self._pending_soft.crossed(self.pending.count):
+                log.warning("%d requests pending daemon-wide, 80%% or more of max_pending_total", self.pending.count)
+        if not self._tell(route, FromClient(msg, counted, over), frame) and counted:
+            self.pending.apply(-1)
+
+    def _only_session_of(self, peer: bytes, frame: dict[str, Any]) -> str:
+        client = self.clients.get(peer)
+        sids = client.sessions if client is not None else set()
+        if len(sids) != 1:
+            raise FrameError(
+                ErrorCode.BAD_FRAME,
+                f"'mcp' frame names no session and this client has {len(sids)} open sessions; "
+                "add the 'sid' field (it may be left out only when the client has exactly one session)",
+                id=_request_id(frame["msg"]),
+            )
+        (sid,) = sids
+        log.warning("mcp frame without sid from client %s routed to its only session %s", peer.hex(), sid)
+        return sid
+
+    def _route(self, peer: bytes, frame: dict[str, Any]) -> Route:
         sid, ref = frame["sid"], frame.get("ref")
-        msg_id = frame["msg"].get("id") if "msg" in frame else None
-        msg_id = msg_id if isinstance(msg_id, (int, str)) and not isinstance(msg_id, bool) else None
+        msg_id = _request_id(frame["msg"]) if "msg" in frame else None
         route = self.sessions.get(sid)
         if route is None:
-            raise FrameError(
-                ErrorCode.UNKNOWN_SESSION,
-                f"no open session {sid!r}; it was closed or never opened: open a new session",
-                sid=sid,
-                id=msg_id,
-                ref=ref,
-            )
+            message = f"no open session {sid!r}; it was closed or never opened: open a new session"
+            raise FrameError(ErrorCode.UNKNOWN_SESSION, message, sid=sid, id=msg_id, ref=ref)
         if route.client != peer:
-            raise FrameError(
-                ErrorCode.NOT_OWNER,
-                f"session {sid!r} belongs to another client connection",
-                sid=sid,
-                id=msg_id,
-                ref=ref,
-            )
+            message = f"session {sid!r} belongs to another client connection"
+            raise FrameError(ErrorCode.NOT_OWNER, message, sid=sid, id=msg_id, ref=ref)
+        return route
+
+    def _tell(self, route: Route, message: object, frame: dict[str, Any]) -> bool:
         try:
             route.actor.tell(message)
         except pykka.ActorDeadError:
-            raise FrameError(
-                ErrorCode.SESSION_CLOSED, f"session {sid!r} has ended; open a new session", sid=sid, id=msg_id, ref=ref
-            ) from None
+            sid = frame["sid"]
+            msg_id = _request_id(frame["msg"]) if "msg" in frame else None
+            message = f"session {sid!r} has ended; open a new session"
+            raise FrameError(ErrorCode.SESSION_CLOSED, message, sid=sid, id=msg_id, ref=frame.get("ref")) from None
+        return True
 
     def _open(self, peer: bytes, frame: dict[str, Any]) -> None:
         ref, server = frame["ref"], frame["server"]
         if self._stopping:
             raise FrameError(ErrorCode.SHUTTING_DOWN, "the daemon is shutting down; try again later", ref=ref)
+        self._admit_open(peer, ref)
         adapter = self._pick_adapter(server, ref)
         sid = secrets.token_urlsafe(16)
-        core = SessionCore(sid, server, time.monotonic())
-        actor = SessionActor.start(core, Peers(peer, adapter.peer, ref), self._hub, self.session_finished)
+        core = SessionCore(sid, server, time.monotonic(), self._limits)
+        actor = SessionActor.start(core, Peers(peer, adapter.peer, ref), self._links)
         self.sessions[sid] = Route(actor, peer, adapter)
         adapter.sessions.add(sid)
+        self.clients[peer].sessions.add(sid)
+        if self._sessions_soft.crossed(len(self.sessions)):
+            log.warning(
+                "%d sessions open, 80%% or more of max_sessions %d", len(self.sessions), self._limits.max_sessions
+            )
         self._hub.send_back(adapter.peer, encode("spawn", sid=sid))
+
+    def _admit_open(self, peer: bytes, ref: int | str) -> None:
+        limits = self._limits
+        if len(self.sessions) >= limits.max_sessions:
+            raise FrameError(
+                ErrorCode.TOO_MANY_SESSIONS,
+                f"the daemon has {len(self.sessions)} sessions open, its limit (max_sessions); close one first",
+                ref=ref,
+                data={"scope": "global", "current": len(self.sessions), "limit": limits.max_sessions},
+            )
+        client = self.clients.get(peer)
+        if client is None:
+            client = self.clients[peer] = ClientLink(
+                TokenBucket(limits.open_rate_per_client, limits.open_burst, time.monotonic())
+            )
+        wait = client.bucket.take(time.monotonic())
+        if wait > 0:
+            raise FrameError(
+                ErrorCode.RATE_LIMITED,
+                f"this client opens sessions faster than {limits.open_rate_per_client:g}/s; retry after "
+                "data.retry_after_ms",
+                ref=ref,
+                data={"retry_after_ms": max(1, round(wait * 1000))},
+            )
 
     def _pick_adapter(self, server: str, ref: int | str) -> AdapterLink:
         candidates = [a for a in self.adapters.values() if a.server == server]
         if not candidates:
             known = sorted({a.server for a in self.adapters.values()})
-            raise FrameError(
-                ErrorCode.UNKNOWN_SERVER,
-                f"no server named {server!r} is registered; known servers: {', '.join(known) or 'none'}",
-                ref=ref,
-            )
+            message = f"no server named {server!r} is registered; known servers: {', '.join(known) or 'none'}"
+            raise FrameError(ErrorCode.UNKNOWN_SERVER, message, ref=ref)
         free = [a for a in candidates if not a.full]
         if not free:
-            raise FrameError(
-                ErrorCode.SERVER_BUSY,
-                f"every adapter of server {server!r} is at its session capacity; close a session or add adapters",
-                ref=ref,
-            )
+            message = f"every adapter of server {server!r} is at its session capacity; close a session or add adapters"
+            raise FrameError(ErrorCode.SERVER_BUSY, message, ref=ref)
         return min(free, key=lambda a: len(a.sessions))
 
     def _control(self, peer: bytes, frame: dict[str, Any]) -> None:
         ref, op = frame["ref"], frame["op"]
         handler = self._ctl.get(op)
         if handler is None:
-            error = {
-                "code": str(ErrorCode.UNKNOWN_OP),
-                "message": f"unknown control op {op!r}; known: {sorted(self._ctl)}",
-            }
+            message = f"unknown control op {op!r}; known: {sorted(self._ctl)}"
+            error = {"code": str(ErrorCode.UNKNOWN_OP), "message": message}
             self._hub.send_front(peer, encode("ctl", ref=ref, ok=False, error=error))
             return
         self._hub.send_front(peer, encode("ctl", ref=ref, ok=True, result=handler(frame.get("args") or {})))
@@ -179,6 +248,7 @@ class Router:
             "status": "stopping" if self._stopping else "serving",
             "version": self._version,
             "sessions": len(self.sessions),
+            "pending": self.pending.count,
             "servers": dict(servers),
         }
 
@@ -221,12 +291,8 @@ class Router:
             log.debug("session %s ended before its %s frame arrived", frame["sid"], kind)
 
     def _register(self, peer: bytes, frame: dict[str, Any]) -> None:
-        if peer in self.adapters:
-            log.info("adapter %s registered again", peer.hex())
-        else:
-            log.info(
-                "adapter for server %r registered (capacity %s)", frame["server"], frame["capacity"] or "unlimited"
-            )
+        capacity = frame["capacity"] or "unlimited"
+        log.info("adapter for server %r registered (capacity %s)", frame["server"], capacity)
         self.adapters[peer] = AdapterLink(peer, frame["server"], max(0, frame["capacity"]), frame.get("pid"))
         self._hub.send_back(peer, encode("registered", server=frame["server"]))
         self._check_expected()
@@ -258,15 +324,31 @@ class Router:
                     except pykka.ActorDeadError:
                         pass
 
-    # -- lifecycle -----------------------------------------------------------------
+    # -- sessions report -------------------------------------------------------------
+
+    def pending_changed(self, delta: int) -> None:
+        self.pending.apply(delta)
+        self._pending_soft.crossed(self.pending.count)
 
     def session_finished(self, sid: str) -> None:
         """Forget a session (called on the loop thread when its actor ends)."""
         route = self.sessions.pop(sid, None)
         if route is not None:
             route.adapter.sessions.discard(sid)
+            client = self.clients.get(route.client)
+            if client is not None:
+                client.sessions.discard(sid)
+        self._sessions_soft.crossed(len(self.sessions))
         if self._drained is not None and not self.sessions and not self._drained.done():
             self._drained.set_result(None)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def on_tick(self, now: float) -> None:
+        """The daemon's clock: the janitor's passes hang off it."""
+        self.janitor(_TICK)
+        if len(self.clients) > 2 * len(self.sessions) + 64:
+            self.clients = {peer: c for peer, c in self.clients.items() if c.sessions}
 
     def begin_shutdown(self) -> Future[None]:
         """Refuse new sessions and close every open one; the future completes when none is left."""
@@ -281,8 +363,10 @@ class Router:
             self._drained.set_result(None)
         return self._drained
 
-    def on_tick(self, now: float) -> None:
-        """The daemon's clock; periodic work (expiry, eviction) hangs off it."""
-
     def actors(self) -> list[pykka.ActorRef[SessionActor]]:
         return [route.actor for route in self.sessions.values()]
+
+
+def _request_id(msg: object) -> int | str | None:
+    value = msg.get("id") if isinstance(msg, dict) else None
+    return value if isinstance(value, (int, str)) and not isinstance(value, bool) else None

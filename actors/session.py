@@ -1,8 +1,9 @@
 """`SessionActor`: the pykka shell around one `SessionCore`.
 
-The actor owns its core (state machine, pending requests) and does three
-things only: feed it messages with the time, turn its outputs into frames for
-the hub, and report when the session is finished. It never touches a socket.
+The actor owns its core (state machine, pending requests) and does only
+this: feed the core messages with the time, turn its outputs into frames for
+the hub, ask the janitor for wake-ups, and tell the router when its pending
+count moved or the session finished. It never touches a socket.
 """
 
 from __future__ import annotations
@@ -11,24 +12,27 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any, Protocol
 
 import pykka
 
-from actors.session_core import (
+from actors.outputs import (
     Dropped,
     Finished,
-    Opened,
     OpenFailed,
+    Opened,
     Output,
     Refuse,
+    Schedule,
     SessionClosed,
-    SessionCore,
     StopServer,
     ToClient,
     ToServer,
+    Warn,
 )
+from actors.session_core import SessionCore
 from transport.frames import ErrorCode, encode
 
 log = logging.getLogger("troupe.session")
@@ -44,12 +48,24 @@ class Outbox(Protocol):
     def call(self, fn: Callable[[], object]) -> None: ...
 
 
+class RouterPort(Protocol):
+    """Router methods a session has run on the hub's loop thread."""
+
+    def session_finished(self, sid: str) -> None: ...
+
+    def pending_changed(self, delta: int) -> None: ...
+
+
 # -- messages ------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class FromClient:
     msg: dict[str, Any]
+    counted: bool = False
+    """The router counted this request in the global pending count."""
+    over_global: tuple[int, int] | None = None
+    """Set when the global pending limit refused it: ``(current, limit)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +91,22 @@ class CloseSession:
 
 
 @dataclass(frozen=True, slots=True)
+class Wake:
+    """From the janitor: a deadline this session asked for has come."""
+
+
+@dataclass(frozen=True, slots=True)
 class Describe:
     """Ask for a snapshot of the session (use with ``ask``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WakeMeAt:
+    """To the janitor: wake session ``sid`` (``ref``) at monotonic time ``at``."""
+
+    sid: str
+    at: float
+    ref: pykka.ActorRef[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,32 +116,39 @@ class Peers:
     open_ref: int | str
 
 
+@dataclass(frozen=True)
+class SessionLinks:
+    outbox: Outbox
+    router: RouterPort
+    janitor: Callable[[WakeMeAt], None]
+    """Delivers a wake-up request to whichever janitor is current."""
+
+
 class SessionActor(pykka.ThreadingActor):
+    use_daemon_thread = True
+
     def __init__(
-        self,
-        core: SessionCore,
-        peers: Peers,
-        outbox: Outbox,
-        on_finished: Callable[[str], None],
-        clock: Callable[[], float] = time.monotonic,
+        self, core: SessionCore, peers: Peers, links: SessionLinks, clock: Callable[[], float] = time.monotonic
     ) -> None:
         super().__init__()
         self.core = core
         self._peers = peers
-        self._outbox = outbox
-        self._on_finished = on_finished
+        self._links = links
         self._clock = clock
         self._seq = 0
         self._close_ref: int | str | None = None
-        self._reported = False
+        self._reported_pending = 0
+        self._reported_finished = False
 
     def on_receive(self, message: Any) -> Any:
         core, now = self.core, self._clock()
         match message:
-            case FromClient(msg):
-                self._emit(core.receive_from_client(msg, now))
+            case FromClient(msg, counted, over_global):
+                self._emit(core.receive_from_client(msg, now, over_global), counted=counted)
             case FromServer(msg):
                 self._emit(core.receive_from_server(msg, now))
+            case Wake():
+                self._emit(core.wake(now))
             case ServerStarted(pid):
                 self._emit(core.server_started(pid, now))
             case ServerExited(code, reason):
@@ -120,7 +157,7 @@ class SessionActor(pykka.ThreadingActor):
                 self._close_ref = ref
                 self._emit(core.close(reason, now))
             case Describe():
-                return describe(core, now)
+                return core.describe(now)
             case _:
                 raise TypeError(f"SessionActor got an unknown message {message!r}")
         return None
@@ -141,68 +178,49 @@ class SessionActor(pykka.ThreadingActor):
         self._report_finished()
 
     def _report_finished(self) -> None:
-        if not self._reported:
-            self._reported = True
-            sid, finished = self.core.sid, self._on_finished
-            self._outbox.call(lambda: finished(sid))
+        if not self._reported_finished:
+            self._reported_finished = True
+            self._links.outbox.call(partial(self._links.router.session_finished, self.core.sid))
 
-    def _emit(self, outputs: list[Output], *, stop: bool = True) -> None:
-        sid, peers, outbox = self.core.sid, self._peers, self._outbox
+    def _emit(self, outputs: list[Output], *, counted: bool = False, stop: bool = True) -> None:
         for out in outputs:
-            match out:
-                case ToClient(msg):
-                    self._seq += 1
-                    outbox.send_front(peers.client, encode("mcp", sid=sid, seq=self._seq, msg=msg))
-                case ToServer(msg):
-                    outbox.send_back(peers.adapter, encode("mcp", sid=sid, msg=msg))
-                case Refuse(code, message, request_id):
-                    outbox.send_front(
-                        peers.client, encode("error", code=str(code), message=message, sid=sid, id=request_id)
-                    )
-                case Opened():
-                    outbox.send_front(
-                        peers.client, encode("opened", ref=peers.open_ref, sid=sid, server=self.core.server)
-                    )
-                    log.info("session %s opened on server %s (pid %s)", sid, self.core.server, out.pid)
-                case OpenFailed(message):
-                    outbox.send_front(
-                        peers.client,
-                        encode("error", code=str(ErrorCode.SPAWN_FAILED), message=message, ref=peers.open_ref),
-                    )
-                    log.warning("session %s: %s", sid, message)
-                case SessionClosed(reason, message):
-                    outbox.send_front(
-                        peers.client, encode("closed", sid=sid, reason=reason, message=message, ref=self._close_ref)
-                    )
-                    log.info("session %s closed: %s", sid, message)
-                case StopServer(reason):
-                    outbox.send_back(peers.adapter, encode("close", sid=sid, reason=reason))
-                case Finished():
-                    if stop:
-                        self.stop()
-                case Dropped(source, reason):
-                    log.debug("session %s dropped a message from the %s: %s", sid, source, reason)
+            self._carry(out, stop)
+        pending = len(self.core.from_client)
+        delta = pending - self._reported_pending - (1 if counted else 0)
+        self._reported_pending = pending
+        if delta:
+            self._links.outbox.call(partial(self._links.router.pending_changed, delta))
 
-
-def describe(core: SessionCore, now: float) -> dict[str, Any]:
-    """A JSON-friendly snapshot of a session."""
-    info = core.info
-    return {
-        "sid": core.sid,
-        "server": core.server,
-        "state": core.state.value,
-        "failure": core.machine.failure,
-        "era": info.era.value,
-        "protocol_version": info.protocol_version,
-        "client_info": info.client_info,
-        "server_info": info.server_info,
-        "pid": info.pid,
-        "age_s": round(now - core.created_at, 3),
-        "idle_s": round(now - core.last_activity, 3),
-        "dropped": core.dropped,
-        "pending": [
-            {"direction": direction, "id": p.id, "method": p.method, "age_s": round(now - p.sent_at, 3)}
-            for direction, table in (("client_to_server", core.from_client), ("server_to_client", core.from_server))
-            for p in table
-        ],
-    }
+    def _carry(self, out: Output, stop: bool) -> None:
+        sid, peers, outbox = self.core.sid, self._peers, self._links.outbox
+        match out:
+            case ToClient(msg):
+                self._seq += 1
+                outbox.send_front(peers.client, encode("mcp", sid=sid, seq=self._seq, msg=msg))
+            case ToServer(msg):
+                outbox.send_back(peers.adapter, encode("mcp", sid=sid, msg=msg))
+            case Schedule(at):
+                self._links.janitor(WakeMeAt(sid, at, self.actor_ref))
+            case Refuse(code, message, request_id):
+                frame = encode("error", code=str(code), message=message, sid=sid, id=request_id)
+                outbox.send_front(peers.client, frame)
+            case Opened(pid):
+                outbox.send_front(peers.client, encode("opened", ref=peers.open_ref, sid=sid, server=self.core.server))
+                log.info("session %s opened on server %s (pid %s)", sid, self.core.server, pid)
+            case OpenFailed(message):
+                frame = encode("error", code=str(ErrorCode.SPAWN_FAILED), message=message, ref=peers.open_ref)
+                outbox.send_front(peers.client, frame)
+                log.warning("session %s: %s", sid, message)
+            case SessionClosed(reason, message):
+                frame = encode("closed", sid=sid, reason=reason, message=message, ref=self._close_ref)
+                outbox.send_front(peers.client, frame)
+                log.info("session %s closed: %s", sid, message)
+            case StopServer(reason):
+                outbox.send_back(peers.adapter, encode("close", sid=sid, reason=reason))
+            case Finished():
+                if stop:
+                    self.stop()
+            case Warn(message):
+                log.warning("session %s: %s", sid, message)
+            case Dropped(source, reason):
+                log.debug("session %s dropped a message from the %s: %s", sid, source, reason)

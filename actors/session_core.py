@@ -1,116 +1,96 @@
 """The MCP session logic, sans-IO.
 
 `SessionCore` takes what happened (a message from the client or the server,
-the server process starting or exiting, a close) plus the current time, and
-returns what to do as a list of outputs. It owns no thread, socket or clock,
-so it is tested directly; `actors.session.SessionActor` is the thin shell that
-feeds it and carries its outputs to the hub.
+the server process starting or exiting, a wake-up, a close) plus the current
+time, and returns what to do as a list of outputs. It owns no thread, socket
+or clock, so it is tested directly; `actors.session.SessionActor` is the thin
+shell that feeds it and carries its outputs to the hub.
+
+What it enforces: the state machine, both eras (see `actors.era`),
+correlation in both directions, cancellation, progress, request timeouts,
+the per-session pending limit, the global limit (decided by the router and
+passed in), the per-session rate limit and idle expiry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
-from actors.pending import PendingTable
+from actors.era import (
+    CLIENT_NOTIFICATIONS_BEFORE_READY,
+    CLIENT_REQUESTS_BEFORE_READY,
+    MODERN_VERSIONS,
+    SERVER_NOTIFICATIONS_BEFORE_READY,
+    SERVER_REQUESTS_BEFORE_READY,
+    Era,
+    modern_version,
+    params_of,
+    request_era,
+)
+from actors.limits import SoftLimit, TokenBucket
+from actors.options import PRIORITY_METHODS, Limits
+from actors.outputs import (
+    Dropped,
+    Finished,
+    OpenFailed,
+    Opened,
+    Output,
+    Refuse,
+    Schedule,
+    SessionClosed,
+    StopServer,
+    ToClient,
+    ToServer,
+    Warn,
+)
+from actors.pending import PendingRequest, PendingTable
 from actors.state import SessionStateMachine, State
 from transport import jsonrpc
 from transport.frames import ErrorCode
 from transport.jsonrpc import InvalidMessage, Kind, Message, RequestId
 
-MODERN_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
-
-
-class Era(Enum):
-    UNKNOWN = "unknown"
-    LEGACY = "legacy"
-    """Stateful: initialize handshake (2024-11-05 .. 2025-11-25)."""
-    MODERN = "modern"
-    """Stateless: per-request ``_meta`` protocol version (2026-07-28)."""
-
-
-# -- outputs -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ToClient:
-    msg: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ToServer:
-    msg: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Refuse:
-    """An envelope ``error`` frame to the client about a frame it sent."""
-
-    code: ErrorCode
-    message: str
-    id: RequestId | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Opened:
-    pid: int
-
-
-@dataclass(frozen=True, slots=True)
-class OpenFailed:
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class SessionClosed:
-    """Tell the client its session is over."""
-
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class StopServer:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """Nothing of the session is left; the shell may stop and be forgotten."""
-
-
-@dataclass(frozen=True, slots=True)
-class Dropped:
-    """A message nobody is waiting for; counted and logged, never forwarded."""
-
-    source: str
-    reason: str
-
-
-Output = ToClient | ToServer | Refuse | Opened | OpenFailed | SessionClosed | StopServer | Finished | Dropped
+__all__ = [
+    "Dropped",
+    "Era",
+    "Finished",
+    "OpenFailed",
+    "Opened",
+    "Output",
+    "Refuse",
+    "Schedule",
+    "SessionClosed",
+    "SessionCore",
+    "SessionInfo",
+    "StopServer",
+    "ToClient",
+    "ToServer",
+    "Warn",
+]
 
 
 @dataclass
 class SessionInfo:
-    """What the session learned about its peers."""
+    """What the session learned about its peers, and its traffic."""
 
     era: Era = Era.UNKNOWN
+    era_confirmed: bool = False
     protocol_version: str | None = None
     client_info: dict[str, Any] | None = None
     server_info: dict[str, Any] | None = None
     client_capabilities: dict[str, Any] | None = None
     server_capabilities: dict[str, Any] | None = None
     pid: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    frames: dict[str, int] = field(default_factory=lambda: {"client_to_server": 0, "server_to_client": 0})
 
 
 class SessionCore:
-    """One MCP session: state machine, correlation both ways, clean endings."""
+    """One MCP session: state machine, eras, correlation both ways, limits, clean endings."""
 
-    def __init__(self, sid: str, server: str, now: float) -> None:
+    def __init__(self, sid: str, server: str, now: float, limits: Limits | None = None) -> None:
         self.sid = sid
         self.server = server
+        self.limits = limits = limits or Limits()
         self.machine = SessionStateMachine()
         self.info = SessionInfo()
         self.from_client = PendingTable()
@@ -121,12 +101,21 @@ class SessionCore:
         self.last_activity = now
         self.dropped = 0
         self.end_reason: str | None = None
+        self._bucket = TokenBucket(limits.rate_per_session, limits.rate_burst, now)
+        self._soft = SoftLimit(limits.max_pending_per_session, limits.soft_limit_ratio)
         self._started = False
         self._initialize_id: RequestId | None = None
+        self._initialized_result = False
+        self._deciding_id: RequestId | None = None
+        self._wake_at: float | None = None
 
     @property
     def state(self) -> State:
         return self.machine.state
+
+    @property
+    def ready(self) -> bool:
+        return self.state is State.ACTIVE
 
     # -- server process ------------------------------------------------------------
 
@@ -136,7 +125,7 @@ class SessionCore:
         self._started = True
         self.info.pid = pid
         self.last_activity = now
-        return [Opened(pid)]
+        return self._scheduled([Opened(pid)])
 
     def server_exited(self, code: int | None, reason: str, now: float) -> list[Output]:
         self.last_activity = now
@@ -145,14 +134,14 @@ class SessionCore:
             return [Finished()]
         if self.state.terminal:
             return []
+        self.end_reason = "server_exited"
         if not self._started:
             self.machine.transition(State.FAILED, f"server did not start: {reason}")
             return [OpenFailed(f"server {self.server!r} did not start: {reason}"), Finished()]
         message = f"server process ended: {reason}"
         self.machine.transition(State.FAILED, message)
         outputs = self._fail_pending(message, {"reason": "server_exited", "exit_code": code, "detail": reason})
-        outputs += [SessionClosed("server_exited", message), Finished()]
-        return outputs
+        return [*outputs, SessionClosed("server_exited", message), Finished()]
 
     # -- closing -------------------------------------------------------------------
 
@@ -168,8 +157,13 @@ class SessionCore:
         self.machine.transition(State.SHUTTING_DOWN)
         message = f"session closed ({reason})"
         outputs = self._fail_pending(message, {"reason": reason})
-        outputs += [SessionClosed(reason, message), StopServer(reason)]
-        return outputs
+        return [*outputs, self._closed_or_open_failed(reason, message), StopServer(reason)]
+
+    def _closed_or_open_failed(self, reason: str, message: str) -> Output:
+        """A client that never got ``opened`` must hear about its ``open``, not a stranger's sid."""
+        if self._started:
+            return SessionClosed(reason, message)
+        return OpenFailed(f"the session ended before server {self.server!r} started: {message}")
 
     def fail(self, reason: str, now: float) -> list[Output]:
         """The session cannot go on (an internal error): fail it and finish at once."""
@@ -177,50 +171,208 @@ class SessionCore:
             return []
         self.last_activity = now
         was_closing = self.state is State.SHUTTING_DOWN
+        self.end_reason = self.end_reason if was_closing else "failed"
         self.machine.transition(State.FAILED, reason)
         outputs = self._fail_pending(f"session failed: {reason}", {"reason": "failed"})
         if not was_closing:
-            outputs.append(SessionClosed("failed", f"session failed: {reason}"))
-        outputs += [StopServer("failed"), Finished()]
-        return outputs
+            outputs.append(self._closed_or_open_failed("failed", f"session failed: {reason}"))
+        return [*outputs, StopServer("failed"), Finished()]
 
     def _fail_pending(self, message: str, data: dict[str, Any]) -> list[Output]:
         """Answer every pending request in both directions: never silence."""
         text = f"Connection closed: {message}"
+        code = jsonrpc.CONNECTION_CLOSED
         outputs: list[Output] = [
-            ToClient(jsonrpc.error(p.id, jsonrpc.CONNECTION_CLOSED, text, {**data, "method": p.method}))
-            for p in self.from_client.drain()
+            ToClient(jsonrpc.error(p.id, code, text, {**data, "method": p.method})) for p in self.from_client.drain()
         ]
         outputs += [
-            ToServer(jsonrpc.error(p.id, jsonrpc.CONNECTION_CLOSED, text, {**data, "method": p.method}))
-            for p in self.from_server.drain()
+            ToServer(jsonrpc.error(p.id, code, text, {**data, "method": p.method})) for p in self.from_server.drain()
         ]
         return outputs
 
-    # -- messages ------------------------------------------------------------------
+    # -- time ----------------------------------------------------------------------
 
-    def receive_from_client(self, body: object, now: float) -> list[Output]:
+    def wake(self, now: float) -> list[Output]:
+        """Expire what is due: requests past their deadline, the session if idle."""
+        self._wake_at = None
+        if self.state is not State.INITIALIZING and self.state is not State.ACTIVE:
+            return []
+        outputs: list[Output] = []
+        for p in self.from_client.expire(now):
+            outputs += [ToClient(_timed_out(p)), ToServer(_cancel(p))]
+        for p in self.from_server.expire(now):
+            outputs += [ToServer(_timed_out(p)), ToClient(_cancel(p))]
+        if self._idle_deadline() is not None and now >= self._idle_deadline():  # type: ignore[operator]
+            return outputs + self.close("idle", now)
+        return self._scheduled(outputs)
+
+    def next_wake(self) -> float | None:
+        """When this session next needs `wake` (earliest deadline or idle expiry)."""
+        if self.state is not State.INITIALIZING and self.state is not State.ACTIVE:
+            return None
+        times = [t for t in (self.from_client.next_deadline(), self.from_server.next_deadline()) if t is not None]
+        idle = self._idle_deadline()
+        if idle is not None:
+            times.append(idle)
+        return min(times) if times else None
+
+    def _idle_deadline(self) -> float | None:
+        if self.limits.idle_timeout <= 0 or self.from_client or self.from_server or not self._started:
+            return None
+        return self.last_activity + self.limits.idle_timeout
+
+    def _scheduled(self, outputs: list[Output]) -> list[Output]:
+        """Ask for a wake-up if the next one needed is earlier than the one asked for."""
+        if self.state.terminal or self.state is State.SHUTTING_DOWN:
+            return outputs
+        at = self.next_wake()
+        if at is not None and (self._wake_at is None or at < self._wake_at):
+            self._wake_at = at
+            outputs.append(Schedule(at))
+        return outputs
+
+    # -- messages from the client ----------------------------------------------------
+
+    def receive_from_client(self, body: object, now: float, over_global: tuple[int, int] | None = None) -> list[Output]:
+        """A message from the client. ``over_global`` is set when the router found
+        the daemon-wide pending limit reached, as ``(current, limit)``."""
         if self.state is State.SHUTTING_DOWN or self.state.terminal:
-            return [
-                Refuse(
-                    ErrorCode.SESSION_CLOSED,
-                    f"session {self.sid} is {self.state.value}; open a new session",
-                    _id_of(body),
-                )
-            ]
+            message = f"session {self.sid} is {self.state.value}; open a new session"
+            return [Refuse(ErrorCode.SESSION_CLOSED, message, _id_of(body))]
         try:
             msg = jsonrpc.classify(body)
         except InvalidMessage as exc:
             return [Refuse(ErrorCode.INVALID_MESSAGE, f"not a valid JSON-RPC 2.0 message: {exc.reason}", exc.id)]
         self.last_activity = now
+        self.info.frames["client_to_server"] += 1
         if msg.kind is Kind.REQUEST:
-            return self._client_request(msg, now)
+            return self._scheduled(self._client_request(msg, now, over_global))
         if msg.kind is Kind.NOTIFICATION:
-            self._client_notification(msg)
-            return [ToServer(msg.body)]
+            return self._client_notification(msg, now)
         if self.from_server.pop(msg.id) is None:  # type: ignore[arg-type]
-            return self._drop("client", f"response to unknown server request id {msg.id!r}")
+            return self._drop("client", f"response to unknown or finished server request id {msg.id!r}")
         return [ToServer(msg.body)]
+
+    def _client_request(self, msg: Message, now: float, over_global: tuple[int, int] | None) -> list[Output]:
+        assert msg.id is not None and msg.method is not None
+        refusal = self._era_refusal(msg) or self._readiness_refusal(msg)
+        if refusal is not None:
+            return [ToClient(refusal)]
+        if msg.id in self.from_client:
+            return [ToClient(_duplicate_id_error(msg.id))]
+        if msg.method not in PRIORITY_METHODS:
+            refusal = self._limit_refusal(msg, now, over_global)
+            if refusal is not None:
+                return [ToClient(refusal)]
+        token = _progress_token(msg)
+        self.from_client.add(msg.id, msg.method, now, self.limits.timeout_for(msg.method), token)
+        self._note_era(msg)
+        outputs: list[Output] = [ToServer(msg.body)]
+        if self._soft.crossed(len(self.from_client)):
+            limit = self.limits.max_pending_per_session
+            outputs.append(Warn(f"{len(self.from_client)} requests pending, 80% or more of the limit {limit}"))
+        return outputs
+
+    def _era_refusal(self, msg: Message) -> dict[str, Any] | None:
+        era = request_era(msg)
+        if not self.info.era_confirmed or era is Era.UNKNOWN or era is self.info.era:
+            return None
+        if self.info.era is Era.LEGACY:
+            return jsonrpc.error(
+                msg.id,
+                jsonrpc.INVALID_REQUEST,
+                "this session completed the legacy initialize handshake; 2026-07-28 (stateless) requests are "
+                "refused: open a new session to use that protocol version",
+            )
+        requested = params_of(msg).get("protocolVersion")
+        return jsonrpc.error(
+            msg.id,
+            jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
+            "this session speaks the stateless 2026-07-28 protocol; initialize is refused: open a new session "
+            "for the legacy handshake",
+            {"supported": list(MODERN_VERSIONS), "requested": requested},
+        )
+
+    def _readiness_refusal(self, msg: Message) -> dict[str, Any] | None:
+        if self.ready or msg.method in CLIENT_REQUESTS_BEFORE_READY or request_era(msg) is Era.MODERN:
+            return None
+        return jsonrpc.error(
+            msg.id,
+            jsonrpc.NOT_INITIALIZED,
+            f"{msg.method} is not allowed before the session is initialized: send initialize, wait for its "
+            "result, then send notifications/initialized (or use the 2026-07-28 protocol)",
+            {"state": self.state.value, "era": self.info.era.value},
+        )
+
+    def _limit_refusal(self, msg: Message, now: float, over_global: tuple[int, int] | None) -> dict[str, Any] | None:
+        if over_global is not None:
+            return _too_many(msg.id, "global", *over_global)  # type: ignore[arg-type]
+        limit = self.limits.max_pending_per_session
+        if len(self.from_client) >= limit:
+            return _too_many(msg.id, "session", len(self.from_client), limit)  # type: ignore[arg-type]
+        wait = self._bucket.take(now)
+        if wait > 0:
+            return jsonrpc.error(
+                msg.id,
+                jsonrpc.RATE_LIMITED,
+                f"rate limit of {self.limits.rate_per_session:g} requests/s exceeded; retry after the delay in data",
+                {
+                    "retry_after_ms": max(1, round(wait * 1000)),
+                    "rate": self.limits.rate_per_session,
+                    "burst": self.limits.rate_burst,
+                },
+            )
+        return None
+
+    def _note_era(self, msg: Message) -> None:
+        era = request_era(msg)
+        if era is Era.UNKNOWN or self.info.era_confirmed:
+            return
+        self.info.era = era
+        self._deciding_id = msg.id
+        params = params_of(msg)
+        if era is Era.LEGACY:
+            self._initialize_id = msg.id
+            self.info.client_info = _map(params.get("clientInfo"))
+            self.info.client_capabilities = _map(params.get("capabilities"))
+            self.info.protocol_version = _str(params.get("protocolVersion"))
+        else:
+            self.info.protocol_version = modern_version(msg) or self.info.protocol_version
+            meta = _map(params.get("_meta")) or {}
+            self.info.client_info = _map(meta.get("io.modelcontextprotocol/clientInfo")) or self.info.client_info
+
+    def _client_notification(self, msg: Message, now: float) -> list[Output]:
+        method = msg.method
+        if method == "notifications/cancelled":
+            request_id = _cancelled_id(msg)
+            if request_id is not None and request_id == self._initialize_id and request_id in self.from_client:
+                return [
+                    Refuse(
+                        ErrorCode.INVALID_MESSAGE,
+                        "initialize cannot be cancelled (MCP spec); close the session instead",
+                    )
+                ]
+            if request_id is not None:
+                self.from_client.pop(request_id)
+            return self._scheduled([ToServer(msg.body)])
+        if method == "notifications/progress":
+            self._progress(self.from_server, msg, now)
+            return [ToServer(msg.body)]
+        if method == "notifications/initialized":
+            if not self._initialized_result:
+                return [Refuse(ErrorCode.NOT_INITIALIZED, "notifications/initialized before the initialize result")]
+            if self.state is State.INITIALIZING:
+                self.machine.transition(State.ACTIVE)
+            return [ToServer(msg.body)]
+        if not self.ready and method not in CLIENT_NOTIFICATIONS_BEFORE_READY:
+            return [
+                Refuse(
+                    ErrorCode.NOT_INITIALIZED, f"{method} before the session is initialized; finish the handshake first"
+                )
+            ]
+        return [ToServer(msg.body)]
+
+    # -- messages from the server ----------------------------------------------------
 
     def receive_from_server(self, body: object, now: float) -> list[Output]:
         if self.state is State.SHUTTING_DOWN or self.state.terminal:
@@ -230,65 +382,129 @@ class SessionCore:
         except InvalidMessage as exc:
             return self._drop("server", f"invalid JSON-RPC from server: {exc.reason}")
         self.last_activity = now
+        self.info.frames["server_to_client"] += 1
         if msg.kind is Kind.REQUEST:
-            if msg.id in self.from_server:
-                return [ToServer(_duplicate_id_error(msg.id))]  # type: ignore[arg-type]
-            self.from_server.add(msg.id, msg.method, now)  # type: ignore[arg-type]
-            return [ToClient(msg.body)]
+            return self._scheduled(self._server_request(msg, now))
         if msg.kind is Kind.NOTIFICATION:
-            if msg.method == "notifications/cancelled":
-                self._cancel(self.from_server, msg)
-            return [ToClient(msg.body)]
+            return self._server_notification(msg, now)
         pending = self.from_client.pop(msg.id)  # type: ignore[arg-type]
         if pending is None:
             return self._drop("server", f"response to unknown or finished client request id {msg.id!r}")
-        if msg.id == self._initialize_id and msg.kind is Kind.RESULT:
-            self._record_initialize_result(msg.body["result"])
+        if msg.id == self._deciding_id:
+            self._decide_era(msg)
+        return self._scheduled([ToClient(msg.body)])
+
+    def _server_request(self, msg: Message, now: float) -> list[Output]:
+        assert msg.id is not None and msg.method is not None
+        if not self.ready and msg.method not in SERVER_REQUESTS_BEFORE_READY:
+            return [
+                ToServer(
+                    jsonrpc.error(
+                        msg.id,
+                        jsonrpc.NOT_INITIALIZED,
+                        f"{msg.method} is not allowed before the client sent notifications/initialized",
+                    )
+                )
+            ]
+        if msg.id in self.from_server:
+            return [ToServer(_duplicate_id_error(msg.id))]
+        self.from_server.add(msg.id, msg.method, now, self.limits.timeout_for(msg.method), _progress_token(msg))
         return [ToClient(msg.body)]
 
-    def _client_request(self, msg: Message, now: float) -> list[Output]:
-        assert msg.id is not None and msg.method is not None
-        if msg.id in self.from_client:
-            return [ToClient(_duplicate_id_error(msg.id))]
-        self.from_client.add(msg.id, msg.method, now)
-        params = msg.body.get("params") or {}
-        if msg.method == "initialize":
-            self._initialize_id = msg.id
-            self.info.era = Era.LEGACY
-            self.info.client_info = _map(params.get("clientInfo"))
-            self.info.client_capabilities = _map(params.get("capabilities"))
-            self.info.protocol_version = _str(params.get("protocolVersion"))
-        else:
-            meta = _map(params.get("_meta")) or {}
-            version = meta.get(MODERN_VERSION_KEY)
-            if isinstance(version, str):
-                self.info.era = Era.MODERN
-                self.info.protocol_version = version
-                if self.state is State.INITIALIZING:
-                    self.machine.transition(State.ACTIVE)
-        return [ToServer(msg.body)]
+    def _server_notification(self, msg: Message, now: float) -> list[Output]:
+        if not self.ready and msg.method not in SERVER_NOTIFICATIONS_BEFORE_READY:
+            return self._drop("server", f"{msg.method} before the client sent notifications/initialized")
+        if msg.method == "notifications/cancelled":
+            request_id = _cancelled_id(msg)
+            if request_id is not None:
+                self.from_server.pop(request_id)
+        elif msg.method == "notifications/progress":
+            self._progress(self.from_client, msg, now)
+        return self._scheduled([ToClient(msg.body)])
 
-    def _client_notification(self, msg: Message) -> None:
-        if msg.method == "notifications/initialized" and self.state is State.INITIALIZING:
+    def _progress(self, table: PendingTable, msg: Message, now: float) -> None:
+        token = _id_of({"id": params_of(msg).get("progressToken")})
+        if token is not None:
+            table.progress(token, now, self.limits.progress_resets_timeout)
+
+    def _decide_era(self, msg: Message) -> None:
+        """The server answered the request that chose the era: confirm it or undo it."""
+        self._deciding_id = None
+        if msg.kind is Kind.ERROR:
+            self.info.era = Era.UNKNOWN
+            self._initialize_id = None
+            return
+        self.info.era_confirmed = True
+        if self.info.era is Era.LEGACY:
+            result = _map(msg.body.get("result")) or {}
+            self.info.protocol_version = _str(result.get("protocolVersion")) or self.info.protocol_version
+            self.info.server_info = _map(result.get("serverInfo"))
+            self.info.server_capabilities = _map(result.get("capabilities"))
+            self._initialized_result = True
+        elif self.state is State.INITIALIZING:
             self.machine.transition(State.ACTIVE)
-        elif msg.method == "notifications/cancelled":
-            self._cancel(self.from_client, msg)
 
-    @staticmethod
-    def _cancel(table: PendingTable, msg: Message) -> None:
-        request_id = _cancelled_id(msg)
-        if request_id is not None:
-            table.pop(request_id)
-
-    def _record_initialize_result(self, result: object) -> None:
-        result = _map(result) or {}
-        self.info.protocol_version = _str(result.get("protocolVersion")) or self.info.protocol_version
-        self.info.server_info = _map(result.get("serverInfo"))
-        self.info.server_capabilities = _map(result.get("capabilities"))
+    def describe(self, now: float) -> dict[str, Any]:
+        """A JSON-friendly snapshot: the session's metadata, pending requests and tags."""
+        info, limits = self.info, self.limits
+        frames = info.frames["client_to_server"] + info.frames["server_to_client"]
+        tags = [
+            tag
+            for tag, on in (
+                ("long-running", now - self.created_at >= limits.long_running_after),
+                ("high-volume", frames >= limits.high_volume_frames),
+            )
+            if on
+        ]
+        return {
+            "sid": self.sid,
+            "server": self.server,
+            "state": self.state.value,
+            "failure": self.machine.failure,
+            "era": info.era.value,
+            "era_confirmed": info.era_confirmed,
+            "protocol_version": info.protocol_version,
+            "client_info": info.client_info,
+            "server_info": info.server_info,
+            "pid": info.pid,
+            "age_s": round(now - self.created_at, 3),
+            "idle_s": round(now - self.last_activity, 3),
+            "frames": dict(info.frames),
+            "dropped": self.dropped,
+            "pending_count": {"client_to_server": len(self.from_client), "server_to_client": len(self.from_server)},
+            "pending": [
+                {"direction": direction, "id": p.id, "method": p.method, "age_s": round(now - p.sent_at, 3)}
+                for direction, table in (("client_to_server", self.from_client), ("server_to_client", self.from_server))
+                for p in table
+            ],
+            "tags": tags,
+        }
 
     def _drop(self, source: str, reason: str) -> list[Output]:
         self.dropped += 1
         return [Dropped(source, reason)]
+
+
+def _timed_out(p: PendingRequest) -> dict[str, Any]:
+    timeout_ms = round(p.timeout * 1000)
+    return jsonrpc.error(
+        p.id, jsonrpc.REQUEST_TIMEOUT, "Request timed out", {"method": p.method, "timeout_ms": timeout_ms}
+    )
+
+
+def _cancel(p: PendingRequest) -> dict[str, Any]:
+    reason = f"troupe: request timed out after {round(p.timeout * 1000)} ms"
+    return jsonrpc.notification("notifications/cancelled", {"requestId": p.id, "reason": reason})
+
+
+def _too_many(request_id: RequestId, scope: str, current: int, limit: int) -> dict[str, Any]:
+    what = "this session" if scope == "session" else "the daemon"
+    return jsonrpc.error(
+        request_id,
+        jsonrpc.TOO_MANY_PENDING,
+        f"too many pending requests in {what} ({current} of {limit}); wait for answers or cancel some",
+        {"scope": scope, "current": current, "limit": limit},
+    )
 
 
 def _duplicate_id_error(request_id: RequestId) -> dict[str, Any]:
@@ -299,9 +515,13 @@ def _duplicate_id_error(request_id: RequestId) -> dict[str, Any]:
     )
 
 
+def _progress_token(msg: Message) -> RequestId | None:
+    meta = params_of(msg).get("_meta")
+    return _id_of({"id": meta.get("progressToken")}) if isinstance(meta, dict) else None
+
+
 def _cancelled_id(msg: Message) -> RequestId | None:
-    params = msg.body.get("params")
-    return _id_of({"id": params.get("requestId")}) if isinstance(params, dict) else None
+    return _id_of({"id": params_of(msg).get("requestId")})
 
 
 def _id_of(body: object) -> RequestId | None:

@@ -32,6 +32,9 @@ class ErrorCode(StrEnum):
     FRAME_TOO_LARGE = "frame_too_large"
     UNKNOWN_SESSION = "unknown_session"
     SESSION_CLOSED = "session_closed"
+    NOT_INITIALIZED = "not_initialized"
+    TOO_MANY_SESSIONS = "too_many_sessions"
+    RATE_LIMITED = "rate_limited"
     NOT_OWNER = "not_owner"
     UNKNOWN_SERVER = "unknown_server"
     SERVER_BUSY = "server_busy"
@@ -46,7 +49,8 @@ class FrameError(Exception):
     """A frame that cannot be accepted; becomes an ``error`` frame to its sender.
 
     ``ref``, ``sid`` and ``id`` echo whatever could be read from the bad frame,
-    so the sender can tell which of its operations failed.
+    so the sender can tell which of its operations failed; ``data`` carries
+    machine-readable detail (limits, ``retry_after_ms``).
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class FrameError(Exception):
         ref: int | str | None = None,
         sid: str | None = None,
         id: int | str | None = None,
+        data: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
@@ -64,10 +69,13 @@ class FrameError(Exception):
         self.ref = ref
         self.sid = sid
         self.id = id
+        self.data = data
 
     def to_frame(self) -> bytes:
         """Encode this error as an ``error`` frame."""
-        return encode("error", code=str(self.code), message=self.message, ref=self.ref, sid=self.sid, id=self.id)
+        return encode(
+            "error", code=str(self.code), message=self.message, ref=self.ref, sid=self.sid, id=self.id, data=self.data
+        )
 
 
 class _Kind:
@@ -94,7 +102,7 @@ Schema = Mapping[str, tuple[_Kind, bool]]
 
 CLIENT_TO_DAEMON: Final[Mapping[str, Schema]] = {
     "open": {"ref": (REF, True), "server": (STR, True)},
-    "mcp": {"sid": (STR, True), "msg": (MAP, True)},
+    "mcp": {"sid": (STR, False), "msg": (MAP, True)},
     "close": {"sid": (STR, True), "ref": (REF, False)},
     "ctl": {"op": (STR, True), "ref": (REF, True), "args": (MAP, False)},
 }
@@ -109,6 +117,7 @@ DAEMON_TO_CLIENT: Final[Mapping[str, Schema]] = {
         "ref": (REF, False),
         "sid": (STR, False),
         "id": (REF, False),
+        "data": (MAP, False),
     },
     "ctl": {"ref": (REF, True), "ok": (BOOL, True), "result": (MAP, False), "error": (MAP, False)},
 }
@@ -148,15 +157,19 @@ def decode(data: bytes, schemas: Mapping[str, Schema], *, max_bytes: int | None 
     with the most specific code that applies and whatever ``ref``/``sid`` it
     could read.
     """
+    body = _unpack_map(data)
+    ref = _echo(body.get("ref"), REF)
+    sid = _echo(body.get("sid"), STR)
     if max_bytes is not None and len(data) > max_bytes:
+        msg = body.get("msg")
         raise FrameError(
             ErrorCode.FRAME_TOO_LARGE,
             f"frame is {len(data)} bytes, over the limit of {max_bytes} bytes; "
             "send smaller messages or raise max_frame_bytes in the daemon config",
+            ref=ref,
+            sid=sid,
+            id=_echo(msg.get("id"), REF) if isinstance(msg, dict) else None,
         )
-    body = _unpack_map(data)
-    ref = _echo(body.get("ref"), REF)
-    sid = _echo(body.get("sid"), STR)
     version = body.get("v")
     if not INT.accepts(version):
         raise FrameError(ErrorCode.BAD_FRAME, "field 'v' (envelope version) must be an integer", ref=ref, sid=sid)

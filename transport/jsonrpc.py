@@ -21,6 +21,14 @@ CONNECTION_CLOSED: Final = -32000
 """The official SDK's code for a request cut off by its connection ending."""
 REQUEST_TIMEOUT: Final = -32001
 """The official SDK's code for a request that timed out."""
+TOO_MANY_PENDING: Final = -32002
+"""troupe: a pending-request limit is reached; ``data: {scope, current, limit}``."""
+RATE_LIMITED: Final = -32003
+"""troupe: the session's request rate limit is exceeded; ``data: {retry_after_ms, rate, burst}``."""
+NOT_INITIALIZED: Final = -32004
+"""troupe: the request is not allowed before the session's handshake completes; ``data: {state, era}``."""
+UNSUPPORTED_PROTOCOL_VERSION: Final = -32022
+"""MCP 2026-07-28: ``data: {supported, requested}``."""
 
 MAX_DEPTH: Final = 64
 """Deepest nesting of arrays and maps accepted inside one message."""
@@ -75,7 +83,10 @@ def classify(body: object) -> Message:
         raise InvalidMessage('field "jsonrpc" must be the string "2.0"', msg_id)
     if "id" in body and msg_id is None and not ("error" in body and raw_id is None):
         raise InvalidMessage('field "id" must be a string or an integer', None)
-    check_json_value(body)
+    try:
+        check_json_value(body)
+    except InvalidMessage as exc:
+        raise InvalidMessage(exc.reason, msg_id) from None
     if "method" in body:
         return _classify_call(body, msg_id)
     return _classify_response(body, msg_id)

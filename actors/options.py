@@ -1,0 +1,64 @@
+"""Session and daemon limits: one frozen dataclass, every default in one place.
+
+``docs/limits.rst`` documents each field; the config file sets them under
+``[limits]`` and ``[limits.timeouts]`` (see `actors.config`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Limits:
+    request_timeout: float = 30.0
+    """Seconds a request may wait for its response (either direction)."""
+    timeouts: Mapping[str, float] = field(default_factory=dict)
+    """Per-method overrides of ``request_timeout``, e.g. ``{"tools/call": 300}``."""
+    progress_resets_timeout: bool = True
+    """A progress notification restarts its request's timeout."""
+    max_pending_per_session: int = 1000
+    max_pending_total: int = 10_000
+    max_sessions: int = 1000
+    soft_limit_ratio: float = 0.8
+    """Fraction of a limit at which a warning is logged, once per crossing."""
+    rate_per_session: float = 100.0
+    """Requests per second a session may send (token bucket refill rate); 0 = no limit."""
+    rate_burst: int = 200
+    """Token bucket size for ``rate_per_session``."""
+    open_rate_per_client: float = 20.0
+    """Sessions per second one client connection may open; 0 = no limit."""
+    open_burst: int = 50
+    idle_timeout: float = 300.0
+    """Seconds without traffic or pending requests before a session is closed; 0 = never."""
+    long_running_after: float = 3600.0
+    """Session age in seconds after which it is tagged ``long-running``."""
+    high_volume_frames: int = 10_000
+    """Frames (both directions) after which a session is tagged ``high-volume``."""
+
+    def timeout_for(self, method: str) -> float:
+        return self.timeouts.get(method, self.request_timeout)
+
+
+PRIORITY_METHODS = frozenset({"initialize", "ping"})
+"""Requests that bypass pending and rate limits, so a full session can still be
+initialized, probed and (with ``notifications/cancelled`` and ``close``, which
+are never limited) cancelled and closed."""
+
+LIMIT_HELP: dict[str, str] = {
+    "request_timeout": "seconds a request may wait for its response",
+    "progress_resets_timeout": "a progress notification restarts its request's timeout (true/false)",
+    "max_pending_per_session": "pending client requests one session may have",
+    "max_pending_total": "pending client requests across all sessions",
+    "max_sessions": "open sessions",
+    "soft_limit_ratio": "fraction of a limit that logs a warning",
+    "rate_per_session": "requests per second per session; 0 = unlimited",
+    "rate_burst": "token bucket size of the request rate",
+    "open_rate_per_client": "sessions one client may open per second; 0 = unlimited",
+    "open_burst": "token bucket size of the opening rate",
+    "idle_timeout": "seconds without traffic before a session is closed; 0 = never",
+    "long_running_after": "session age (s) that tags it long-running",
+    "high_volume_frames": "frames that tag a session high-volume",
+}
+"""One line per `Limits` field, for ``--help``; docs/limits.rst has the full story."""

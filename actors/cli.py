@@ -173,8 +173,9 @@ def _call(args: argparse.Namespace) -> int:
         with Client(args.endpoint, timeout=args.timeout) as client:
             result = _one_request(client, args.server, args.method, params)
     except RequestError as exc:
+        what = "initialize" if isinstance(exc, InitializeFailed) else args.method
         detail = f" data={json.dumps(exc.data)}" if exc.data is not None else ""
-        return _fail(f"{args.method} failed: error {exc.code}: {exc.message}{detail}", EXIT_REQUEST_FAILED)
+        return _fail(f"{what} failed: error {exc.code}: {exc.message}{detail}", EXIT_REQUEST_FAILED)
     except (DaemonUnavailable, RuntimeDirError) as exc:
         return _fail(str(exc), EXIT_UNAVAILABLE)
     except FrameRefused as exc:
@@ -188,10 +189,17 @@ def _call(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class InitializeFailed(RequestError):
+    """The handshake failed, before the request itself was sent."""
+
+
 def _one_request(client: Client, server: str, method: str, params: dict[str, Any] | None) -> Any:
     session = client.open(server)
     try:
-        session.initialize(client_info={"name": "troupe-call", "version": version()})
+        try:
+            session.initialize(client_info={"name": "troupe-call", "version": version()})
+        except RequestError as exc:
+            raise InitializeFailed(exc.code, exc.message, exc.data) from None
         return session.request(method, params)
     finally:
         if not session.closed:

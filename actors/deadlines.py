@@ -25,12 +25,13 @@ class DeadlineHeap(Generic[K, V]):
         heapq.heappush(self._heap, (at, next(self._order), key, value))
 
     def pop_due(self, now: float) -> dict[K, V]:
-        due: dict[K, V] = {}
+        due: dict[K, tuple[int, V]] = {}
         heap = self._heap
         while heap and heap[0][0] <= now:
-            _, _, key, value = heapq.heappop(heap)
-            due[key] = value
-        return due
+            _, order, key, value = heapq.heappop(heap)
+            if key not in due or due[key][0] < order:
+                due[key] = (order, value)
+        return {key: value for key, (_, value) in due.items()}
 
     def next_at(self) -> float | None:
         return self._heap[0][0] if self._heap else None

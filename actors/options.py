@@ -16,6 +16,9 @@ class Limits:
     """Seconds a request may wait for its response (either direction)."""
     timeouts: Mapping[str, float] = field(default_factory=dict)
     """Per-method overrides of ``request_timeout``, e.g. ``{"tools/call": 300}``."""
+    initialize_timeout: float = 30.0
+    """Timeout of ``initialize``, which includes the server process's start-up
+    (an SDK server spends about a second importing); ``timeouts`` overrides it."""
     progress_resets_timeout: bool = True
     """A progress notification restarts its request's timeout."""
     max_pending_per_session: int = 1000
@@ -38,7 +41,9 @@ class Limits:
     """Frames (both directions) after which a session is tagged ``high-volume``."""
 
     def timeout_for(self, method: str) -> float:
-        return self.timeouts.get(method, self.request_timeout)
+        if method in self.timeouts:
+            return self.timeouts[method]
+        return self.initialize_timeout if method == "initialize" else self.request_timeout
 
 
 PRIORITY_METHODS = frozenset({"initialize", "ping"})
@@ -48,6 +53,7 @@ are never limited) cancelled and closed."""
 
 LIMIT_HELP: dict[str, str] = {
     "request_timeout": "seconds a request may wait for its response",
+    "initialize_timeout": "seconds initialize may take, server start-up included",
     "progress_resets_timeout": "a progress notification restarts its request's timeout (true/false)",
     "max_pending_per_session": "pending client requests one session may have",
     "max_pending_total": "pending client requests across all sessions",

@@ -15,6 +15,9 @@ Tools:
   ``_meta.progressToken``. On ``notifications/cancelled`` the SDK cancels the
   handler's cancel scope, so the pending ``anyio.sleep`` raises and the tool
   stops at once; the SDK then sends no response for the cancelled request.
+* ``cancelled_sleeps()`` returns how many ``sleep`` calls this server process
+  saw cancelled, so tests can check that a cancellation or a timeout reached
+  the server.
 * ``fail(message)`` raises ``ToolError(message)``: the SDK turns that into a
   normal result, not a JSON-RPC error: ``isError: true`` with the single text
   content ``"Error executing tool fail: <message>"``.
@@ -45,6 +48,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CreateMessageResult, ListRootsResult, SamplingMessage, TextContent
 
 server: MCPServer = MCPServer("troupe-example")
+_cancelled = [0]
+"""Cancelled ``sleep`` calls, in a list so the tool can count without ``global``."""
 
 
 @server.tool()
@@ -63,12 +68,22 @@ def add(a: int, b: int) -> int:
 async def sleep(seconds: float, ctx: Context) -> str:
     """Sleep ``seconds``, reporting progress once per second; stops when cancelled."""
     elapsed = 0.0
-    while elapsed < seconds:
-        step = min(1.0, seconds - elapsed)
-        await anyio.sleep(step)  # cancellation from notifications/cancelled lands here
-        elapsed += step
-        await ctx.report_progress(elapsed, seconds)
+    try:
+        while elapsed < seconds:
+            step = min(1.0, seconds - elapsed)
+            await anyio.sleep(step)  # cancellation from notifications/cancelled lands here
+            elapsed += step
+            await ctx.report_progress(elapsed, seconds)
+    except anyio.get_cancelled_exc_class():
+        _cancelled[0] += 1
+        raise
     return f"slept {seconds}s"
+
+
+@server.tool()
+def cancelled_sleeps() -> int:
+    """How many ``sleep`` calls this server process saw cancelled."""
+    return _cancelled[0]
 
 
 @server.tool(structured_output=False)

@@ -51,10 +51,11 @@ class Timeout(TroupeError, TimeoutError):
 class FrameRefused(TroupeError):
     """The daemon refused a frame (an envelope ``error`` frame)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, data: dict[str, Any] | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.data = data or {}
 
 
 class RequestError(TroupeError):
@@ -104,7 +105,7 @@ class Client:
         self._send(encode("open", ref=ref, server=server))
         reply = self._await_reply(ref, timeout, f"opening a session to {server!r}")
         if reply["t"] == "error":
-            raise FrameRefused(reply["code"], reply["message"])
+            raise FrameRefused(reply["code"], reply["message"], reply.get("data"))
         session = Session(self, reply["sid"], reply["server"])
         self._sessions[session.sid] = session
         return session
@@ -176,7 +177,7 @@ class Client:
         elif kind == "closed":
             session._closed(frame["reason"], frame.get("message", ""))
         else:
-            session._refused(FrameRefused(frame["code"], frame["message"]), frame.get("id"))
+            session._refused(FrameRefused(frame["code"], frame["message"], frame.get("data")), frame.get("id"))
 
 
 class Session:

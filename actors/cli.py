@@ -51,6 +51,30 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--back", help="endpoint for adapters (overrides [daemon] back)")
     serve.add_argument("--runtime-dir", help="directory for the default ipc endpoints")
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default: info")
+    serve.add_argument(
+        "--enable-fault-injection",
+        dest="fault_injection",
+        action="store_const",
+        const=True,
+        help="allow the inject_fault control operation (for restart tests and drills; off by default)",
+    )
+    tree = serve.add_argument_group("supervision (override [supervisor]; defaults in docs/supervision.rst)")
+    tree.add_argument("--supervisor-strategy", dest="strategy", help="one_for_one (default), one_for_all, rest_for_one")
+    tree.add_argument(
+        "--supervisor-intensity",
+        dest="intensity",
+        type=int,
+        metavar="N",
+        help="restarts allowed within the period (default 1)",
+    )
+    tree.add_argument("--supervisor-period", dest="period", type=float, metavar="S", help="seconds (default 5)")
+    tree.add_argument(
+        "--supervisor-backoff",
+        dest="backoff_initial",
+        type=float,
+        metavar="S",
+        help="seconds before a restart, doubling (default 0)",
+    )
     limits = serve.add_argument_group("limits (override [limits]; defaults in docs/limits.rst)")
     defaults = Limits()
     for name, (types, _form) in LIMIT_KEYS.items():
@@ -92,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _limit_type(types: tuple[type, ...]) -> Any:
+    if str in types:
+        return str
     if bool in types:
         return lambda text: {"true": True, "false": False}[text.lower()]
     return int if float not in types else float
@@ -122,6 +148,9 @@ def _fail(message: str, code: int) -> int:
 def _serve(args: argparse.Namespace) -> int:
     overrides = {"front": args.front, "back": args.back, "runtime_dir": args.runtime_dir, "log_level": args.log_level}
     overrides |= {name: getattr(args, name) for name in LIMIT_KEYS}
+    overrides |= {
+        name: getattr(args, name) for name in ("fault_injection", "strategy", "intensity", "period", "backoff_initial")
+    }
     try:
         overrides["timeouts"] = _method_timeouts(args.method_timeout)
         config = load(args.config, overrides)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.options import Limits
+from actors.supervision import Strategy, SupervisorPolicy
 from transport.runtime import BACK_SOCKET, FRONT_SOCKET, ipc_endpoint, runtime_dir
 
 
@@ -57,6 +58,11 @@ class DaemonConfig:
     heartbeat_ms: int = 1000
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
+    supervisor: SupervisorPolicy = field(default_factory=SupervisorPolicy)
+    child_shutdown_timeout: float = 5.0
+    """Seconds the janitor and evictor get to stop (OTP's worker default)."""
+    fault_injection: bool = False
+    """Allow the ``inject_fault`` control operation."""
 
 
 def example_server() -> ServerConfig:
@@ -74,6 +80,15 @@ DAEMON_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "shutdown_timeout": ((int, float), "seconds, >= 0"),
     "heartbeat_ms": ((int,), "a positive integer (milliseconds)"),
     "log_level": ((str,), "one of debug, info, warning, error"),
+    "fault_injection": ((bool,), "true or false"),
+}
+SUPERVISOR_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "strategy": ((str,), "one of one_for_one, one_for_all, rest_for_one"),
+    "intensity": ((int,), "an integer >= 0: restarts allowed within period"),
+    "period": ((int, float), "seconds > 0"),
+    "backoff_initial": ((int, float), "seconds >= 0 (0: restart at once)"),
+    "backoff_max": ((int, float), "seconds >= 0"),
+    "child_shutdown_timeout": ((int, float), "seconds >= 0"),
 }
 SERVER_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "command": ((list,), "a non-empty list of strings, e.g. ['python3', '-m', 'my_server']"),
@@ -84,14 +99,21 @@ SERVER_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "stop_timeout": ((int, float), "seconds, >= 0"),
     "term_timeout": ((int, float), "seconds, >= 0"),
 }
+
+
+def _limit_key(default: object) -> tuple[tuple[type, ...], str]:
+    if isinstance(default, bool):
+        return ((bool,), "true or false")
+    if isinstance(default, int):
+        return ((int,), "an integer >= 0")
+    if isinstance(default, str):
+        return ((str,), f"one of {', '.join(SESSION_LIMIT_POLICIES)}")
+    return ((int, float), "a number >= 0 (seconds or per second)")
+
+
+SESSION_LIMIT_POLICIES = ("evict", "refuse")
 LIMIT_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
-    name: ((bool,), "true or false")
-    if isinstance(default, bool)
-    else ((int,), "an integer >= 0")
-    if isinstance(default, int)
-    else ((int, float), "a number >= 0 (seconds or per second)")
-    for name, default in vars(Limits()).items()
-    if name != "timeouts"
+    name: _limit_key(default) for name, default in vars(Limits()).items() if name != "timeouts"
 }
 """Keys of ``[limits]``: every field of `actors.options.Limits` (``timeouts`` is a sub-table)."""
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -103,16 +125,19 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Daemo
     With no file the daemon serves the bundled example server as ``example``.
     """
     daemon: dict[str, Any] = {}
+    supervisor: dict[str, Any] = {}
     limits: dict[str, Any] = {}
     servers: dict[str, ServerConfig] | None = None
     if path is not None:
         data = _read(path)
-        unknown = set(data) - {"daemon", "servers", "limits"}
+        unknown = set(data) - {"daemon", "servers", "limits", "supervisor"}
         if unknown:
             raise ConfigError(
-                f"{path}: unknown top-level table(s) {sorted(unknown)}; use [daemon], [limits] and [servers.NAME]"
+                f"{path}: unknown top-level table(s) {sorted(unknown)}; "
+                "use [daemon], [limits], [supervisor] and [servers.NAME]"
             )
         daemon = _checked(data.get("daemon", {}), DAEMON_KEYS, f"{path}: [daemon]")
+        supervisor = _checked(data.get("supervisor", {}), SUPERVISOR_KEYS, f"{path}: [supervisor]")
         limits = _limits(data.get("limits", {}), path)
         servers = _servers(data.get("servers", {}), path)
     for key, value in (overrides or {}).items():
@@ -120,9 +145,16 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Daemo
             continue
         if key == "timeouts":
             limits["timeouts"] = {**limits.get("timeouts", {}), **value}
+        elif key in LIMIT_KEYS:
+            limits[key] = value
+        elif key in SUPERVISOR_KEYS:
+            supervisor[key] = value
         else:
-            (limits if key in LIMIT_KEYS else daemon)[key] = value
+            daemon[key] = value
     daemon["limits"] = _build_limits(limits)
+    if "child_shutdown_timeout" in supervisor:
+        daemon["child_shutdown_timeout"] = supervisor.pop("child_shutdown_timeout")
+    daemon["supervisor"] = _build_policy(supervisor)
     return _build(daemon, servers if servers is not None else {"example": example_server()})
 
 
@@ -138,10 +170,24 @@ def _limits(table: object, path: Path) -> dict[str, Any]:
     return values
 
 
+def _build_policy(values: dict[str, Any]) -> SupervisorPolicy:
+    strategies = [s.value for s in Strategy]
+    if values.get("strategy", "one_for_one") not in strategies:
+        raise ConfigError(f"supervisor: strategy must be one of {', '.join(strategies)}")
+    if "strategy" in values:
+        values = {**values, "strategy": Strategy(values["strategy"])}
+    policy = replace(SupervisorPolicy(), **values)
+    if policy.intensity < 0 or policy.period <= 0 or policy.backoff_initial < 0 or policy.backoff_max < 0:
+        raise ConfigError("supervisor: intensity >= 0, period > 0, backoff_initial and backoff_max >= 0")
+    return policy
+
+
 def _build_limits(values: dict[str, Any]) -> Limits:
     limits = replace(Limits(), **values)
+    if limits.on_session_limit not in SESSION_LIMIT_POLICIES:
+        raise ConfigError(f"limits: on_session_limit must be one of {', '.join(SESSION_LIMIT_POLICIES)}")
     for name in LIMIT_KEYS:
-        if getattr(limits, name) < 0:
+        if name != "on_session_limit" and getattr(limits, name) < 0:
             raise ConfigError(f"limits: {name} must be >= 0")
     if limits.request_timeout <= 0:
         raise ConfigError("limits: request_timeout must be > 0 seconds")

@@ -28,12 +28,19 @@ from typing import IO
 import pykka
 
 from actors.config import DaemonConfig, ServerConfig
+from actors.evictor import Evictor
 from actors.janitor import Janitor
 from actors.router import Router, RouterOptions
+from actors.supervision import ChildSpec
+from actors.supervisor import ChildContext, Supervisor
 from transport.hub import BACK, FRONT, Hub, HubOptions
 from transport.runtime import ensure_private_dir, ipc_path
 
 log = logging.getLogger("troupe.daemon")
+
+
+EXIT_ESCALATED = 70
+"""Exit status after the supervisor escalated (EX_SOFTWARE)."""
 
 
 class DaemonError(RuntimeError):
@@ -61,9 +68,10 @@ class Daemon:
     def __init__(self, config: DaemonConfig, version: str = "") -> None:
         self.config = config
         self.hub = Hub(HubOptions(heartbeat_ms=config.heartbeat_ms))
-        self.janitor = Janitor.start()
-        options = RouterOptions(max_frame_bytes=config.max_frame_bytes, limits=config.limits)
-        self.router = Router(self.hub, options, janitor=self.janitor.tell, version=version)
+        options = RouterOptions(config.max_frame_bytes, config.limits, config.fault_injection)
+        self.router = Router(self.hub, options, version=version)
+        self.supervisor: pykka.ActorRef[Supervisor] | None = None
+        self.exit_code = 0
         self.adapters: list[AdapterProcess] = []
         self._locks: list[IO[str]] = []
         self._stop_requested: list[int] = []
@@ -72,11 +80,13 @@ class Daemon:
         os.set_blocking(self._wake_w, False)
         self.front_endpoint = config.front
         self.back_endpoint = config.back
+        self._shutdown_reason = "shutdown"
 
     # -- start ---------------------------------------------------------------------
 
     def start(self) -> None:
         self._prepare_ipc()
+        self._start_supervisor()
         self.hub.start(self.router)
         self.back_endpoint = self.hub.bind(BACK, self.config.back)
         for server in self.config.servers.values():
@@ -90,6 +100,33 @@ class Daemon:
             self.back_endpoint,
             ", ".join(self.config.servers) or "none configured",
         )
+
+    def _start_supervisor(self) -> None:
+        """The janitor and the evictor, under a supervisor whose escalation stops the daemon."""
+        timeout = self.config.child_shutdown_timeout
+        children = [
+            (ChildSpec("janitor", shutdown_timeout=timeout), self._start_janitor),
+            (ChildSpec("evictor", shutdown_timeout=timeout), self._start_evictor),
+        ]
+        self.supervisor = Supervisor.start(children, self.config.supervisor, self._escalated)
+        self.router.supervisor = self.supervisor.tell
+
+    def _start_janitor(self, context: ChildContext) -> pykka.ActorRef[Janitor]:
+        ref = Janitor.start(context)
+        if context.incarnation > 1:
+            self.hub.call(self.router.reschedule_all)
+        return ref
+
+    def _start_evictor(self, context: ChildContext) -> pykka.ActorRef[Evictor]:
+        ref = Evictor.start(context, self.config.limits.max_sessions)
+        if context.incarnation > 1:
+            self.hub.call(self.router.resync_evictor)
+        return ref
+
+    def _escalated(self, reason: str) -> None:
+        """The top supervisor gave up: stop as gracefully as SIGTERM does, but exit non-zero."""
+        log.critical("shutting down: the supervisor escalated: %s", reason)
+        self.request_stop(signal.SIGTERM, exit_code=EXIT_ESCALATED, reason="escalation")
 
     def _prepare_ipc(self) -> None:
         for endpoint in (self.config.front, self.config.back):
@@ -131,12 +168,16 @@ class Daemon:
             if readable:
                 _drain(self._wake_r)
             self._check_adapters()
-        log.info("received %s: shutting down", signal.Signals(self._stop_requested[0]).name)
+        if self.exit_code == 0:
+            log.info("received %s: shutting down", signal.Signals(self._stop_requested[0]).name)
         self.shutdown()
-        return 0
+        return self.exit_code
 
-    def request_stop(self, signum: int = signal.SIGTERM) -> None:
-        """Ask `run` to shut down (safe from a signal handler)."""
+    def request_stop(self, signum: int = signal.SIGTERM, *, exit_code: int = 0, reason: str = "shutdown") -> None:
+        """Ask `run` to shut down (safe from a signal handler and from any thread)."""
+        if exit_code:
+            self.exit_code = exit_code
+            self._shutdown_reason = reason
         self._stop_requested.append(signum)
         try:
             os.write(self._wake_w, b"\0")
@@ -161,7 +202,8 @@ class Daemon:
 
     def shutdown(self) -> None:
         deadline = time.monotonic() + self.config.shutdown_timeout
-        drained = self.hub.ask(self.router.begin_shutdown)
+        reason = self._shutdown_reason
+        drained = self.hub.ask(lambda: self.router.begin_shutdown(reason))
         try:
             drained.result(timeout=max(0.1, deadline - time.monotonic()))
         except FutureTimeout:
@@ -169,6 +211,8 @@ class Daemon:
         self._stop_adapters(deadline)
         for actor in self.hub.ask(self.router.actors):
             actor.stop(block=False)
+        if self.supervisor is not None:
+            self.supervisor.stop(block=True, timeout=self.config.child_shutdown_timeout * 2 + 1)
         pykka.ActorRegistry.stop_all(block=True, timeout=2)
         self.hub.stop()
         for lock in self._locks:

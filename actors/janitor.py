@@ -21,13 +21,9 @@ import pykka
 
 from actors.deadlines import DeadlineHeap
 from actors.session import Wake, WakeMeAt
+from actors.supervisor import ChildContext, SupervisedActor, Tick
 
 log = logging.getLogger("troupe.janitor")
-
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    """The daemon's clock ticked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,24 +33,26 @@ class JanitorStats:
     scheduled: int
 
 
-class Janitor(pykka.ThreadingActor):
-    use_daemon_thread = True
+class Janitor(SupervisedActor):
+    """A permanent child of the supervisor. A new incarnation starts with an
+    empty heap; the daemon then asks every session to ask again (`Reschedule`)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__()
+    def __init__(self, context: ChildContext, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(context)
         self._clock = clock
         self._heap: DeadlineHeap[str, pykka.ActorRef[Any]] = DeadlineHeap()
         self.passes = 0
         self.woken = 0
 
-    def on_receive(self, message: Any) -> Any:
+    def handle(self, message: Any) -> Any:
         match message:
             case WakeMeAt(sid, at, ref):
                 self._heap.push(at, sid, ref)
             case Tick():
                 self._pass(self._clock())
             case _:
-                raise TypeError(f"Janitor got an unknown message {message!r}")
+                return super().handle(message)
+        return None
 
     def _pass(self, now: float) -> None:
         due = self._heap.pop_due(now)

@@ -24,6 +24,8 @@ class Limits:
     max_pending_per_session: int = 1000
     max_pending_total: int = 10_000
     max_sessions: int = 1000
+    on_session_limit: str = "evict"
+    """At ``max_sessions``: ``evict`` the least recently active session, or ``refuse`` the open."""
     soft_limit_ratio: float = 0.8
     """Fraction of a limit at which a warning is logged, once per crossing."""
     rate_per_session: float = 100.0
@@ -58,6 +60,7 @@ LIMIT_HELP: dict[str, str] = {
     "max_pending_per_session": "pending client requests one session may have",
     "max_pending_total": "pending client requests across all sessions",
     "max_sessions": "open sessions",
+    "on_session_limit": "at max_sessions: evict (the least recently active) or refuse",
     "soft_limit_ratio": "fraction of a limit that logs a warning",
     "rate_per_session": "requests per second per session; 0 = unlimited",
     "rate_burst": "token bucket size of the request rate",

@@ -22,7 +22,7 @@ from typing import Any
 
 import pykka
 
-from actors.janitor import Tick
+from actors.evictor import Forget, Resync, Track
 from actors.limits import GlobalPending, SoftLimit, TokenBucket
 from actors.options import PRIORITY_METHODS, Limits
 from actors.session import (
@@ -30,18 +30,18 @@ from actors.session import (
     FromClient,
     FromServer,
     Peers,
+    Reschedule,
     ServerExited,
     ServerStarted,
     SessionActor,
     SessionLinks,
 )
 from actors.session_core import SessionCore
+from actors.supervisor import TICK, Crash, Forward, InjectFault, Status
 from transport.frames import ADAPTER_TO_DAEMON, CLIENT_TO_DAEMON, ErrorCode, FrameError, decode, encode
 from transport.hub import Hub
 
 log = logging.getLogger("troupe.router")
-
-_TICK = Tick()
 
 
 @dataclass(eq=False)
@@ -78,6 +78,11 @@ class Route:
 class RouterOptions:
     max_frame_bytes: int = 4 * 1024 * 1024
     limits: Limits = field(default_factory=Limits)
+    fault_injection: bool = False
+    """Allow the ``inject_fault`` control operation (tests, drills); off by default."""
+
+
+ControlHandler = Callable[[bytes, int | str, dict[str, Any]], None]
 
 
 class Router:
@@ -88,15 +93,15 @@ class Router:
         hub: Hub,
         options: RouterOptions | None = None,
         *,
-        janitor: Callable[[object], None] = lambda _msg: None,
+        supervisor: Callable[[object], None] = lambda _msg: None,
         version: str = "",
     ) -> None:
         self._hub = hub
         self._options = options = options or RouterOptions()
         self._limits = limits = options.limits
         self._version = version
-        self.janitor = janitor
-        """Delivers a message to the current janitor (replaced when it restarts)."""
+        self.supervisor = supervisor
+        """Tells the supervisor; children are reached through it by id (`Forward`)."""
         self.sessions: dict[str, Route] = {}
         self.adapters: dict[bytes, AdapterLink] = {}
         self.clients: dict[bytes, ClientLink] = {}
@@ -104,11 +109,19 @@ class Router:
         self.pending = GlobalPending(limits.max_pending_total)
         self._pending_soft = SoftLimit(limits.max_pending_total, limits.soft_limit_ratio)
         self._sessions_soft = SoftLimit(limits.max_sessions, limits.soft_limit_ratio)
-        self._links = SessionLinks(hub, self, lambda msg: self.janitor(msg))  # noqa: PLW0108 - late-bound: the janitor may be replaced
+        self._links = SessionLinks(hub, self, self.to_child)
         self._stopping = False
         self._drained: Future[None] | None = None
         self._expected: tuple[Counter[str], Future[None]] | None = None
-        self._ctl: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"health": self._health}
+        self._ctl: dict[str, ControlHandler] = {
+            "health": self._health,
+            "status": self._status,
+            "inject_fault": self._inject_fault,
+        }
+
+    def to_child(self, child_id: str, message: object) -> None:
+        """Send to the current incarnation of a supervised child. Any thread."""
+        self.supervisor(Forward(child_id, message))
 
     # -- clients -------------------------------------------------------------------
 
@@ -190,6 +203,7 @@ class Router:
         self.sessions[sid] = Route(actor, peer, adapter)
         adapter.sessions.add(sid)
         self.clients[peer].sessions.add(sid)
+        self.to_child("evictor", Track(sid, actor))
         if self._sessions_soft.crossed(len(self.sessions)):
             log.warning(
                 "%d sessions open, 80%% or more of max_sessions %d", len(self.sessions), self._limits.max_sessions
@@ -198,7 +212,7 @@ class Router:
 
     def _admit_open(self, peer: bytes, ref: int | str) -> None:
         limits = self._limits
-        if len(self.sessions) >= limits.max_sessions:
+        if limits.on_session_limit == "refuse" and len(self.sessions) >= limits.max_sessions:
             raise FrameError(
                 ErrorCode.TOO_MANY_SESSIONS,
                 f"the daemon has {len(self.sessions)} sessions open, its limit (max_sessions); close one first",
@@ -236,21 +250,56 @@ class Router:
         ref, op = frame["ref"], frame["op"]
         handler = self._ctl.get(op)
         if handler is None:
-            message = f"unknown control op {op!r}; known: {sorted(self._ctl)}"
-            error = {"code": str(ErrorCode.UNKNOWN_OP), "message": message}
-            self._hub.send_front(peer, encode("ctl", ref=ref, ok=False, error=error))
+            self._ctl_error(peer, ref, ErrorCode.UNKNOWN_OP, f"unknown control op {op!r}; known: {sorted(self._ctl)}")
             return
-        self._hub.send_front(peer, encode("ctl", ref=ref, ok=True, result=handler(frame.get("args") or {})))
+        handler(peer, ref, frame.get("args") or {})
 
-    def _health(self, _args: dict[str, Any]) -> dict[str, Any]:
+    def _ctl_reply(self, peer: bytes, ref: int | str, result: dict[str, Any]) -> None:
+        """Any thread: the frame goes through the hub's mailbox."""
+        self._hub.send_front(peer, encode("ctl", ref=ref, ok=True, result=result))
+
+    def _ctl_error(self, peer: bytes, ref: int | str, code: ErrorCode, message: str) -> None:
+        error = {"code": str(code), "message": message}
+        self._hub.send_front(peer, encode("ctl", ref=ref, ok=False, error=error))
+
+    def _health(self, peer: bytes, ref: int | str, _args: dict[str, Any]) -> None:
         servers: Counter[str] = Counter(a.server for a in self.adapters.values())
-        return {
+        result = {
             "status": "stopping" if self._stopping else "serving",
             "version": self._version,
             "sessions": len(self.sessions),
             "pending": self.pending.count,
             "servers": dict(servers),
         }
+        self._ctl_reply(peer, ref, result)
+
+    def _status(self, peer: bytes, ref: int | str, _args: dict[str, Any]) -> None:
+        """The supervision tree; the supervisor answers from its own thread."""
+        sessions = len(self.sessions)
+
+        def reply(children: list[dict[str, Any]]) -> None:
+            self._ctl_reply(peer, ref, {"supervisor": {"children": children}, "sessions": sessions})
+
+        self.supervisor(Status(reply))
+
+    def _inject_fault(self, peer: bytes, ref: int | str, args: dict[str, Any]) -> None:
+        if not self._options.fault_injection:
+            message = "fault injection is off; start the daemon with --enable-fault-injection to allow it"
+            self._ctl_error(peer, ref, ErrorCode.FORBIDDEN, message)
+            return
+        target, when = args.get("target"), args.get("when", "now")
+        if when not in ("now", "start", "both"):
+            self._ctl_error(peer, ref, ErrorCode.BAD_FRAME, "args.when must be 'now', 'start' or 'both'")
+            return
+        if target in ("janitor", "evictor"):
+            self.supervisor(InjectFault(target, now=when in ("now", "both"), next_start=when in ("start", "both")))
+        elif target == "session" and isinstance(args.get("sid"), str) and args["sid"] in self.sessions:
+            self.sessions[args["sid"]].actor.tell(Crash())
+        else:
+            message = "args.target must be 'janitor', 'evictor', or 'session' with args.sid of an open session"
+            self._ctl_error(peer, ref, ErrorCode.BAD_FRAME, message)
+            return
+        self._ctl_reply(peer, ref, {"injected": target, "when": when})
 
     def _refuse(self, peer: bytes, exc: FrameError) -> None:
         self.errors[str(exc.code)] += 1
@@ -334,6 +383,7 @@ class Router:
         """Forget a session (called on the loop thread when its actor ends)."""
         route = self.sessions.pop(sid, None)
         if route is not None:
+            self.to_child("evictor", Forget(sid))
             route.adapter.sessions.discard(sid)
             client = self.clients.get(route.client)
             if client is not None:
@@ -346,22 +396,34 @@ class Router:
 
     def on_tick(self, now: float) -> None:
         """The daemon's clock: the janitor's passes hang off it."""
-        self.janitor(_TICK)
+        self.supervisor(TICK)
         if len(self.clients) > 2 * len(self.sessions) + 64:
             self.clients = {peer: c for peer, c in self.clients.items() if c.sessions}
 
-    def begin_shutdown(self) -> Future[None]:
+    def begin_shutdown(self, reason: str = "shutdown") -> Future[None]:
         """Refuse new sessions and close every open one; the future completes when none is left."""
         self._stopping = True
         self._drained = Future()
         for route in list(self.sessions.values()):
             try:
-                route.actor.tell(CloseSession("shutdown"))
+                route.actor.tell(CloseSession(reason))
             except pykka.ActorDeadError:
                 pass
         if not self.sessions:
             self._drained.set_result(None)
         return self._drained
+
+    def reschedule_all(self) -> None:
+        """A new janitor starts empty: every session asks it again for its next wake-up."""
+        for route in self.sessions.values():
+            try:
+                route.actor.tell(Reschedule())
+            except pykka.ActorDeadError:
+                pass
+
+    def resync_evictor(self) -> None:
+        """A new evictor starts empty: send it every open session, in opening order."""
+        self.to_child("evictor", Resync(tuple((sid, route.actor) for sid, route in self.sessions.items())))
 
     def actors(self) -> list[pykka.ActorRef[SessionActor]]:
         return [route.actor for route in self.sessions.values()]

@@ -33,6 +33,7 @@ from actors.outputs import (
     Warn,
 )
 from actors.session_core import SessionCore
+from actors.supervisor import Crash, FaultInjected
 from transport.frames import ErrorCode, encode
 
 log = logging.getLogger("troupe.session")
@@ -110,18 +111,34 @@ class WakeMeAt:
 
 
 @dataclass(frozen=True, slots=True)
+class Touch:
+    """To the evictor: session ``sid`` was active."""
+
+    sid: str
+
+
+@dataclass(frozen=True, slots=True)
 class Peers:
     client: bytes
     adapter: bytes
     open_ref: int | str
 
 
+@dataclass(frozen=True, slots=True)
+class Reschedule:
+    """Ask the janitor again for the next wake-up (a new janitor starts empty)."""
+
+
 @dataclass(frozen=True)
 class SessionLinks:
     outbox: Outbox
     router: RouterPort
-    janitor: Callable[[WakeMeAt], None]
-    """Delivers a wake-up request to whichever janitor is current."""
+    to_child: Callable[[str, object], None]
+    """Delivers a message to the current incarnation of a supervised child (by id)."""
+
+
+TOUCH_INTERVAL = 1.0
+"""Seconds between two activity reports of a session to the evictor."""
 
 
 class SessionActor(pykka.ThreadingActor):
@@ -139,6 +156,7 @@ class SessionActor(pykka.ThreadingActor):
         self._close_ref: int | str | None = None
         self._reported_pending = 0
         self._reported_finished = False
+        self._touched_at = core.created_at
 
     def on_receive(self, message: Any) -> Any:
         core, now = self.core, self._clock()
@@ -149,15 +167,19 @@ class SessionActor(pykka.ThreadingActor):
                 self._emit(core.receive_from_server(msg, now))
             case Wake():
                 self._emit(core.wake(now))
+            case Reschedule():
+                self._emit(core.reschedule())
             case ServerStarted(pid):
                 self._emit(core.server_started(pid, now))
             case ServerExited(code, reason):
                 self._emit(core.server_exited(code, reason, now))
             case CloseSession(reason, ref):
                 self._close_ref = ref
-                self._emit(core.close(reason, now))
+                self._emit(core.close(reason, now, repeat=ref is not None))
             case Describe():
                 return core.describe(now)
+            case Crash():
+                raise FaultInjected(f"injected fault in session {core.sid}")
             case _:
                 raise TypeError(f"SessionActor got an unknown message {message!r}")
         return None
@@ -185,11 +207,15 @@ class SessionActor(pykka.ThreadingActor):
     def _emit(self, outputs: list[Output], *, counted: bool = False, stop: bool = True) -> None:
         for out in outputs:
             self._carry(out, stop)
-        pending = len(self.core.from_client)
+        core = self.core
+        pending = len(core.from_client)
         delta = pending - self._reported_pending - (1 if counted else 0)
         self._reported_pending = pending
         if delta:
             self._links.outbox.call(partial(self._links.router.pending_changed, delta))
+        if core.last_activity - self._touched_at >= TOUCH_INTERVAL:
+            self._touched_at = core.last_activity
+            self._links.to_child("evictor", Touch(core.sid))
 
     def _carry(self, out: Output, stop: bool) -> None:
         sid, peers, outbox = self.core.sid, self._peers, self._links.outbox
@@ -200,7 +226,7 @@ class SessionActor(pykka.ThreadingActor):
             case ToServer(msg):
                 outbox.send_back(peers.adapter, encode("mcp", sid=sid, msg=msg))
             case Schedule(at):
-                self._links.janitor(WakeMeAt(sid, at, self.actor_ref))
+                self._links.to_child("janitor", WakeMeAt(sid, at, self.actor_ref))
             case Refuse(code, message, request_id):
                 frame = encode("error", code=str(code), message=message, sid=sid, id=request_id)
                 outbox.send_front(peers.client, frame)

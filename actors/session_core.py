@@ -145,12 +145,16 @@ class SessionCore:
 
     # -- closing -------------------------------------------------------------------
 
-    def close(self, reason: str, now: float) -> list[Output]:
+    def close(self, reason: str, now: float, *, repeat: bool = False) -> list[Output]:
         """End the session: fail what is pending, tell the client, stop the server.
 
         The session stays SHUTTING_DOWN until the server process has exited.
+        Closing an ended session does nothing, unless ``repeat`` (the client
+        asked, and should hear back) repeats the ``closed`` it was sent.
         """
         if self.state is State.SHUTTING_DOWN or self.state.terminal:
+            if not repeat:
+                return []
             return [SessionClosed(self.end_reason or "closed", f"session already {self.state.value}")]
         self.last_activity = now
         self.end_reason = reason
@@ -205,6 +209,11 @@ class SessionCore:
         if self._idle_deadline() is not None and now >= self._idle_deadline():  # type: ignore[operator]
             return outputs + self.close("idle", now)
         return self._scheduled(outputs)
+
+    def reschedule(self) -> list[Output]:
+        """Forget the wake-up asked for (its janitor is gone) and ask again."""
+        self._wake_at = None
+        return self._scheduled([])
 
     def next_wake(self) -> float | None:
         """When this session next needs `wake` (earliest deadline or idle expiry)."""

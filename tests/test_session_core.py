@@ -400,7 +400,8 @@ def test_shutting_down_refuses_client_and_drops_server_traffic() -> None:
     [refused] = core.receive_from_client(req(9), 3.1)
     assert isinstance(refused, Refuse) and refused.code is ErrorCode.SESSION_CLOSED and refused.id == 9
     assert [type(o) for o in core.receive_from_server(note("notifications/message"), 3.1)] == [Dropped]
-    assert core.close("client", 3.2) == [SessionClosed("client", "session already shutting_down")]
+    assert core.close("client", 3.2, repeat=True) == [SessionClosed("client", "session already shutting_down")]
+    assert core.close("evicted", 3.2) == []
     assert core.wake(1000.0) == []
 
 

@@ -220,7 +220,9 @@ def test_global_limit_and_exact_count_after_mixed_traffic() -> None:
 
 @pytest.mark.timeout(60)
 def test_open_rate_per_client_and_session_limit() -> None:
-    daemon = start_daemon(["--open-rate-per-client", "0.5", "--open-burst", "2", "--max-sessions", "3"])
+    daemon = start_daemon(
+        ["--open-rate-per-client", "0.5", "--open-burst", "2", "--max-sessions", "3", "--on-session-limit", "refuse"]
+    )
     try:
         with daemon.client() as first, daemon.client() as second:
             opened = [first.open("example"), first.open("example")]

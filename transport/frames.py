@@ -43,6 +43,7 @@ class ErrorCode(StrEnum):
     NOT_REGISTERED = "not_registered"
     SHUTTING_DOWN = "shutting_down"
     UNKNOWN_OP = "unknown_op"
+    FORBIDDEN = "forbidden"
 
 
 class FrameError(Exception):

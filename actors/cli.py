@@ -112,6 +112,25 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each reply (default 30)")
     call.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     call.set_defaults(func=_call)
+
+    status = sub.add_parser("status", help="print the supervision tree: children, states, restarts, failures")
+    status.add_argument("--endpoint", help="the daemon's front endpoint (default: the runtime directory's)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(func=_status)
+
+    fault = sub.add_parser(
+        "inject-fault", help="make a supervised child (or a session) raise; needs serve --enable-fault-injection"
+    )
+    fault.add_argument("target", choices=("janitor", "evictor", "session"))
+    fault.add_argument("--sid", help="the session to crash (target session)")
+    fault.add_argument(
+        "--when",
+        choices=("now", "start", "both"),
+        default="now",
+        help="now: in its next message; start: in on_start of its next incarnation; both (default: now)",
+    )
+    fault.add_argument("--endpoint", help="the daemon's front endpoint (default: the runtime directory's)")
+    fault.set_defaults(func=_inject_fault)
     return parser
 
 
@@ -215,6 +234,52 @@ def _call(args: argparse.Namespace) -> int:
     sys.stdout.write("\n")
     if isinstance(result, dict) and result.get("isError") is True:
         return _fail(f"{args.method} returned an error result (isError: true)", EXIT_REQUEST_FAILED)
+    return EXIT_OK
+
+
+def _control(endpoint: str | None, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    with Client(endpoint, timeout=10) as client:
+        return client.control(op, args)
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        result = _control(args.endpoint, "status")
+    except TroupeError as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    print(format_tree(result))
+    return EXIT_OK
+
+
+def format_tree(status: dict[str, Any]) -> str:
+    """The supervision tree as text, one line per child."""
+    tree = status["supervisor"]
+    lines = [f"supervisor  {tree['strategy']}, intensity {tree['intensity']} in {tree['period']:g}s"]
+    if tree.get("escalated"):
+        lines.append(f"  ESCALATED: {tree['escalated']}")
+    lines.append(f"  {'CHILD':<10} {'STATE':<11} {'RESTART':<10} {'RESTARTS':>8}  LAST FAILURE")
+    for child in tree["children"]:
+        failure = child["last_failure"] or "-"
+        lines.append(
+            f"  {child['id']:<10} {child['state']:<11} {child['restart']:<10} {child['restarts']:>8}  {failure}"
+        )
+    lines.append(f"sessions    {status['sessions']} open")
+    return "\n".join(lines)
+
+
+def _inject_fault(args: argparse.Namespace) -> int:
+    if args.target == "session" and not args.sid:
+        return _fail("inject-fault session needs --sid SID", EXIT_USAGE)
+    try:
+        result = _control(args.endpoint, "inject_fault", {"target": args.target, "when": args.when, "sid": args.sid})
+    except FrameRefused as exc:
+        return _fail(str(exc), EXIT_REQUEST_FAILED)
+    except TroupeError as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+    print(json.dumps(result))
     return EXIT_OK
 
 

@@ -48,6 +48,8 @@ class Evictor(SupervisedActor):
         super().__init__(context)
         self.max_sessions = max_sessions
         self._recency: OrderedDict[str, pykka.ActorRef[Any]] = OrderedDict()
+        self._closing: set[str] = set()
+        """Evicted, not yet finished: a `Resync` must not count or evict them again."""
         self.evicted = 0
 
     def handle(self, message: Any) -> Any:
@@ -60,8 +62,9 @@ class Evictor(SupervisedActor):
                 self._enforce()
             case Forget(sid):
                 self._recency.pop(sid, None)
+                self._closing.discard(sid)
             case Resync(sessions):
-                self._recency = OrderedDict(sessions)
+                self._recency = OrderedDict((sid, ref) for sid, ref in sessions if sid not in self._closing)
                 self._enforce()
             case Tick():
                 pass
@@ -72,6 +75,7 @@ class Evictor(SupervisedActor):
     def _enforce(self) -> None:
         while len(self._recency) > self.max_sessions:
             sid, ref = self._recency.popitem(last=False)
+            self._closing.add(sid)
             self.evicted += 1
             log.info("evicting session %s (least recently active; max_sessions %d)", sid, self.max_sessions)
             try:

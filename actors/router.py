@@ -277,8 +277,8 @@ class Router:
         """The supervision tree; the supervisor answers from its own thread."""
         sessions = len(self.sessions)
 
-        def reply(children: list[dict[str, Any]]) -> None:
-            self._ctl_reply(peer, ref, {"supervisor": {"children": children}, "sessions": sessions})
+        def reply(tree: dict[str, Any]) -> None:
+            self._ctl_reply(peer, ref, {"supervisor": tree, "sessions": sessions})
 
         self.supervisor(Status(reply))
 

@@ -84,7 +84,10 @@ class Tick:
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    reply: Callable[[list[dict[str, Any]]], None]
+    """Ask for the tree: ``reply`` is called (on the supervisor's thread) with
+    ``{strategy, intensity, period, escalated, children: [...]}``."""
+
+    reply: Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +184,16 @@ class Supervisor(pykka.ThreadingActor):
             case Tick():
                 self._tick()
             case Status(reply):
-                reply(self.core.status())
+                policy = self.core.policy
+                reply(
+                    {
+                        "strategy": policy.strategy.value,
+                        "intensity": policy.intensity,
+                        "period": policy.period,
+                        "escalated": self.core.escalated,
+                        "children": self.core.status(),
+                    }
+                )
             case InjectFault(child_id, now, next_start):
                 self._inject(child_id, now, next_start)
             case _:

@@ -175,3 +175,28 @@ def test_a_crashed_session_fails_alone() -> None:
             assert daemon.health()["sessions"] == 10
     finally:
         finish(daemon)
+
+
+@pytest.mark.timeout(120)
+def test_janitor_and_evictor_crashes_disturb_no_session() -> None:
+    daemon = start_daemon(["--enable-fault-injection", "--supervisor-intensity", "100"])
+    try:
+        with daemon.client() as client:
+            sessions = [client.open("example") for _ in range(3)]
+            for s in sessions:
+                s.initialize()
+            for cycle in range(1, 6):
+                for target in ("janitor", "evictor"):
+                    inject(daemon, target)
+                    wait_for(
+                        lambda t=target, c=cycle: child(daemon, t)["restarts"] == c, 10, f"{target} restart {cycle}"
+                    )
+                for i, s in enumerate(sessions):
+                    text = f"cycle {cycle} session {i}"
+                    assert (
+                        s.request("tools/call", {"name": "echo", "arguments": {"text": text}})["content"][0]["text"]
+                        == text
+                    )
+            assert daemon.health()["sessions"] == 3 and not any(s.closed for s in sessions)
+    finally:
+        finish(daemon)

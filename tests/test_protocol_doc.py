@@ -1,0 +1,374 @@
+"""docs/protocol.rst must not fall behind the code it describes.
+
+The page is parsed as plain text (docutils is not a dependency), relying on
+its conventions: sections are underlined with ``=``, subsections with ``-``,
+frame sections with ``~``; a frame section's heading starts with the frame
+type in double back-quotes; its field table is a ``list-table`` whose rows
+start with ``* - ``field```` followed by the msgpack type and ``yes``/``no``.
+Each check compares sets both ways, so a frame type, field or error code added
+to the code without the doc (or left in the doc after leaving the code) fails.
+The JSON-RPC error codes are found in transport/jsonrpc.py (its constants in
+-32768..-32000); a code the daemon writes (one that actors/ uses, or one marked
+``troupe:``) needs a subsection under "JSON-RPC errors from the daemon" and a
+row in its summary table, the others must be listed as coming from the server.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from actors.config import DaemonConfig
+from actors.router import Router, RouterOptions
+from actors.supervision import ChildSpec
+from actors.supervisor import Status, SupervisedActor, Supervisor
+from transport import frames, jsonrpc
+from transport.frames import ErrorCode
+from transport.hub import HubOptions
+from transport.runtime import BACK_SOCKET, FRONT_SOCKET
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "protocol.rst"
+
+DIRECTIONS = {
+    "Client to daemon": frames.CLIENT_TO_DAEMON,
+    "Daemon to client": frames.DAEMON_TO_CLIENT,
+    "Adapter to daemon": frames.ADAPTER_TO_DAEMON,
+    "Daemon to adapter": frames.DAEMON_TO_ADAPTER,
+}
+
+KIND_WORDS = {
+    "string": "str",
+    "integer": "int",
+    "boolean": "bool",
+    "map": "map",
+    "integer or string": "int or str",
+}
+"""How the doc's "msgpack type" column names each field kind (by its name) of transport/frames.py."""
+
+LEVELS = {"=": 1, "-": 2, "~": 3}
+_ADORNMENT = re.compile(r"^([=\-~^\"'`#*+])\1*$")
+_ROW = re.compile(r"^\s*\* - ``([^`]+)``\s*$")
+_CELL = re.compile(r"^\s*- (.*?)\s*$")
+_LITERAL = re.compile(r"``([^`]+)``")
+
+
+@dataclass
+class Section:
+    title: str
+    level: int
+    start: int
+    end: int
+    lines: list[str]
+
+    def children(self, sections: list[Section]) -> list[Section]:
+        return [s for s in sections if s.level == self.level + 1 and self.start < s.start < self.end]
+
+
+def parse_sections(text: str) -> list[Section]:
+    """Every underlined section (the overlined page title is skipped), with its body."""
+    lines = text.splitlines()
+    heads: list[tuple[int, str, int]] = []
+    for i in range(len(lines) - 1):
+        title, under = lines[i], lines[i + 1]
+        if not title.strip() or title[0].isspace() or not _ADORNMENT.match(under) or len(under) < len(title):
+            continue
+        if i > 0 and lines[i - 1] == under:  # overline + underline: the page title
+            continue
+        if under[0] not in LEVELS:
+            raise AssertionError(f"line {i + 2}: unexpected section adornment {under[0]!r}; use = - ~")
+        heads.append((i, title.strip(), LEVELS[under[0]]))
+    sections = []
+    for n, (start, title, level) in enumerate(heads):
+        end = next((s for s, _, lv in heads[n + 1 :] if lv <= level), len(lines))
+        sections.append(Section(title, level, start, end, lines[start + 2 : end]))
+    return sections
+
+
+def table_rows(lines: list[str]) -> dict[str, list[str]]:
+    """Body rows of the first list-table in ``lines`` whose first cell is a literal: name -> the other cells."""
+    starts = [i for i, line in enumerate(lines) if line.strip().startswith(".. list-table::")]
+    assert starts, "no list-table in this section"
+    table = lines[starts[0] + 1 : starts[1] if len(starts) > 1 else len(lines)]
+    header = next((int(m.group(1)) for line in table if (m := re.match(r"^\s*:header-rows:\s*(\d+)", line))), 0)
+    rows: dict[str, list[str]] = {}
+    seen = 0
+    for i, line in enumerate(table):
+        if not line.lstrip().startswith("* - "):
+            continue
+        seen += 1
+        match = _ROW.match(line)
+        if seen <= header or not match:
+            continue
+        cells = []
+        for follow in table[i + 1 :]:
+            if follow.lstrip().startswith("* - "):
+                break
+            if cell := _CELL.match(follow):
+                cells.append(cell.group(1).strip())
+        assert match.group(1) not in rows, f"row ``{match.group(1)}`` appears twice in one table"
+        rows[match.group(1)] = cells
+    return rows
+
+
+@pytest.fixture(scope="module")
+def sections() -> list[Section]:
+    return parse_sections(DOC.read_text(encoding="utf-8"))
+
+
+def find(sections: list[Section], title: str, level: int) -> Section:
+    found = [s for s in sections if s.title == title and s.level == level]
+    assert len(found) == 1, f"docs/protocol.rst needs one section {title!r} at level {level}, found {len(found)}"
+    return found[0]
+
+
+def frame_sections(sections: list[Section], direction: str) -> dict[str, Section]:
+    frames_section = find(sections, "Frames", 1)
+    direction_section = next((s for s in frames_section.children(sections) if s.title == direction), None)
+    assert direction_section is not None, f"no subsection {direction!r} under 'Frames'"
+    out = {}
+    for child in direction_section.children(sections):
+        match = _LITERAL.match(child.title)
+        assert match, f"frame heading {child.title!r} must start with the frame type in ``double back-quotes``"
+        out[match.group(1)] = child
+    return out
+
+
+@pytest.mark.parametrize("direction", list(DIRECTIONS))
+def test_each_direction_documents_exactly_its_frame_types(sections: list[Section], direction: str) -> None:
+    documented = set(frame_sections(sections, direction))
+    in_code = set(DIRECTIONS[direction])
+    assert documented == in_code, (
+        f"{direction}: undocumented frame types {sorted(in_code - documented)}, "
+        f"documented but not in transport/frames.py {sorted(documented - in_code)}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("direction", "frame_type"),
+    [(d, t) for d, table in DIRECTIONS.items() for t in table],
+)
+def test_each_frame_table_matches_its_schema(sections: list[Section], direction: str, frame_type: str) -> None:
+    section = frame_sections(sections, direction).get(frame_type)
+    assert section is not None, f"{direction}: no section for frame type {frame_type!r}"
+    rows = table_rows(section.lines)
+    schema = DIRECTIONS[direction][frame_type]
+    expected = {}
+    for name, (kind, required) in schema.items():
+        assert kind.name in KIND_WORDS, f"field kind {kind.name!r} is new: name it in KIND_WORDS and in the doc"
+        expected[name] = [KIND_WORDS[kind.name], "yes" if required else "no"]
+    documented = {name: cells[:2] for name, cells in rows.items()}
+    assert documented == expected, f"{direction} {frame_type!r}: doc table {documented} != schema {expected}"
+
+
+def test_every_error_code_is_documented(sections: list[Section]) -> None:
+    codes = set(table_rows(find(sections, "Error codes", 2).lines))
+    in_code = {str(code) for code in ErrorCode}
+    assert codes == in_code, f"undocumented codes {sorted(in_code - codes)}, stale codes {sorted(codes - in_code)}"
+
+
+def test_the_envelope_version_is_the_code_version(sections: list[Section]) -> None:
+    envelope = "\n".join(find(sections, "Envelope", 1).lines)
+    assert f"describes version ``{frames.VERSION}``" in envelope
+    spoken = sorted(frames.SUPPORTED_VERSIONS)
+    assert spoken == [frames.VERSION], f"the doc says only v={frames.VERSION} is spoken, the code speaks {spoken}"
+
+
+@dataclass(frozen=True)
+class Code:
+    name: str
+    value: int
+    doc: str
+
+
+def jsonrpc_codes() -> dict[str, Code]:
+    """Every JSON-RPC error-code constant of transport/jsonrpc.py (an int in -32768..-32000), with its docstring."""
+    body = ast.parse(Path(jsonrpc.__file__).read_text(encoding="utf-8")).body
+    codes = {}
+    for node, after in zip(body, [*body[1:], None], strict=True):
+        if not isinstance(node, ast.AnnAssign | ast.Assign):
+            continue
+        target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0]
+        value = getattr(jsonrpc, target.id, None) if isinstance(target, ast.Name) else None
+        if not isinstance(value, int) or isinstance(value, bool) or not -32768 <= value <= -32000:
+            continue
+        doc = after.value.value if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) else ""
+        codes[target.id] = Code(target.id, value, str(doc))
+    assert codes, "found no JSON-RPC error-code constants in transport/jsonrpc.py; update this test"
+    return codes
+
+
+def daemon_codes() -> set[str]:
+    """Names of the codes the daemon writes: those the daemon's code (actors/) uses, and those marked ``troupe:``."""
+    codes = jsonrpc_codes()
+    used = set()
+    for source in (ROOT / "actors").rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "jsonrpc":
+                used.add(node.attr)
+            elif isinstance(node, ast.ImportFrom) and node.module == "transport.jsonrpc":
+                used.update(alias.name for alias in node.names)
+    return {name for name, code in codes.items() if name in used or code.doc.startswith("troupe:")}
+
+
+def jsonrpc_sections(sections: list[Section]) -> dict[int, Section]:
+    """The subsections of 'JSON-RPC errors from the daemon', by the code their title starts with."""
+    out = {}
+    for child in find(sections, "JSON-RPC errors from the daemon", 1).children(sections):
+        match = re.match(r"^``(-?\d+)``", child.title)
+        assert match, f"subsection {child.title!r} must start with its JSON-RPC code in ``double back-quotes``"
+        out[int(match.group(1))] = child
+    return out
+
+
+def test_every_jsonrpc_code_the_daemon_writes_has_a_subsection(sections: list[Section]) -> None:
+    codes = jsonrpc_codes()
+    written = {codes[name].value for name in daemon_codes()}
+    documented = set(jsonrpc_sections(sections))
+    assert documented == written, (
+        f"codes the daemon writes without a subsection {sorted(written - documented)}, "
+        f"subsections for codes it does not write {sorted(documented - written)}"
+    )
+
+
+def test_the_summary_table_lists_every_jsonrpc_code_the_daemon_writes(sections: list[Section]) -> None:
+    codes = jsonrpc_codes()
+    rows = table_rows(find(sections, "JSON-RPC errors from the daemon", 1).lines)
+    written = {str(codes[name].value) for name in daemon_codes()}
+    assert set(rows) == written, f"the summary table lists {sorted(rows)}, the daemon writes {sorted(written)}"
+
+
+def test_the_other_jsonrpc_codes_are_said_to_come_from_the_server(sections: list[Section]) -> None:
+    text = "\n".join(find(sections, "JSON-RPC errors from the daemon", 1).lines)
+    match = re.search(r"^Other JSON-RPC codes (.*?)(?:\n\n|\Z)", text, re.MULTILINE | re.DOTALL)
+    assert match, "the paragraph 'Other JSON-RPC codes (...) are never produced by the daemon' is gone"
+    listed = {int(v) for v in re.findall(r"``(-?\d+)``", match.group(1))}
+    codes, written = jsonrpc_codes(), daemon_codes()
+    others = {code.value for name, code in codes.items() if name not in written}
+    assert listed == others, f"the paragraph lists {sorted(listed)}, the daemon never writes {sorted(others)}"
+
+
+def test_each_jsonrpc_subsection_shows_the_data_its_constant_promises(sections: list[Section]) -> None:
+    by_value = jsonrpc_sections(sections)
+    codes = jsonrpc_codes()
+    for name in sorted(daemon_codes()):
+        promised = re.search(r"``data: \{([^}]*)\}``", codes[name].doc)
+        if promised is None:
+            continue
+        body = "\n".join(by_value[codes[name].value].lines)
+        missing = [key.strip() for key in promised.group(1).split(",") if f'"{key.strip()}"' not in body]
+        assert not missing, f"the ``{codes[name].value}`` subsection shows no data key(s) {missing}"
+
+
+class _Outbox:
+    def __init__(self) -> None:
+        self.front: list[bytes] = []
+
+    def send_front(self, peer: bytes, data: bytes) -> None:
+        self.front.append(data)
+
+    def send_back(self, peer: bytes, data: bytes) -> None:
+        raise AssertionError("a ctl op must not talk to adapters")
+
+
+CTL_ARGS: dict[str, dict[str, Any]] = {"inject_fault": {"target": "janitor"}}
+"""Arguments that make each control op succeed (the others take none)."""
+
+
+class _Idle(SupervisedActor):
+    """A supervised child that does nothing, so a real `Supervisor` has something to report."""
+
+
+@pytest.fixture(scope="module")
+def supervisor() -> Iterator[Callable[[object], None]]:
+    """Tells a real supervisor the ``status`` questions; drops what would change it (fault injection)."""
+    ref = Supervisor.start([(ChildSpec("janitor"), _Idle.start)])
+    try:
+        yield lambda message: ref.tell(message) if isinstance(message, Status) else None
+    finally:
+        ref.stop()
+
+
+def _ctl(op: str, args: dict[str, Any] | None = None, supervisor: Callable[[object], None] | None = None) -> dict:
+    outbox = _Outbox()
+    options = RouterOptions(fault_injection=True)
+    router = Router(outbox, options, supervisor=supervisor or (lambda _m: None), version="test")  # type: ignore[arg-type]
+    router.on_front(b"peer", frames.encode("ctl", ref=1, op=op, args=args))
+    deadline = time.monotonic() + 10
+    while not outbox.front and time.monotonic() < deadline:  # some ops are answered from another thread
+        time.sleep(0.01)
+    assert len(outbox.front) == 1, f"control op {op!r} got {len(outbox.front)} answers"
+    return frames.decode(outbox.front[0], frames.DAEMON_TO_CLIENT)
+
+
+def control_op_sections(sections: list[Section]) -> dict[str, Section]:
+    children = find(sections, "Control operations", 1).children(sections)
+    return {m.group(1): s for s in children if (m := _LITERAL.match(s.title))}
+
+
+def list_tables(lines: list[str]) -> list[dict[str, list[str]]]:
+    """Every list-table in ``lines``, parsed like `table_rows`."""
+    starts = [i for i, line in enumerate(lines) if line.strip().startswith(".. list-table::")]
+    return [table_rows(lines[start:]) for start in starts]
+
+
+def test_control_ops_are_the_documented_ones(sections: list[Section], supervisor: Callable[[object], None]) -> None:
+    documented = set(control_op_sections(sections))
+    assert documented, "no control op is documented"
+    for op in documented:
+        answer = _ctl(op, CTL_ARGS.get(op), supervisor)
+        assert answer["ok"] is True, f"documented control op {op!r} is refused by the router: {answer}"
+    known = re.search(r"known: (\[.*\])", _ctl("no-such-op")["error"]["message"])
+    assert known, "the unknown_op message no longer lists the known ops; update this test"
+    assert set(ast.literal_eval(known.group(1))) == documented
+
+
+def test_health_result_fields_are_documented(sections: list[Section]) -> None:
+    documented = set(table_rows(control_op_sections(sections)["health"].lines))
+    result = _ctl("health")["result"]
+    assert documented == set(result), f"health returns {sorted(result)}, the doc lists {sorted(documented)}"
+
+
+def test_status_result_fields_are_documented(sections: list[Section], supervisor: Callable[[object], None]) -> None:
+    tables = list_tables(control_op_sections(sections)["status"].lines)
+    assert len(tables) == 3, "the status section needs three tables: the result, the supervisor, one child"
+    result = _ctl("status", None, supervisor)["result"]
+    tree = result["supervisor"]
+    for documented, actual, what in (
+        (tables[0], result, "the result"),
+        (tables[1], tree, "the supervisor map"),
+        (tables[2], tree["children"][0], "a child"),
+    ):
+        assert set(documented) == set(actual), f"{what} has {sorted(actual)}, the doc lists {sorted(documented)}"
+
+
+def test_defaults_quoted_in_the_doc_are_current() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    assert RouterOptions().max_frame_bytes == DaemonConfig.max_frame_bytes, "two defaults for max_frame_bytes"
+    quoted = [
+        f"default {DaemonConfig.max_frame_bytes}",
+        f"``ipc://<runtime dir>/{FRONT_SOCKET}``",
+        f"``ipc://<runtime dir>/{BACK_SOCKET}``",
+        f"     - {HubOptions().sndhwm}\n",
+        f"     - {HubOptions().rcvhwm}\n",
+        f"``heartbeat_ms`` (default {DaemonConfig.heartbeat_ms} ms)",
+    ]
+    missing = [q.strip() for q in quoted if q not in text]
+    assert not missing, f"docs/protocol.rst no longer quotes the current defaults: {missing}"
+
+
+def test_the_worked_example_bytes_are_right() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    data = frames.encode("open", ref=1, server="example")
+    assert f"{len(data)} bytes of msgpack" in text
+    assert msgpack.unpackb(data) == {"v": 1, "t": "open", "ref": 1, "server": "example"}
+    table = re.findall(r"^   \* - ``((?:[0-9a-f]{2} ?)+)``$", text, re.MULTILINE)
+    assert bytes.fromhex("".join(table)) == data

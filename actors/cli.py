@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -79,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     defaults = Limits()
     for name, (types, _form) in LIMIT_KEYS.items():
         flag, text = f"--{name.replace('_', '-')}", f"{LIMIT_HELP[name]} (default {getattr(defaults, name)})"
-        limits.add_argument(flag, dest=name, type=_limit_type(types), metavar="N", help=text)
+        metavar = "BOOL" if bool in types else "POLICY" if str in types else "N"
+        limits.add_argument(flag, dest=name, type=_limit_type(types), metavar=metavar, help=text)
     limits.add_argument(
         "--method-timeout",
         action="append",
@@ -138,8 +140,15 @@ def _limit_type(types: tuple[type, ...]) -> Any:
     if str in types:
         return str
     if bool in types:
-        return lambda text: {"true": True, "false": False}[text.lower()]
+        return _boolean
     return int if float not in types else float
+
+
+def _boolean(text: str) -> bool:
+    value = {"true": True, "false": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
 
 
 def _method_timeouts(items: list[str]) -> dict[str, float] | None:
@@ -147,9 +156,14 @@ def _method_timeouts(items: list[str]) -> dict[str, float] | None:
     for item in items:
         method, _, seconds = item.partition("=")
         try:
-            timeouts[method] = float(seconds)
+            value = float(seconds)
         except ValueError:
-            raise ConfigError(f"--method-timeout {item!r}: expected METHOD=SECONDS, e.g. tools/call=300") from None
+            value = float("nan")
+        if not method or not math.isfinite(value) or value <= 0:
+            raise ConfigError(
+                f"--method-timeout {item!r}: expected METHOD=SECONDS with SECONDS > 0, e.g. tools/call=300"
+            )
+        timeouts[method] = value
     return timeouts or None
 
 

@@ -189,8 +189,8 @@ def _build_limits(values: dict[str, Any]) -> Limits:
     for name in LIMIT_KEYS:
         if name != "on_session_limit" and getattr(limits, name) < 0:
             raise ConfigError(f"limits: {name} must be >= 0")
-    if limits.request_timeout <= 0:
-        raise ConfigError("limits: request_timeout must be > 0 seconds")
+    if limits.request_timeout <= 0 or limits.initialize_timeout <= 0:
+        raise ConfigError("limits: request_timeout and initialize_timeout must be > 0 seconds")
     if not 0 < limits.soft_limit_ratio <= 1:
         raise ConfigError("limits: soft_limit_ratio must be in (0, 1]")
     for name in ("max_pending_per_session", "max_pending_total", "max_sessions", "rate_burst", "open_burst"):

@@ -26,7 +26,9 @@ MODERN_VERSIONS: Final = ("2026-07-28",)
 LEGACY_VERSIONS: Final = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 
 CLIENT_REQUESTS_BEFORE_READY: Final = frozenset({"initialize", "ping"})
-CLIENT_NOTIFICATIONS_BEFORE_READY: Final = frozenset({"notifications/initialized", "notifications/cancelled"})
+CLIENT_NOTIFICATIONS_BEFORE_READY: Final = frozenset(
+    {"notifications/initialized", "notifications/cancelled", "notifications/progress"}
+)
 SERVER_REQUESTS_BEFORE_READY: Final = frozenset({"ping"})
 SERVER_NOTIFICATIONS_BEFORE_READY: Final = frozenset(
     {"notifications/message", "notifications/progress", "notifications/cancelled"}

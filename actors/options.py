@@ -48,6 +48,19 @@ class Limits:
         return self.initialize_timeout if method == "initialize" else self.request_timeout
 
 
+@dataclass(frozen=True)
+class ServerPolicy:
+    """What a session does when its server process ends (per server, from its config)."""
+
+    on_exit: str = "fail"
+    """``fail``: the session fails and its client is told; ``restart``: a new process
+    takes over the same session (the legacy handshake is replayed)."""
+    max_restarts: int = 3
+    """Restarts per session before it fails anyway."""
+
+
+ON_EXIT_POLICIES = ("fail", "restart")
+
 PRIORITY_METHODS = frozenset({"initialize", "ping"})
 """Requests that bypass pending and rate limits, so a full session can still be
 initialized, probed and (with ``notifications/cancelled`` and ``close``, which

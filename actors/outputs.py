@@ -78,6 +78,11 @@ class Warn:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class RespawnServer:
+    """The server process ended and the session goes on: start a new one for it."""
+
+
 Output = (
     ToClient
     | ToServer
@@ -90,4 +95,5 @@ Output = (
     | Dropped
     | Schedule
     | Warn
+    | RespawnServer
 )

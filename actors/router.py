@@ -27,6 +27,7 @@ from actors.limits import GlobalPending, SoftLimit, TokenBucket
 from actors.options import PRIORITY_METHODS, Limits
 from actors.session import (
     CloseSession,
+    Forgotten,
     FromClient,
     FromServer,
     Peers,
@@ -72,6 +73,7 @@ class Route:
     actor: pykka.ActorRef[SessionActor]
     client: bytes
     adapter: AdapterLink
+    closing: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,14 @@ class Router:
 
     def to_child(self, child_id: str, message: object) -> None:
         """Send to the current incarnation of a supervised child. Any thread."""
-        self.supervisor(Forward(child_id, message))
+        self._to_supervisor(Forward(child_id, message))
+
+    def _to_supervisor(self, message: object) -> bool:
+        try:
+            self.supervisor(message)
+        except pykka.ActorDeadError:
+            return False  # stopped for shutdown: nothing left to supervise
+        return True
 
     # -- clients -------------------------------------------------------------------
 
@@ -150,10 +159,14 @@ class Router:
         if "id" in msg and isinstance(method, str) and method not in PRIORITY_METHODS:
             over = self.pending.admit()
             counted = over is None
-            if counted and self._pending_soft.crossed(self.pending.count):
-                log.warning("%d requests pending daemon-wide, 80%% or more of max_pending_total", self.pending.count)
-        if not self._tell(route, FromClient(msg, counted, over), frame) and counted:
-            self.pending.apply(-1)
+            if counted:
+                self._warn_pending()
+        try:
+            self._tell(route, FromClient(msg, counted, over), frame)
+        except FrameError:
+            if counted:
+                self.pending.apply(-1)
+            raise
 
     def _only_session_of(self, peer: bytes, frame: dict[str, Any]) -> str:
         client = self.clients.get(peer)
@@ -181,7 +194,7 @@ class Router:
             raise FrameError(ErrorCode.NOT_OWNER, message, sid=sid, id=msg_id, ref=ref)
         return route
 
-    def _tell(self, route: Route, message: object, frame: dict[str, Any]) -> bool:
+    def _tell(self, route: Route, message: object, frame: dict[str, Any]) -> None:
         try:
             route.actor.tell(message)
         except pykka.ActorDeadError:
@@ -189,7 +202,6 @@ class Router:
             msg_id = _request_id(frame["msg"]) if "msg" in frame else None
             message = f"session {sid!r} has ended; open a new session"
             raise FrameError(ErrorCode.SESSION_CLOSED, message, sid=sid, id=msg_id, ref=frame.get("ref")) from None
-        return True
 
     def _open(self, peer: bytes, frame: dict[str, Any]) -> None:
         ref, server = frame["ref"], frame["server"]
@@ -205,8 +217,9 @@ class Router:
         self.clients[peer].sessions.add(sid)
         self.to_child("evictor", Track(sid, actor))
         if self._sessions_soft.crossed(len(self.sessions)):
+            ratio = round(self._limits.soft_limit_ratio * 100)
             log.warning(
-                "%d sessions open, 80%% or more of max_sessions %d", len(self.sessions), self._limits.max_sessions
+                "%d sessions open, over %d%% of max_sessions (%d)", len(self.sessions), ratio, self._limits.max_sessions
             )
         self._hub.send_back(adapter.peer, encode("spawn", sid=sid))
 
@@ -280,7 +293,10 @@ class Router:
         def reply(tree: dict[str, Any]) -> None:
             self._ctl_reply(peer, ref, {"supervisor": tree, "sessions": sessions})
 
-        self.supervisor(Status(reply))
+        if not self._to_supervisor(Status(reply)):
+            self._ctl_error(
+                peer, ref, ErrorCode.SHUTTING_DOWN, "the supervisor has stopped; the daemon is shutting down"
+            )
 
     def _inject_fault(self, peer: bytes, ref: int | str, args: dict[str, Any]) -> None:
         if not self._options.fault_injection:
@@ -289,15 +305,15 @@ class Router:
             return
         target, when = args.get("target"), args.get("when", "now")
         if when not in ("now", "start", "both"):
-            self._ctl_error(peer, ref, ErrorCode.BAD_FRAME, "args.when must be 'now', 'start' or 'both'")
+            self._ctl_error(peer, ref, ErrorCode.BAD_ARGS, "args.when must be 'now', 'start' or 'both'")
             return
         if target in ("janitor", "evictor"):
-            self.supervisor(InjectFault(target, now=when in ("now", "both"), next_start=when in ("start", "both")))
+            self._to_supervisor(InjectFault(target, now=when in ("now", "both"), next_start=when in ("start", "both")))
         elif target == "session" and isinstance(args.get("sid"), str) and args["sid"] in self.sessions:
             self.sessions[args["sid"]].actor.tell(Crash())
         else:
             message = "args.target must be 'janitor', 'evictor', or 'session' with args.sid of an open session"
-            self._ctl_error(peer, ref, ErrorCode.BAD_FRAME, message)
+            self._ctl_error(peer, ref, ErrorCode.BAD_ARGS, message)
             return
         self._ctl_reply(peer, ref, {"injected": target, "when": when})
 
@@ -377,12 +393,31 @@ class Router:
 
     def pending_changed(self, delta: int) -> None:
         self.pending.apply(delta)
-        self._pending_soft.crossed(self.pending.count)
+        self._warn_pending()
+
+    def _warn_pending(self) -> None:
+        if self._pending_soft.crossed(self.pending.count):
+            log.warning(
+                "%d requests pending daemon-wide, over %d%% of max_pending_total (%d)",
+                self.pending.count,
+                round(self._limits.soft_limit_ratio * 100),
+                self._limits.max_pending_total,
+            )
+
+    def session_closing(self, sid: str) -> None:
+        """The session is ending: a resync must not count it among the live ones."""
+        route = self.sessions.get(sid)
+        if route is not None:
+            route.closing = True
 
     def session_finished(self, sid: str) -> None:
         """Forget a session (called on the loop thread when its actor ends)."""
         route = self.sessions.pop(sid, None)
         if route is not None:
+            try:
+                route.actor.tell(Forgotten())
+            except pykka.ActorDeadError:
+                pass  # it crashed: already stopped
             self.to_child("evictor", Forget(sid))
             route.adapter.sessions.discard(sid)
             client = self.clients.get(route.client)
@@ -396,7 +431,7 @@ class Router:
 
     def on_tick(self, now: float) -> None:
         """The daemon's clock: the janitor's passes hang off it."""
-        self.supervisor(TICK)
+        self._to_supervisor(TICK)
         if len(self.clients) > 2 * len(self.sessions) + 64:
             self.clients = {peer: c for peer, c in self.clients.items() if c.sessions}
 
@@ -423,7 +458,8 @@ class Router:
 
     def resync_evictor(self) -> None:
         """A new evictor starts empty: send it every open session, in opening order."""
-        self.to_child("evictor", Resync(tuple((sid, route.actor) for sid, route in self.sessions.items())))
+        live = tuple((sid, route.actor) for sid, route in self.sessions.items() if not route.closing)
+        self.to_child("evictor", Resync(live))
 
     def actors(self) -> list[pykka.ActorRef[SessionActor]]:
         return [route.actor for route in self.sessions.values()]

@@ -9,6 +9,7 @@ count moved or the session finished. It never touches a socket.
 from __future__ import annotations
 
 import logging
+import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ class RouterPort(Protocol):
 
     def session_finished(self, sid: str) -> None: ...
 
+    def session_closing(self, sid: str) -> None: ...
+
     def pending_changed(self, delta: int) -> None: ...
 
 
@@ -94,6 +97,11 @@ class CloseSession:
 @dataclass(frozen=True, slots=True)
 class Wake:
     """From the janitor: a deadline this session asked for has come."""
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """From the router: it routes nothing more here; the actor may stop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,12 +165,16 @@ class SessionActor(pykka.ThreadingActor):
         self._reported_pending = 0
         self._reported_finished = False
         self._touched_at = core.created_at
+        self._counted = False
+        """Whether the message being handled was counted in the global pending count."""
 
     def on_receive(self, message: Any) -> Any:
         core, now = self.core, self._clock()
         match message:
             case FromClient(msg, counted, over_global):
+                self._counted = counted
                 self._emit(core.receive_from_client(msg, now, over_global), counted=counted)
+                self._counted = False
             case FromServer(msg):
                 self._emit(core.receive_from_server(msg, now))
             case Wake():
@@ -176,6 +188,8 @@ class SessionActor(pykka.ThreadingActor):
             case CloseSession(reason, ref):
                 self._close_ref = ref
                 self._emit(core.close(reason, now, repeat=ref is not None))
+            case Forgotten():
+                self.stop()
             case Describe():
                 return core.describe(now)
             case Crash():
@@ -191,12 +205,25 @@ class SessionActor(pykka.ThreadingActor):
         traceback: TracebackType | None,
     ) -> None:
         log.error("session %s crashed: %r", self.core.sid, exception_value)
-        self._emit(self.core.fail(f"internal error: {exception_value!r}", self._clock()), stop=False)
+        now = self._clock()
+        self._emit(self.core.fail(f"internal error: {exception_value!r}", now), counted=self._counted)
+        self._refuse_inbox(now)
         self._report_finished()
+
+    def _refuse_inbox(self, now: float) -> None:
+        """pykka drops what a dead actor's inbox still holds: answer those clients instead."""
+        while True:
+            try:
+                envelope = self.actor_inbox.get_nowait()
+            except queue.Empty:
+                return
+            message = envelope.message
+            if isinstance(message, FromClient):
+                self._emit(self.core.receive_from_client(message.msg, now), counted=message.counted)
 
     def on_stop(self) -> None:
         if not self.core.state.terminal:
-            self._emit(self.core.fail("the daemon stopped the session", self._clock()), stop=False)
+            self._emit(self.core.fail("the daemon stopped the session", self._clock()))
         self._report_finished()
 
     def _report_finished(self) -> None:
@@ -204,9 +231,9 @@ class SessionActor(pykka.ThreadingActor):
             self._reported_finished = True
             self._links.outbox.call(partial(self._links.router.session_finished, self.core.sid))
 
-    def _emit(self, outputs: list[Output], *, counted: bool = False, stop: bool = True) -> None:
+    def _emit(self, outputs: list[Output], *, counted: bool = False) -> None:
         for out in outputs:
-            self._carry(out, stop)
+            self._carry(out)
         core = self.core
         pending = len(core.from_client)
         delta = pending - self._reported_pending - (1 if counted else 0)
@@ -217,7 +244,7 @@ class SessionActor(pykka.ThreadingActor):
             self._touched_at = core.last_activity
             self._links.to_child("evictor", Touch(core.sid))
 
-    def _carry(self, out: Output, stop: bool) -> None:
+    def _carry(self, out: Output) -> None:
         sid, peers, outbox = self.core.sid, self._peers, self._links.outbox
         match out:
             case ToClient(msg):
@@ -243,9 +270,9 @@ class SessionActor(pykka.ThreadingActor):
                 log.info("session %s closed: %s", sid, message)
             case StopServer(reason):
                 outbox.send_back(peers.adapter, encode("close", sid=sid, reason=reason))
+                outbox.call(partial(self._links.router.session_closing, sid))
             case Finished():
-                if stop:
-                    self.stop()
+                self._report_finished()  # the router answers Forgotten; then the actor stops
             case Warn(message):
                 log.warning("session %s: %s", sid, message)
             case Dropped(source, reason):

@@ -29,7 +29,7 @@ from actors.era import (
     request_era,
 )
 from actors.limits import SoftLimit, TokenBucket
-from actors.options import PRIORITY_METHODS, Limits
+from actors.options import PRIORITY_METHODS, Limits, ServerPolicy
 from actors.outputs import (
     Dropped,
     Finished,
@@ -37,6 +37,7 @@ from actors.outputs import (
     Opened,
     Output,
     Refuse,
+    RespawnServer,
     Schedule,
     SessionClosed,
     StopServer,
@@ -58,6 +59,7 @@ __all__ = [
     "Opened",
     "Output",
     "Refuse",
+    "RespawnServer",
     "Schedule",
     "SessionClosed",
     "SessionCore",
@@ -87,10 +89,14 @@ class SessionInfo:
 class SessionCore:
     """One MCP session: state machine, eras, correlation both ways, limits, clean endings."""
 
-    def __init__(self, sid: str, server: str, now: float, limits: Limits | None = None) -> None:
+    def __init__(
+        self, sid: str, server: str, now: float, limits: Limits | None = None, policy: ServerPolicy | None = None
+    ) -> None:
         self.sid = sid
         self.server = server
         self.limits = limits = limits or Limits()
+        self.policy = policy or ServerPolicy()
+        self.restarts = 0
         self.machine = SessionStateMachine()
         self.info = SessionInfo()
         self.from_client = PendingTable()
@@ -108,6 +114,8 @@ class SessionCore:
         self._initialized_result = False
         self._deciding_id: RequestId | None = None
         self._wake_at: float | None = None
+        self._initialize_msg: dict[str, Any] | None = None
+        self._respawn: _Respawn | None = None
 
     @property
     def state(self) -> State:
@@ -120,6 +128,9 @@ class SessionCore:
     # -- server process ------------------------------------------------------------
 
     def server_started(self, pid: int, now: float) -> list[Output]:
+        if self._respawn is not None and self.state in (State.INITIALIZING, State.ACTIVE):
+            self.info.pid = pid
+            return self._replay(now)
         if self._started or self.state is not State.INITIALIZING:
             return []
         self._started = True
@@ -134,14 +145,63 @@ class SessionCore:
             return [Finished()]
         if self.state.terminal:
             return []
-        self.end_reason = "server_exited"
         if not self._started:
+            self.end_reason = "server_exited"
             self.machine.transition(State.FAILED, f"server did not start: {reason}")
             return [OpenFailed(f"server {self.server!r} did not start: {reason}"), Finished()]
+        data = {"exit_code": code, "detail": reason}
+        if self.policy.on_exit == "restart" and self.restarts < self.policy.max_restarts:
+            return self._restart_server(reason, data, now)
+        self.end_reason = "server_exited"
         message = f"server process ended: {reason}"
         self.machine.transition(State.FAILED, message)
-        outputs = self._fail_pending(message, {"reason": "server_exited", "exit_code": code, "detail": reason})
+        outputs = self._fail_pending(message, {"reason": "server_exited", **data})
         return [*outputs, SessionClosed("server_exited", message), Finished()]
+
+    # -- restarting the server process ---------------------------------------------
+
+    def _restart_server(self, reason: str, data: dict[str, Any], now: float) -> list[Output]:
+        """Fail what was pending (never re-sent: a tool call may not be idempotent), then respawn."""
+        self.restarts += 1
+        message = f"server process ended ({reason}); a new one takes over"
+        outputs: list[Output] = [
+            ToClient(
+                jsonrpc.error(
+                    p.id,
+                    jsonrpc.CONNECTION_CLOSED,
+                    f"Connection closed: {message}",
+                    {"reason": "server_restarted", "method": p.method, **data},
+                )
+            )
+            for p in self.from_client.drain()
+        ]
+        outputs += [ToClient(_cancel_notice(p.id, "the server process ended")) for p in self.from_server.drain()]
+        self._respawn = _Respawn()
+        note = f"{message} (restart {self.restarts} of {self.policy.max_restarts})"
+        return [*outputs, Warn(note), RespawnServer()]
+
+    def _replay(self, now: float) -> list[Output]:
+        """The new process is up: replay the legacy handshake, else resume at once."""
+        respawn = self._respawn
+        assert respawn is not None
+        if self.info.era is Era.LEGACY and self._initialized_result and self._initialize_msg is not None:
+            respawn.replay_id = f"troupe-replay-{self.restarts}"
+            return [ToServer({**self._initialize_msg, "id": respawn.replay_id})]
+        return self._resume(now)
+
+    def _replayed(self, msg: Message, now: float) -> list[Output]:
+        if msg.kind is Kind.ERROR:
+            return self.fail(f"the new server process refused the replayed initialize: {msg.body['error']}", now)
+        return [ToServer(jsonrpc.notification("notifications/initialized")), *self._resume(now)]
+
+    def _resume(self, now: float) -> list[Output]:
+        """Feed what the client sent while the server was restarting, in order."""
+        held = self._respawn.held if self._respawn else []
+        self._respawn = None
+        outputs: list[Output] = []
+        for body in held:
+            outputs += self.receive_from_client(body, now)
+        return outputs
 
     # -- closing -------------------------------------------------------------------
 
@@ -203,9 +263,13 @@ class SessionCore:
             return []
         outputs: list[Output] = []
         for p in self.from_client.expire(now):
-            outputs += [ToClient(_timed_out(p)), ToServer(_cancel(p))]
+            outputs.append(ToClient(_timed_out(p)))
+            if p.method != "initialize":  # MCP: initialize must not be cancelled
+                outputs.append(ToServer(_cancel(p)))
         for p in self.from_server.expire(now):
             outputs += [ToServer(_timed_out(p)), ToClient(_cancel(p))]
+        if outputs:
+            self.last_activity = now  # a timeout is news to the client: the idle clock starts again
         if self._idle_deadline() is not None and now >= self._idle_deadline():  # type: ignore[operator]
             return outputs + self.close("idle", now)
         return self._scheduled(outputs)
@@ -248,6 +312,8 @@ class SessionCore:
         if self.state is State.SHUTTING_DOWN or self.state.terminal:
             message = f"session {self.sid} is {self.state.value}; open a new session"
             return [Refuse(ErrorCode.SESSION_CLOSED, message, _id_of(body))]
+        if self._respawn is not None:
+            return self._hold(body)
         try:
             msg = jsonrpc.classify(body)
         except InvalidMessage as exc:
@@ -260,7 +326,21 @@ class SessionCore:
             return self._client_notification(msg, now)
         if self.from_server.pop(msg.id) is None:  # type: ignore[arg-type]
             return self._drop("client", f"response to unknown or finished server request id {msg.id!r}")
-        return [ToServer(msg.body)]
+        return self._scheduled([ToServer(msg.body)])
+
+    def _hold(self, body: object) -> list[Output]:
+        """Keep a client message until the restarted server is ready for it."""
+        held = self._respawn.held  # type: ignore[union-attr]
+        if len(held) >= self.limits.max_pending_per_session:
+            return [
+                Refuse(
+                    ErrorCode.SERVER_BUSY,
+                    "the server is restarting and this session holds too many messages already; retry shortly",
+                    _id_of(body),
+                )
+            ]
+        held.append(body)
+        return []
 
     def _client_request(self, msg: Message, now: float, over_global: tuple[int, int] | None) -> list[Output]:
         assert msg.id is not None and msg.method is not None
@@ -342,6 +422,7 @@ class SessionCore:
         params = params_of(msg)
         if era is Era.LEGACY:
             self._initialize_id = msg.id
+            self._initialize_msg = msg.body
             self.info.client_info = _map(params.get("clientInfo"))
             self.info.client_capabilities = _map(params.get("capabilities"))
             self.info.protocol_version = _str(params.get("protocolVersion"))
@@ -396,6 +477,8 @@ class SessionCore:
             return self._scheduled(self._server_request(msg, now))
         if msg.kind is Kind.NOTIFICATION:
             return self._server_notification(msg, now)
+        if self._respawn is not None and msg.id == self._respawn.replay_id:
+            return self._replayed(msg, now)
         pending = self.from_client.pop(msg.id)  # type: ignore[arg-type]
         if pending is None:
             return self._drop("server", f"response to unknown or finished client request id {msg.id!r}")
@@ -406,15 +489,9 @@ class SessionCore:
     def _server_request(self, msg: Message, now: float) -> list[Output]:
         assert msg.id is not None and msg.method is not None
         if not self.ready and msg.method not in SERVER_REQUESTS_BEFORE_READY:
-            return [
-                ToServer(
-                    jsonrpc.error(
-                        msg.id,
-                        jsonrpc.NOT_INITIALIZED,
-                        f"{msg.method} is not allowed before the client sent notifications/initialized",
-                    )
-                )
-            ]
+            text = f"{msg.method} is not allowed before the client sent notifications/initialized"
+            data = {"state": self.state.value, "era": self.info.era.value}
+            return [ToServer(jsonrpc.error(msg.id, jsonrpc.NOT_INITIALIZED, text, data))]
         if msg.id in self.from_server:
             return [ToServer(_duplicate_id_error(msg.id))]
         self.from_server.add(msg.id, msg.method, now, self.limits.timeout_for(msg.method), _progress_token(msg))
@@ -492,6 +569,18 @@ class SessionCore:
     def _drop(self, source: str, reason: str) -> list[Output]:
         self.dropped += 1
         return [Dropped(source, reason)]
+
+
+@dataclass
+class _Respawn:
+    """A server restart in progress: the replayed initialize's id, and what the client sent meanwhile."""
+
+    replay_id: str | None = None
+    held: list[object] = field(default_factory=list)
+
+
+def _cancel_notice(request_id: RequestId, reason: str) -> dict[str, Any]:
+    return jsonrpc.notification("notifications/cancelled", {"requestId": request_id, "reason": reason})
 
 
 def _timed_out(p: PendingRequest) -> dict[str, Any]:

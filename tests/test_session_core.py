@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from actors.era import Era
-from actors.options import Limits
+from actors.options import Limits, ServerPolicy
 from actors.outputs import (
     Dropped,
     Finished,
@@ -15,6 +15,7 @@ from actors.outputs import (
     Opened,
     Output,
     Refuse,
+    RespawnServer,
     Schedule,
     SessionClosed,
     StopServer,
@@ -448,3 +449,54 @@ def test_closing_before_the_server_started_answers_the_open() -> None:
     assert isinstance(out[0], OpenFailed) and "before server 'example' started" in out[0].message
     assert not any(isinstance(o, SessionClosed) for o in out)
     assert core.server_exited(None, "spawn refused", 0.2) == [Finished()]
+
+
+# -- server restarts (on_exit = "restart") --------------------------------------------------
+
+
+def restarting(max_restarts: int = 2) -> SessionCore:
+    core = SessionCore("sid", "example", now=0.0, limits=QUIET, policy=ServerPolicy("restart", max_restarts))
+    core.server_started(1, 0.0)
+    core.receive_from_client(INIT, 1.0)
+    core.receive_from_server(INIT_RESULT, 1.1)
+    core.receive_from_client(note("notifications/initialized"), 1.2)
+    return core
+
+
+def test_restart_fails_pending_replays_the_handshake_and_resumes() -> None:
+    core = restarting()
+    core.receive_from_client(req(1, "tools/call"), 2.0)
+    core.receive_from_server(req("s1", "roots/list"), 2.0)
+    out = core.server_exited(1, "exited with code 1", 3.0)
+    err = error_of(out)
+    assert err["code"] == jsonrpc.CONNECTION_CLOSED and err["data"]["reason"] == "server_restarted"
+    assert err["data"]["exit_code"] == 1
+    assert ToClient(note("notifications/cancelled", {"requestId": "s1", "reason": "the server process ended"})) in out
+    assert isinstance(out[-1], RespawnServer) and core.state is State.ACTIVE and core.restarts == 1
+    # what the client sends meanwhile waits for the new process
+    assert core.receive_from_client(req(2, "tools/list"), 3.1) == []
+    [replay] = fx(core.server_started(2, 3.5))
+    assert isinstance(replay, ToServer) and replay.msg["method"] == "initialize"
+    assert replay.msg["params"] == INIT["params"] and replay.msg["id"] == "troupe-replay-1"
+    out = fx(core.receive_from_server(jsonrpc.result("troupe-replay-1", INIT_RESULT["result"]), 3.6))
+    assert out == [ToServer(note("notifications/initialized")), ToServer(req(2, "tools/list"))]
+    assert core.info.pid == 2 and [p.id for p in core.from_client] == [2]
+
+
+def test_restarts_are_capped() -> None:
+    core = restarting(max_restarts=1)
+    core.server_exited(1, "crash", 2.0)
+    core.server_started(2, 2.1)
+    core.receive_from_server(jsonrpc.result("troupe-replay-1", {}), 2.2)
+    out = core.server_exited(1, "crash again", 3.0)
+    assert any(isinstance(o, SessionClosed) and o.reason == "server_exited" for o in out)
+    assert core.state is State.FAILED
+
+
+def test_a_refused_replay_fails_the_session() -> None:
+    core = restarting()
+    core.server_exited(1, "crash", 2.0)
+    core.server_started(2, 2.1)
+    out = core.receive_from_server(jsonrpc.error("troupe-replay-1", -32602, "unsupported version"), 2.2)
+    assert any(isinstance(o, SessionClosed) and o.reason == "failed" for o in out)
+    assert core.state is State.FAILED

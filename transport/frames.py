@@ -44,6 +44,7 @@ class ErrorCode(StrEnum):
     SHUTTING_DOWN = "shutting_down"
     UNKNOWN_OP = "unknown_op"
     FORBIDDEN = "forbidden"
+    BAD_ARGS = "bad_args"
 
 
 class FrameError(Exception):
@@ -158,19 +159,11 @@ def decode(data: bytes, schemas: Mapping[str, Schema], *, max_bytes: int | None 
     with the most specific code that applies and whatever ``ref``/``sid`` it
     could read.
     """
+    if max_bytes is not None and len(data) > max_bytes:
+        raise _too_large(data, max_bytes)
     body = _unpack_map(data)
     ref = _echo(body.get("ref"), REF)
     sid = _echo(body.get("sid"), STR)
-    if max_bytes is not None and len(data) > max_bytes:
-        msg = body.get("msg")
-        raise FrameError(
-            ErrorCode.FRAME_TOO_LARGE,
-            f"frame is {len(data)} bytes, over the limit of {max_bytes} bytes; "
-            "send smaller messages or raise max_frame_bytes in the daemon config",
-            ref=ref,
-            sid=sid,
-            id=_echo(msg.get("id"), REF) if isinstance(msg, dict) else None,
-        )
     version = body.get("v")
     if not INT.accepts(version):
         raise FrameError(ErrorCode.BAD_FRAME, "field 'v' (envelope version) must be an integer", ref=ref, sid=sid)
@@ -194,6 +187,24 @@ def decode(data: bytes, schemas: Mapping[str, Schema], *, max_bytes: int | None 
         )
     _check_fields(frame_type, body, schema, ref, sid)
     return body
+
+
+def _too_large(data: bytes, max_bytes: int) -> FrameError:
+    """The error for an oversized frame; it echoes ref/sid/id when decoding costs at most 4x the limit."""
+    ref = sid = msg_id = None
+    if len(data) <= 4 * max_bytes:
+        try:
+            body = _unpack_map(data)
+        except FrameError:
+            body = {}
+        ref, sid = _echo(body.get("ref"), REF), _echo(body.get("sid"), STR)
+        msg = body.get("msg")
+        msg_id = _echo(msg.get("id"), REF) if isinstance(msg, dict) else None
+    message = (
+        f"frame is {len(data)} bytes, over the limit of {max_bytes} bytes; "
+        "send smaller messages or raise max_frame_bytes in the daemon config"
+    )
+    return FrameError(ErrorCode.FRAME_TOO_LARGE, message, ref=ref, sid=sid, id=msg_id)
 
 
 def _unpack_map(data: bytes) -> dict[str, Any]:

@@ -21,11 +21,11 @@ CONNECTION_CLOSED: Final = -32000
 """The official SDK's code for a request cut off by its connection ending."""
 REQUEST_TIMEOUT: Final = -32001
 """The official SDK's code for a request that timed out."""
-TOO_MANY_PENDING: Final = -32002
+TOO_MANY_PENDING: Final = -32010
 """troupe: a pending-request limit is reached; ``data: {scope, current, limit}``."""
-RATE_LIMITED: Final = -32003
+RATE_LIMITED: Final = -32011
 """troupe: the session's request rate limit is exceeded; ``data: {retry_after_ms, rate, burst}``."""
-NOT_INITIALIZED: Final = -32004
+NOT_INITIALIZED: Final = -32012
 """troupe: the request is not allowed before the session's handshake completes; ``data: {state, era}``."""
 UNSUPPORTED_PROTOCOL_VERSION: Final = -32022
 """MCP 2026-07-28: ``data: {supported, requested}``."""

@@ -8,7 +8,10 @@ adapter loop that created it:
 * the writer owns stdin and the process lifecycle (only it waits or signals):
   it writes the lines the adapter queues and, on a stop request or when the
   server closes stdout, runs the MCP stdio shutdown (close stdin, SIGTERM,
-  SIGKILL) and reports ``("exited", sid, returncode, reason)``.
+  SIGKILL) and reports ``("exited", sid, returncode, reason)``;
+* the stderr thread owns stderr: each line goes to the log (logger
+  ``troupe.server``), tagged with the session and pid and rate-limited, so a
+  chatty or crash-looping server cannot flood the daemon's log.
 
 The adapter loop talks to the writer only through the writer's queue.
 """
@@ -26,11 +29,16 @@ import shlex
 import signal
 import subprocess
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, Final, Literal
 
 log = logging.getLogger("troupe.adapter")
+server_log = logging.getLogger("troupe.server")
+
+STDERR_LINES_PER_SECOND: Final = 20
+"""Server stderr lines logged per second and session; the rest are counted and summarised."""
 
 McpEvent = tuple[Literal["mcp"], str, dict[str, Any]]
 ExitedEvent = tuple[Literal["exited"], str, int | None, str]
@@ -123,10 +131,38 @@ class ServerProcess:
         try:
             threading.Thread(target=self._read_loop, name=f"server-read-{name}", daemon=True).start()
             threading.Thread(target=self._write_loop, name=f"server-write-{name}", daemon=True).start()
+            threading.Thread(target=self._stderr_loop, name=f"server-stderr-{name}", daemon=True).start()
         except RuntimeError as exc:  # out of threads; a reader that did start ends at EOF
             self._signal(signal.SIGKILL)
             self._proc.wait()
             raise SpawnError(command, exc) from exc
+
+    # stderr thread
+
+    def _stderr_loop(self) -> None:
+        stderr: IO[bytes] = self._proc.stderr  # type: ignore[assignment]
+        window, logged, suppressed = time.monotonic(), 0, 0
+        try:
+            for raw in stderr:
+                now = time.monotonic()
+                if now - window >= 1.0:
+                    if suppressed:
+                        server_log.warning(
+                            "session %s pid %d: %d stderr lines suppressed", self.sid, self.pid, suppressed
+                        )
+                    window, logged, suppressed = now, 0, 0
+                if logged >= STDERR_LINES_PER_SECOND:
+                    suppressed += 1
+                    continue
+                logged += 1
+                line = raw.decode("utf-8", "replace").rstrip()
+                server_log.info("session %s pid %d: %s", self.sid, self.pid, line)
+        except (OSError, ValueError):
+            pass
+        finally:
+            if suppressed:
+                server_log.warning("session %s pid %d: %d stderr lines suppressed", self.sid, self.pid, suppressed)
+            stderr.close()
 
     # reader thread
 
@@ -263,7 +299,7 @@ def _spawn(command: Sequence[str], env: Mapping[str, str] | None, cwd: str | Non
             list(command),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=None,
+            stderr=subprocess.PIPE,
             env=None if env is None else dict(env),
             cwd=cwd,
             start_new_session=True,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from actors.options import Limits
+from actors.options import ON_EXIT_POLICIES, Limits
 from actors.supervision import Strategy, SupervisorPolicy
 from transport.runtime import BACK_SOCKET, FRONT_SOCKET, ipc_endpoint, runtime_dir
 
@@ -40,6 +40,10 @@ class ServerConfig:
     """Seconds a server gets to exit after its stdin closes, before SIGTERM."""
     term_timeout: float = 2.0
     """Seconds a server gets after SIGTERM, before SIGKILL."""
+    on_exit: str = "fail"
+    """When a session's server process ends: ``fail`` the session, or ``restart`` the process."""
+    max_restarts: int = 3
+    """Server restarts per session (``on_exit = "restart"``) before the session fails anyway."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,10 @@ class DaemonConfig:
     shutdown_timeout: float = 10.0
     """Seconds a clean shutdown waits for sessions and adapters before forcing them."""
     heartbeat_ms: int = 1000
+    adapter_timeout: float = 5.0
+    """Seconds without a frame or heartbeat from an adapter before its sessions are handled as lost."""
+    respawn_timeout: float = 15.0
+    """Seconds a restarting session waits for an adapter of its server to (re)register."""
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
     supervisor: SupervisorPolicy = field(default_factory=SupervisorPolicy)
@@ -63,6 +71,9 @@ class DaemonConfig:
     """Seconds the janitor and evictor get to stop (OTP's worker default)."""
     fault_injection: bool = False
     """Allow the ``inject_fault`` control operation."""
+    adapter_intensity: int = 3
+    """Restarts of one server's adapter processes allowed within ``adapter_period``."""
+    adapter_period: float = 60.0
 
 
 def example_server() -> ServerConfig:
@@ -79,6 +90,8 @@ DAEMON_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "startup_timeout": ((int, float), "seconds, >= 0"),
     "shutdown_timeout": ((int, float), "seconds, >= 0"),
     "heartbeat_ms": ((int,), "a positive integer (milliseconds)"),
+    "adapter_timeout": ((int, float), "seconds > 0"),
+    "respawn_timeout": ((int, float), "seconds > 0"),
     "log_level": ((str,), "one of debug, info, warning, error"),
     "fault_injection": ((bool,), "true or false"),
 }
@@ -89,6 +102,8 @@ SUPERVISOR_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "backoff_initial": ((int, float), "seconds >= 0 (0: restart at once)"),
     "backoff_max": ((int, float), "seconds >= 0"),
     "child_shutdown_timeout": ((int, float), "seconds >= 0"),
+    "adapter_intensity": ((int,), "an integer >= 0: adapter process restarts allowed within adapter_period"),
+    "adapter_period": ((int, float), "seconds > 0"),
 }
 SERVER_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "command": ((list,), "a non-empty list of strings, e.g. ['python3', '-m', 'my_server']"),
@@ -98,6 +113,8 @@ SERVER_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "adapters": ((int,), "an integer >= 1"),
     "stop_timeout": ((int, float), "seconds, >= 0"),
     "term_timeout": ((int, float), "seconds, >= 0"),
+    "on_exit": ((str,), "fail or restart"),
+    "max_restarts": ((int,), "an integer >= 0"),
 }
 
 
@@ -152,8 +169,9 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Daemo
         else:
             daemon[key] = value
     daemon["limits"] = _build_limits(limits)
-    if "child_shutdown_timeout" in supervisor:
-        daemon["child_shutdown_timeout"] = supervisor.pop("child_shutdown_timeout")
+    for key in ("child_shutdown_timeout", "adapter_intensity", "adapter_period"):
+        if key in supervisor:
+            daemon[key] = supervisor.pop(key)
     daemon["supervisor"] = _build_policy(supervisor)
     return _build(daemon, servers if servers is not None else {"example": example_server()})
 
@@ -247,6 +265,10 @@ def _check_server(server: ServerConfig, where: str) -> None:
         raise ConfigError(f"{where}: adapters must be >= 1")
     if server.stop_timeout < 0 or server.term_timeout < 0:
         raise ConfigError(f"{where}: stop_timeout and term_timeout must be >= 0")
+    if server.on_exit not in ON_EXIT_POLICIES:
+        raise ConfigError(f"{where}: on_exit must be one of {', '.join(ON_EXIT_POLICIES)}")
+    if server.max_restarts < 0:
+        raise ConfigError(f"{where}: max_restarts must be >= 0")
 
 
 def _build(daemon: dict[str, Any], servers: dict[str, ServerConfig]) -> DaemonConfig:

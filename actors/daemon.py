@@ -15,21 +15,20 @@ import logging
 import os
 import select
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import IO
 
 import pykka
 
-from actors.config import DaemonConfig, ServerConfig
+from actors.adapter_processes import AdapterProcesses
+from actors.config import DaemonConfig
 from actors.evictor import Evictor
 from actors.janitor import Janitor
+from actors.options import ServerPolicy
 from actors.router import Router, RouterOptions
 from actors.supervision import ChildSpec
 from actors.supervisor import ChildContext, Supervisor
@@ -47,32 +46,23 @@ class DaemonError(RuntimeError):
     """The daemon cannot start; the message says why and what to do."""
 
 
-@dataclass(eq=False)
-class AdapterProcess:
-    server: ServerConfig
-    process: subprocess.Popen[bytes]
-    reported: bool = False
-
-
-def adapter_command(server: ServerConfig, back: str) -> list[str]:
-    """The command line of the adapter child process for ``server``."""
-    cmd = [sys.executable, "-m", "actors", "adapter", server.name, "--endpoint", back]
-    cmd += ["--capacity", str(server.capacity), "--stop-timeout", str(server.stop_timeout)]
-    cmd += ["--term-timeout", str(server.term_timeout), "--exit-with-parent"]
-    if server.cwd:
-        cmd += ["--cwd", server.cwd]
-    return [*cmd, "--", *server.command]
-
-
 class Daemon:
     def __init__(self, config: DaemonConfig, version: str = "") -> None:
         self.config = config
         self.hub = Hub(HubOptions(heartbeat_ms=config.heartbeat_ms))
-        options = RouterOptions(config.max_frame_bytes, config.limits, config.fault_injection)
+        policies = {s.name: ServerPolicy(s.on_exit, s.max_restarts) for s in config.servers.values()}
+        options = RouterOptions(
+            config.max_frame_bytes,
+            config.limits,
+            config.fault_injection,
+            policies,
+            adapter_timeout=config.adapter_timeout,
+            respawn_timeout=config.respawn_timeout,
+        )
         self.router = Router(self.hub, options, version=version)
         self.supervisor: pykka.ActorRef[Supervisor] | None = None
         self.exit_code = 0
-        self.adapters: list[AdapterProcess] = []
+        self.adapters: AdapterProcesses | None = None
         self._locks: list[IO[str]] = []
         self._stop_requested: list[int] = []
         self._wake_r, self._wake_w = os.pipe()
@@ -89,9 +79,9 @@ class Daemon:
         self._start_supervisor()
         self.hub.start(self.router)
         self.back_endpoint = self.hub.bind(BACK, self.config.back)
-        for server in self.config.servers.values():
-            for _ in range(server.adapters):
-                self._start_adapter(server)
+        self.adapters = AdapterProcesses(self.config, self.back_endpoint, self._adapter_exited)
+        self.router.on_adapter_lost = self._adapter_silent
+        self.adapters.start()
         self._await_adapters()
         self.front_endpoint = self.hub.bind(FRONT, self.config.front)
         log.info(
@@ -136,15 +126,16 @@ class Daemon:
             ensure_private_dir(path.parent)
             self._locks.append(_lock_socket(path))
 
-    def _start_adapter(self, server: ServerConfig) -> None:
-        env = {**os.environ, **server.env}
-        cmd = adapter_command(server, self.back_endpoint)
-        process = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
-        self.adapters.append(AdapterProcess(server, process))
-        log.info("started adapter for server %r (pid %d)", server.name, process.pid)
+    def _adapter_silent(self, pid: int | None, _reason: str) -> None:
+        """On the hub's thread: hand the pid to the main thread, which kills and restarts it."""
+        if pid is not None and self.adapters is not None:
+            self.adapters.lost.put(pid)
+
+    def _adapter_exited(self, pid: int, reason: str) -> None:
+        self.hub.call(partial(self.router.adapter_gone, pid, reason))
 
     def _await_adapters(self) -> None:
-        expected = Counter({s.name: s.adapters for s in self.config.servers.values()})
+        expected = Counter(self.adapters.expected())  # type: ignore[union-attr]
         ready = self.hub.ask(lambda: self.router.expect(expected))
         try:
             ready.result(timeout=self.config.startup_timeout)
@@ -167,7 +158,7 @@ class Daemon:
             readable, _, _ = select.select([self._wake_r], [], [], 1.0)
             if readable:
                 _drain(self._wake_r)
-            self._check_adapters()
+            self.adapters.check()  # type: ignore[union-attr]
         if self.exit_code == 0:
             log.info("received %s: shutting down", signal.Signals(self._stop_requested[0]).name)
         self.shutdown()
@@ -188,16 +179,6 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda n, _frame: self.request_stop(n))
 
-    def _check_adapters(self) -> None:
-        for adapter in self.adapters:
-            code = adapter.process.poll()
-            if code is None or adapter.reported:
-                continue
-            adapter.reported = True
-            reason = f"adapter for server {adapter.server.name!r} exited with code {code}"
-            log.error("%s; its sessions failed", reason)
-            self.hub.call(partial(self.router.adapter_gone, adapter.process.pid, reason))
-
     # -- stop ----------------------------------------------------------------------
 
     def shutdown(self) -> None:
@@ -208,7 +189,8 @@ class Daemon:
             drained.result(timeout=max(0.1, deadline - time.monotonic()))
         except FutureTimeout:
             log.warning("sessions did not all close within shutdown_timeout; stopping them")
-        self._stop_adapters(deadline)
+        if self.adapters is not None:
+            self.adapters.stop(deadline)
         for actor in self.hub.ask(self.router.actors):
             actor.stop(block=False)
         if self.supervisor is not None:
@@ -221,18 +203,6 @@ class Daemon:
         os.close(self._wake_r)
         os.close(self._wake_w)
         log.info("stopped")
-
-    def _stop_adapters(self, deadline: float) -> None:
-        for adapter in self.adapters:
-            if adapter.process.poll() is None:
-                adapter.process.terminate()
-        for adapter in self.adapters:
-            try:
-                adapter.process.wait(timeout=max(0.5, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("adapter %d did not stop; killing it", adapter.process.pid)
-                adapter.process.kill()
-                adapter.process.wait()
 
 
 def _drain(fd: int) -> None:

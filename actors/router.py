@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,13 +24,14 @@ import pykka
 
 from actors.evictor import Forget, Resync, Track
 from actors.limits import GlobalPending, SoftLimit, TokenBucket
-from actors.options import PRIORITY_METHODS, Limits
+from actors.options import PRIORITY_METHODS, Limits, ServerPolicy
 from actors.session import (
     CloseSession,
     Forgotten,
     FromClient,
     FromServer,
     Peers,
+    Rebound,
     Reschedule,
     ServerExited,
     ServerStarted,
@@ -53,7 +54,9 @@ class AdapterLink:
     server: str
     capacity: int
     pid: int | None = None
+    adapter_id: str | None = None
     sessions: set[str] = field(default_factory=set)
+    last_seen: float = 0.0
 
     @property
     def full(self) -> bool:
@@ -82,6 +85,12 @@ class RouterOptions:
     limits: Limits = field(default_factory=Limits)
     fault_injection: bool = False
     """Allow the ``inject_fault`` control operation (tests, drills); off by default."""
+    server_policies: Mapping[str, ServerPolicy] = field(default_factory=dict)
+    """``on_exit`` policy per server name; servers not listed fail their sessions."""
+    adapter_timeout: float = 5.0
+    """Seconds of silence (no frame, no heartbeat) after which an adapter counts as lost."""
+    respawn_timeout: float = 15.0
+    """Seconds a session whose adapter was lost waits for another adapter of its server."""
 
 
 ControlHandler = Callable[[bytes, int | str, dict[str, Any]], None]
@@ -114,6 +123,10 @@ class Router:
         self._links = SessionLinks(hub, self, self.to_child)
         self._stopping = False
         self._drained: Future[None] | None = None
+        self._parked: dict[str, float] = {}
+        """Sessions waiting for an adapter of their server, with their deadline."""
+        self.on_adapter_lost: Callable[[int | None, str], None] = lambda pid, reason: None
+        """Told (on the loop thread) when an adapter goes silent, so its process can be replaced."""
         self._expected: tuple[Counter[str], Future[None]] | None = None
         self._ctl: dict[str, ControlHandler] = {
             "health": self._health,
@@ -210,7 +223,8 @@ class Router:
         self._admit_open(peer, ref)
         adapter = self._pick_adapter(server, ref)
         sid = secrets.token_urlsafe(16)
-        core = SessionCore(sid, server, time.monotonic(), self._limits)
+        policy = self._options.server_policies.get(server)
+        core = SessionCore(sid, server, time.monotonic(), self._limits, policy)
         actor = SessionActor.start(core, Peers(peer, adapter.peer, ref), self._links)
         self.sessions[sid] = Route(actor, peer, adapter)
         adapter.sessions.add(sid)
@@ -248,16 +262,20 @@ class Router:
             )
 
     def _pick_adapter(self, server: str, ref: int | str) -> AdapterLink:
-        candidates = [a for a in self.adapters.values() if a.server == server]
-        if not candidates:
+        if not any(a.server == server for a in self.adapters.values()):
             known = sorted({a.server for a in self.adapters.values()})
             message = f"no server named {server!r} is registered; known servers: {', '.join(known) or 'none'}"
             raise FrameError(ErrorCode.UNKNOWN_SERVER, message, ref=ref)
-        free = [a for a in candidates if not a.full]
-        if not free:
+        adapter = self._free_adapter(server)
+        if adapter is None:
             message = f"every adapter of server {server!r} is at its session capacity; close a session or add adapters"
             raise FrameError(ErrorCode.SERVER_BUSY, message, ref=ref)
-        return min(free, key=lambda a: len(a.sessions))
+        return adapter
+
+    def _free_adapter(self, server: str) -> AdapterLink | None:
+        """The adapter of ``server`` with the fewest sessions and room for one more."""
+        free = [a for a in self.adapters.values() if a.server == server and not a.full]
+        return min(free, key=lambda a: len(a.sessions)) if free else None
 
     def _control(self, peer: bytes, frame: dict[str, Any]) -> None:
         ref, op = frame["ref"], frame["op"]
@@ -339,11 +357,16 @@ class Router:
         if adapter is None:
             self._hub.send_back(peer, FrameError(ErrorCode.NOT_REGISTERED, "send 'register' first").to_frame())
             return
+        adapter.last_seen = time.monotonic()
+        kind = frame["t"]
+        if kind == "heartbeat":
+            return
         route = self.sessions.get(frame["sid"])
         if route is None or route.adapter is not adapter:
-            log.debug("late %s frame from adapter %s for session %s", frame["t"], adapter.server, frame["sid"])
+            log.debug("late %s frame from adapter %s for session %s", kind, adapter.server, frame["sid"])
+            if kind != "exited":  # a server process nobody wants: have the adapter stop it
+                self._hub.send_back(peer, encode("close", sid=frame["sid"], reason="unknown session"))
             return
-        kind = frame["t"]
         if kind == "mcp":
             message: object = FromServer(frame["msg"])
         elif kind == "spawned":
@@ -356,11 +379,28 @@ class Router:
             log.debug("session %s ended before its %s frame arrived", frame["sid"], kind)
 
     def _register(self, peer: bytes, frame: dict[str, Any]) -> None:
-        capacity = frame["capacity"] or "unlimited"
-        log.info("adapter for server %r registered (capacity %s)", frame["server"], capacity)
-        self.adapters[peer] = AdapterLink(peer, frame["server"], max(0, frame["capacity"]), frame.get("pid"))
-        self._hub.send_back(peer, encode("registered", server=frame["server"]))
+        adapter_id, server = frame.get("adapter_id"), frame["server"]
+        link = next((a for a in self.adapters.values() if adapter_id and a.adapter_id == adapter_id), None)
+        if link is not None and link.peer != peer:
+            log.info(
+                "adapter %s of server %r reconnected; its %d sessions follow it", adapter_id, server, len(link.sessions)
+            )
+            del self.adapters[link.peer]
+            link.peer = peer
+            self.adapters[peer] = link
+            for sid in link.sessions:
+                self._tell_route(sid, Rebound(peer))
+        elif link is None:
+            capacity = frame["capacity"] or "unlimited"
+            log.info("adapter for server %r registered (capacity %s)", server, capacity)
+            link = self.adapters[peer] = AdapterLink(
+                peer, server, max(0, frame["capacity"]), frame.get("pid"), adapter_id
+            )
+        link.last_seen = time.monotonic()
+        self._hub.send_back(peer, encode("registered", server=server))
         self._check_expected()
+        for sid in [sid for sid in self._parked if self._server_of(sid) == server]:
+            self.respawn(sid)
 
     def expect(self, adapters: Counter[str]) -> Future[None]:
         """A future that completes once this many adapters per server have registered."""
@@ -377,17 +417,59 @@ class Router:
 
     def adapter_gone(self, pid: int, reason: str) -> None:
         """An adapter process ended: its sessions' servers are gone with it."""
-        for peer, adapter in list(self.adapters.items()):
-            if adapter.pid != pid:
-                continue
-            del self.adapters[peer]
-            for sid in list(adapter.sessions):
-                route = self.sessions.get(sid)
-                if route is not None:
-                    try:
-                        route.actor.tell(ServerExited(None, reason))
-                    except pykka.ActorDeadError:
-                        pass
+        for link in [a for a in self.adapters.values() if a.pid == pid]:
+            self._adapter_lost(link, reason)
+
+    def _adapter_lost(self, link: AdapterLink, reason: str) -> None:
+        """Forget an adapter; each of its sessions follows its server's ``on_exit`` policy."""
+        log.error("adapter of server %r (pid %s) lost: %s", link.server, link.pid, reason)
+        self.adapters.pop(link.peer, None)
+        self.on_adapter_lost(link.pid, reason)
+        for sid in list(link.sessions):
+            self._tell_route(sid, ServerExited(None, f"adapter lost: {reason}"))
+
+    def respawn(self, sid: str) -> None:
+        """Start a new server process for a session whose process ended (on_exit = "restart")."""
+        route = self.sessions.get(sid)
+        if route is None:
+            self._parked.pop(sid, None)
+            return
+        adapter = route.adapter if route.adapter.peer in self.adapters else self._free_adapter(route.adapter.server)
+        if adapter is None:
+            if sid not in self._parked:
+                self._parked[sid] = time.monotonic() + self._options.respawn_timeout
+                log.warning("session %s waits for an adapter of server %r", sid, route.adapter.server)
+            return
+        self._parked.pop(sid, None)
+        if route.adapter is not adapter:
+            route.adapter.sessions.discard(sid)
+            adapter.sessions.add(sid)
+            route.adapter = adapter
+            self._tell_route(sid, Rebound(adapter.peer))
+        self._hub.send_back(adapter.peer, encode("spawn", sid=sid))
+
+    def _server_of(self, sid: str) -> str | None:
+        route = self.sessions.get(sid)
+        return route.adapter.server if route is not None else None
+
+    def _tell_route(self, sid: str, message: object) -> None:
+        route = self.sessions.get(sid)
+        if route is not None:
+            try:
+                route.actor.tell(message)
+            except pykka.ActorDeadError:
+                pass
+
+    def _watch_adapters(self, now: float) -> None:
+        for link in [a for a in self.adapters.values() if now - a.last_seen > self._options.adapter_timeout]:
+            self._adapter_lost(link, f"no frame or heartbeat for {now - link.last_seen:.1f}s")
+        for sid, deadline in list(self._parked.items()):
+            if now >= deadline:
+                del self._parked[sid]
+                reason = (
+                    f"no adapter of server {self._server_of(sid)!r} came back within {self._options.respawn_timeout:g}s"
+                )
+                self._tell_route(sid, ServerExited(None, reason, restartable=False))
 
     # -- sessions report -------------------------------------------------------------
 
@@ -432,6 +514,7 @@ class Router:
     def on_tick(self, now: float) -> None:
         """The daemon's clock: the janitor's passes hang off it."""
         self._to_supervisor(TICK)
+        self._watch_adapters(now)
         if len(self.clients) > 2 * len(self.sessions) + 64:
             self.clients = {peer: c for peer, c in self.clients.items() if c.sessions}
 

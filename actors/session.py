@@ -12,7 +12,7 @@ import logging
 import queue
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from types import TracebackType
 from typing import Any, Protocol
@@ -26,6 +26,7 @@ from actors.outputs import (
     Opened,
     Output,
     Refuse,
+    RespawnServer,
     Schedule,
     SessionClosed,
     StopServer,
@@ -57,6 +58,8 @@ class RouterPort(Protocol):
 
     def session_closing(self, sid: str) -> None: ...
 
+    def respawn(self, sid: str) -> None: ...
+
     def pending_changed(self, delta: int) -> None: ...
 
 
@@ -86,6 +89,15 @@ class ServerStarted:
 class ServerExited:
     code: int | None
     reason: str
+    restartable: bool = True
+    """False when no new process can be had: the session fails whatever its policy."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rebound:
+    """From the router: the session's server is now behind the adapter ``peer``."""
+
+    adapter: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +195,10 @@ class SessionActor(pykka.ThreadingActor):
                 self._emit(core.reschedule())
             case ServerStarted(pid):
                 self._emit(core.server_started(pid, now))
-            case ServerExited(code, reason):
-                self._emit(core.server_exited(code, reason, now))
+            case ServerExited(code, reason, restartable):
+                self._emit(core.server_exited(code, reason, now, restartable=restartable))
+            case Rebound(adapter):
+                self._peers = replace(self._peers, adapter=adapter)
             case CloseSession(reason, ref):
                 self._close_ref = ref
                 self._emit(core.close(reason, now, repeat=ref is not None))
@@ -273,6 +287,8 @@ class SessionActor(pykka.ThreadingActor):
                 outbox.call(partial(self._links.router.session_closing, sid))
             case Finished():
                 self._report_finished()  # the router answers Forgotten; then the actor stops
+            case RespawnServer():
+                outbox.call(partial(self._links.router.respawn, sid))
             case Warn(message):
                 log.warning("session %s: %s", sid, message)
             case Dropped(source, reason):

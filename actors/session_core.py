@@ -138,7 +138,7 @@ class SessionCore:
         self.last_activity = now
         return self._scheduled([Opened(pid)])
 
-    def server_exited(self, code: int | None, reason: str, now: float) -> list[Output]:
+    def server_exited(self, code: int | None, reason: str, now: float, *, restartable: bool = True) -> list[Output]:
         self.last_activity = now
         if self.state is State.SHUTTING_DOWN:
             self.machine.transition(State.CLOSED)
@@ -150,7 +150,7 @@ class SessionCore:
             self.machine.transition(State.FAILED, f"server did not start: {reason}")
             return [OpenFailed(f"server {self.server!r} did not start: {reason}"), Finished()]
         data = {"exit_code": code, "detail": reason}
-        if self.policy.on_exit == "restart" and self.restarts < self.policy.max_restarts:
+        if restartable and self.policy.on_exit == "restart" and self.restarts < self.policy.max_restarts:
             return self._restart_server(reason, data, now)
         self.end_reason = "server_exited"
         message = f"server process ended: {reason}"

@@ -79,8 +79,18 @@ class FakeDaemon:
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.bind(endpoint)
         self.peer: bytes | None = None
+        self.heartbeats = 0
 
     def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The next frame from the adapter other than a heartbeat (those are counted)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self.recv_any(max(0.0, deadline - time.monotonic()))
+            if frame["t"] != "heartbeat":
+                return frame
+            self.heartbeats += 1
+
+    def recv_any(self, timeout: float) -> dict[str, Any]:
         """The next frame from the adapter, validated against the adapter->daemon schemas."""
         if not self.router.poll(int(timeout * 1000)):
             raise AssertionError(f"no frame from the adapter within {timeout} s")
@@ -196,6 +206,17 @@ def close_and_time(daemon: FakeDaemon, sid: str) -> tuple[dict[str, Any], float]
 def test_register_carries_server_name_and_capacity(daemon: FakeDaemon, start_adapter: AdapterFactory) -> None:
     start_adapter(server="files", capacity=4)
     daemon.handshake(server="files", capacity=4)
+
+
+@pytest.mark.timeout(30)
+def test_idle_adapter_sends_heartbeats_with_a_stable_id(daemon: FakeDaemon, start_adapter: AdapterFactory) -> None:
+    start_adapter()
+    first = daemon.expect("register")
+    assert isinstance(first.get("adapter_id"), str) and first.get("pid")
+    daemon.send("registered", server="test")
+    while daemon.heartbeats < 2:  # heartbeat_ms is 200 in these tests
+        assert daemon.recv_any(2.0)["t"] == "heartbeat"
+        daemon.heartbeats += 1
 
 
 @pytest.mark.timeout(30)

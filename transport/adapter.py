@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any, Final, Literal
@@ -84,6 +85,9 @@ class Adapter:
         self._sessions: dict[str, ServerProcess] = {}
         self._socket: zmq.Socket[bytes] | None = None
         self._parent_pid = os.getppid()
+        self.adapter_id = secrets.token_hex(8)
+        """Stable across reconnects, so the daemon can tell a reconnect from a new adapter."""
+        self._last_sent = 0.0
         self._stopping = False
         self._deadline = 0.0
 
@@ -135,6 +139,7 @@ class Adapter:
                 for item in self._mailbox.drain():
                     self._on_item(item)
             self._check_parent()
+            self._heartbeat()
 
     def _finished(self) -> bool:
         return self._stopping and (not self._sessions or time.monotonic() >= self._deadline)
@@ -143,6 +148,11 @@ class Adapter:
         if not self._stopping:
             return _HOUSEKEEPING_MS
         return max(0, min(_HOUSEKEEPING_MS, int((self._deadline - time.monotonic()) * 1000) + 1))
+
+    def _heartbeat(self) -> None:
+        """An application heartbeat: the daemon fails this adapter's sessions when it goes silent."""
+        if time.monotonic() - self._last_sent >= self.heartbeat_ms / 1000:
+            self._send("heartbeat")
 
     def _check_parent(self) -> None:
         if self.exit_with_parent and not self._stopping and os.getppid() != self._parent_pid:
@@ -265,7 +275,7 @@ class Adapter:
     # frames out
 
     def _register(self) -> None:
-        self._send("register", server=self.server, capacity=self.capacity, pid=os.getpid())
+        self._send("register", server=self.server, capacity=self.capacity, pid=os.getpid(), adapter_id=self.adapter_id)
 
     def _send_exited(self, sid: str, code: int | None, reason: str) -> None:
         """``code`` is left out when there is none (spawn failed, process abandoned)."""
@@ -285,4 +295,9 @@ class Adapter:
         try:
             self._socket.send(data, zmq.NOBLOCK)
         except zmq.Again:
-            log.warning("the daemon is not taking frames (send queue full); dropped a %r frame", frame_type)
+            level = logging.DEBUG if frame_type == "heartbeat" else logging.WARNING
+            log.log(
+                level, "the daemon is not taking frames (not connected, or queue full); dropped a %r frame", frame_type
+            )
+            return
+        self._last_sent = time.monotonic()

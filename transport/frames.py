@@ -125,7 +125,8 @@ DAEMON_TO_CLIENT: Final[Mapping[str, Schema]] = {
 }
 
 ADAPTER_TO_DAEMON: Final[Mapping[str, Schema]] = {
-    "register": {"server": (STR, True), "capacity": (INT, True), "pid": (INT, False)},
+    "register": {"server": (STR, True), "capacity": (INT, True), "pid": (INT, False), "adapter_id": (STR, False)},
+    "heartbeat": {},
     "spawned": {"sid": (STR, True), "pid": (INT, True)},
     "mcp": {"sid": (STR, True), "msg": (MAP, True)},
     "exited": {"sid": (STR, True), "code": (INT, False), "reason": (STR, True)},

@@ -224,6 +224,7 @@ class StdioBridge:
         self._stdin_open = True
         self._stopping = False
         self._connected = False
+        self._disconnected = False
         self._queued: deque[bytes] = deque()
         """stdin lines read before the session opened."""
         self._outbox: deque[bytes] = deque()
@@ -253,11 +254,15 @@ class StdioBridge:
             finally:
                 socket.disable_monitor()
                 monitor.close(linger=0)
-                socket.close(linger=0 if self._exit == EXIT_UNAVAILABLE else 1000)
+                socket.close(linger=self._linger_ms())
         finally:
             context.term()
             self._mailbox.close()
         return code
+
+    def _linger_ms(self) -> int:
+        """Time the last frames (a ``close`` sent just before exiting) get to leave, if anyone can take them."""
+        return 0 if self._disconnected or self._exit == EXIT_UNAVAILABLE else 1000
 
     # -- setup ---------------------------------------------------------------------
 
@@ -307,10 +312,12 @@ class StdioBridge:
             poller.register(socket, zmq.POLLIN | (zmq.POLLOUT if self._outbox else 0))
             poller.register(self.stdin_fd, zmq.POLLIN if self._reading_stdin() else 0)
             ready = dict(poller.poll(self._poll_timeout_ms()))
-            if monitor in ready:
-                self._drain_monitor(monitor)
             if socket in ready:
                 self._drain_socket(socket)
+            if monitor in ready:
+                self._drain_monitor(monitor)
+            if self._disconnected and self._exit is None and not socket.poll(0, zmq.POLLIN):
+                self._lost_connection()  # only once the frames that arrived before it are handled
             if self._mailbox.fileno() in ready:
                 for reason in self._mailbox.drain():
                     self._stop(reason)
@@ -384,8 +391,8 @@ class StdioBridge:
             event = recv_monitor_message(monitor)["event"]
             if event == zmq.EVENT_CONNECTED:
                 self._connected = True
-            elif event == zmq.EVENT_DISCONNECTED and self._exit is None:
-                self._lost_connection()
+            elif event == zmq.EVENT_DISCONNECTED:
+                self._disconnected = True
 
     def _lost_connection(self) -> None:
         """The daemon went away: its sessions died with it, and a reconnect would not own ours."""
@@ -468,7 +475,11 @@ class StdioBridge:
         code, message, ref = frame["code"], frame["message"], frame.get("ref")
         if ref is not None and ref == self._open_ref and self._phase is Phase.OPENING:
             log.error(
-                "the troupe daemon at %s refused to open a session to %r: %s: %s", self.endpoint, self.server, code, message
+                "the troupe daemon at %s refused to open a session to %r: %s: %s",
+                self.endpoint,
+                self.server,
+                code,
+                message,
             )
             self._exit = EXIT_UNAVAILABLE
         elif ref is not None and ref == self._close_ref:
@@ -554,17 +565,22 @@ class StdioBridge:
         if "method" in msg and request_id is not None:
             self._pending.add(request_id)
         elif msg.get("method") == "notifications/cancelled" and isinstance(params := msg.get("params"), dict):
-            self._pending.discard(params.get("requestId"))  # the daemon forgets it: no response will come
+            cancelled = params.get("requestId")
+            if isinstance(cancelled, str | int):
+                self._pending.discard(cancelled)  # the daemon forgets it: no response will come
 
     def _write(self, msg: dict[str, Any]) -> None:
         if not self._stdout_open:
             return
         try:
-            self._stdout.write(render(msg))
-            self._stdout.flush()
+            line = render(msg)
         except (ValueError, TypeError) as exc:
             log.warning("could not write a message as JSON, dropped: %s", exc)
-        except OSError as exc:  # BrokenPipeError: the client is gone
+            return
+        try:
+            self._stdout.write(line)
+            self._stdout.flush()
+        except (OSError, ValueError) as exc:  # BrokenPipeError, or a closed file: the client is gone
             log.info("stdout closed (%s); closing the session", exc)
             self._stdout_open = False
             self._stop("stdout closed")
@@ -574,7 +590,7 @@ class StdioBridge:
             return
         if self._phase is Phase.CLOSING:
             if reason != "stdout closed":
-                log.warning("%s again while closing; exiting now", reason)
+                log.warning("%s while closing; exiting now", reason)
                 self._exit = EXIT_OK
             return
         log.info("%s: closing the session", reason)

@@ -115,6 +115,17 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     call.set_defaults(func=_call)
 
+    connect = sub.add_parser(
+        "connect", help="be an MCP stdio server for an MCP client: bridge stdin/stdout to a session of SERVER"
+    )
+    connect.add_argument("server")
+    connect.add_argument("--endpoint", help="the daemon's front endpoint (default: the runtime directory's)")
+    connect.add_argument(
+        "--open-timeout", type=float, default=10.0, help="seconds to wait for the session (default 10)"
+    )
+    connect.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="stderr only (default warning)")
+    connect.set_defaults(func=_connect)
+
     status = sub.add_parser("status", help="print the supervision tree: children, states, restarts, failures")
     status.add_argument("--endpoint", help="the daemon's front endpoint (default: the runtime directory's)")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -254,6 +265,16 @@ def _call(args: argparse.Namespace) -> int:
 def _control(endpoint: str | None, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
     with Client(endpoint, timeout=10) as client:
         return client.control(op, args)
+
+
+def _connect(args: argparse.Namespace) -> int:
+    from transport.stdio_bridge import StdioBridge
+
+    try:
+        bridge = StdioBridge(args.server, args.endpoint, open_timeout=args.open_timeout)
+    except RuntimeDirError as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+    return bridge.run()
 
 
 def _status(args: argparse.Namespace) -> int:

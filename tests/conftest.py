@@ -156,3 +156,30 @@ def server_pids(daemon: RunningDaemon) -> set[int]:
 
 EXAMPLE_TOOLS = ["add", "ask_llm", "cancelled_sleeps", "echo", "fail", "list_roots", "sleep"]
 """The example server's tools, sorted."""
+
+
+SERVER_EVERYTHING = "@modelcontextprotocol/server-everything@2026.8.31"
+NODE_CACHE = ROOT / ".cache" / "node"
+
+
+@pytest.fixture(scope="session")
+def server_everything() -> list[str]:
+    """The command of the npm reference server, installed with npm into .cache/ on first use.
+
+    Needs node and npm (Node 20 here) and the npm registry; nothing is skipped
+    when they are missing: the tests that use it fail and say why.
+    """
+    entry = NODE_CACHE / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+    if not entry.exists():
+        NODE_CACHE.mkdir(parents=True, exist_ok=True)
+        npm = shutil.which("npm")
+        assert npm, "npm is needed to install the reference server " + SERVER_EVERYTHING
+        result = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--prefix", str(NODE_CACHE), SERVER_EVERYTHING],
+            capture_output=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, f"npm install failed:\n{result.stderr.decode()[-2000:]}"
+    node = shutil.which("node")
+    assert node, "node is needed to run " + SERVER_EVERYTHING
+    return [node, str(entry), "stdio"]

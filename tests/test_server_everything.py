@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from conftest import RunningDaemon, finish, start_daemon
+from conftest import RunningDaemon, finish, start_daemon, wait_for
 from transport import jsonrpc
 from transport.client import Session
 
@@ -59,3 +61,95 @@ def test_the_client_library_drives_server_everything(everything_daemon: RunningD
         )
         assert "hi" in json.dumps(session.wait_result("llm"))
         session.close()
+
+
+# -- the official SDK client, through `troupe connect` ------------------------------------------
+
+LONG_STEPS = 3
+
+
+def sdk_scenario(daemon: RunningDaemon, errlog: Any) -> dict[str, Any]:
+    import anyio
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+    from mcp.types import CreateMessageResult, ElicitResult, ListRootsResult, Root, TextContent
+
+    seen: dict[str, Any] = {"sampling": [], "elicitation": [], "roots": 0, "progress": []}
+    troupe = str(Path(sys.executable).parent / "troupe")
+    params = StdioServerParameters(command=troupe, args=["connect", "everything", "--endpoint", daemon.front])
+
+    async def sampling(_ctx: Any, request: Any) -> CreateMessageResult:
+        seen["sampling"].append(request)
+        return CreateMessageResult(
+            role="assistant", content=TextContent(type="text", text="sampled by the test"), model="test"
+        )
+
+    async def elicitation(_ctx: Any, request: Any) -> ElicitResult:
+        seen["elicitation"].append(request)
+        return ElicitResult(action="decline")
+
+    async def roots(_ctx: Any) -> ListRootsResult:
+        seen["roots"] += 1
+        return ListRootsResult(roots=[Root(uri="file:///srv/project", name="project")])
+
+    async def progress(value: float, total: float | None, _message: str | None) -> None:
+        seen["progress"].append((value, total))
+
+    async def run() -> None:
+        async with (
+            stdio_client(params, errlog=errlog) as (read, write),
+            ClientSession(
+                read, write, sampling_callback=sampling, elicitation_callback=elicitation, list_roots_callback=roots
+            ) as session,
+        ):
+            await session.initialize()
+            with anyio.fail_after(15):
+                while not seen["roots"]:  # the server asks for roots by itself after initialized
+                    await anyio.sleep(0.02)
+            seen["tools"] = sorted(t.name for t in (await session.list_tools()).tools)
+            seen["roots_tool"] = str(await session.call_tool("get-roots-list", {}))
+            args = {"duration": 1.5, "steps": LONG_STEPS}
+            seen["long"] = await session.call_tool("trigger-long-running-operation", args, progress_callback=progress)
+            seen["sampled"] = str(await session.call_tool("trigger-sampling-request", {"prompt": "hello there"}))
+            seen["elicited"] = str(await session.call_tool("trigger-elicitation-request", {}))
+            started = anyio.Event()
+
+            async def on_first(_v: float, _t: float | None, _m: str | None) -> None:
+                started.set()
+
+            async def doomed() -> None:
+                await session.call_tool(
+                    "trigger-long-running-operation", {"duration": 30, "steps": 30}, progress_callback=on_first
+                )
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(doomed)
+                with anyio.fail_after(15):
+                    await started.wait()
+                group.cancel_scope.cancel()
+            seen["pending_after_cancel"] = await anyio.to_thread.run_sync(lambda: daemon.health()["pending"])
+
+    anyio.run(run)
+    return seen
+
+
+@pytest.mark.timeout(120)
+def test_the_official_sdk_client_reaches_server_everything_through_troupe_connect(
+    everything_daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    with (tmp_path / "connect.stderr").open("w+") as errlog:
+        seen = sdk_scenario(everything_daemon, errlog)
+    assert len(seen["tools"]) == 17, seen["tools"]
+    assert "file:///srv/project" in seen["roots_tool"]
+    assert [round(v) for v, _ in seen["progress"]] == list(range(1, LONG_STEPS + 1))
+    assert not seen["long"].is_error
+    [sampling] = seen["sampling"]
+    assert sampling.messages[0].content.text.endswith("hello there")
+    assert "sampled by the test" in seen["sampled"]
+    assert len(seen["elicitation"]) == 1 and "decline" in seen["elicited"]
+    assert seen["pending_after_cancel"] == 0 or wait_pending_zero(everything_daemon)
+
+
+def wait_pending_zero(daemon: RunningDaemon) -> bool:
+    wait_for(lambda: daemon.health()["pending"] == 0, 10, "the cancelled request to leave the pending count")
+    return True

@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from actors import logs, operator_cli
 from actors.config import LIMIT_KEYS, LOG_LEVELS, ConfigError, load
 from actors.daemon import Daemon, DaemonError
 from actors.options import LIMIT_HELP, Limits
@@ -52,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--back", help="endpoint for adapters (overrides [daemon] back)")
     serve.add_argument("--runtime-dir", help="directory for the default ipc endpoints")
     serve.add_argument("--log-level", choices=LOG_LEVELS, help="default: info")
+    serve.add_argument("--log-format", choices=("text", "json"), help="default: text")
+    serve.add_argument("--metrics-address", metavar="HOST:PORT", help="serve Prometheus metrics here (off by default)")
+    serve.add_argument("--audit-log", metavar="PATH", help="append JSON-lines audit records here (off by default)")
+    serve.add_argument("--events", metavar="ENDPOINT", help="event stream endpoint (default: the runtime directory's)")
     serve.add_argument(
         "--enable-fault-injection",
         dest="fault_injection",
@@ -126,6 +131,8 @@ def _parser() -> argparse.ArgumentParser:
     connect.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="stderr only (default warning)")
     connect.set_defaults(func=_connect)
 
+    operator_cli.add_commands(sub)
+
     status = sub.add_parser("status", help="print the supervision tree: children, states, restarts, failures")
     status.add_argument("--endpoint", help="the daemon's front endpoint (default: the runtime directory's)")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -178,10 +185,8 @@ def _method_timeouts(items: list[str]) -> dict[str, float] | None:
     return timeouts or None
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    logs.setup(level, fmt)
 
 
 def _fail(message: str, code: int) -> int:
@@ -191,6 +196,8 @@ def _fail(message: str, code: int) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     overrides = {"front": args.front, "back": args.back, "runtime_dir": args.runtime_dir, "log_level": args.log_level}
+    overrides |= {"log_format": args.log_format, "metrics_address": args.metrics_address, "audit_log": args.audit_log}
+    overrides |= {"events": args.events}
     overrides |= {name: getattr(args, name) for name in LIMIT_KEYS}
     overrides |= {
         name: getattr(args, name) for name in ("fault_injection", "strategy", "intensity", "period", "backoff_initial")
@@ -200,7 +207,7 @@ def _serve(args: argparse.Namespace) -> int:
         config = load(args.config, overrides)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    logging.getLogger().setLevel(config.log_level.upper())
+    logs.setup(config.log_level, config.log_format)
     daemon = Daemon(config, version=version())
     try:
         return daemon.run()

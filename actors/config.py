@@ -17,7 +17,7 @@ from typing import Any
 
 from actors.options import ON_EXIT_POLICIES, Limits
 from actors.supervision import Strategy, SupervisorPolicy
-from transport.runtime import BACK_SOCKET, FRONT_SOCKET, ipc_endpoint, runtime_dir
+from transport.runtime import BACK_SOCKET, EVENTS_SOCKET, FRONT_SOCKET, ipc_endpoint, runtime_dir
 
 
 class ConfigError(ValueError):
@@ -65,6 +65,14 @@ class DaemonConfig:
     respawn_timeout: float = 15.0
     """Seconds a restarting session waits for an adapter of its server to (re)register."""
     log_level: str = "info"
+    log_format: str = "text"
+    """``text`` or ``json`` (one JSON object per line, with the session id as a field)."""
+    events: str = ""
+    """Endpoint of the event stream (PUB); empty: ``ipc://<runtime_dir>/events.sock``."""
+    metrics_address: str | None = None
+    """``host:port`` of the Prometheus endpoint; off when unset."""
+    audit_log: str | None = None
+    """Path of the append-only JSON-lines audit log; off when unset."""
     limits: Limits = field(default_factory=Limits)
     supervisor: SupervisorPolicy = field(default_factory=SupervisorPolicy)
     child_shutdown_timeout: float = 5.0
@@ -93,6 +101,10 @@ DAEMON_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "adapter_timeout": ((int, float), "seconds > 0"),
     "respawn_timeout": ((int, float), "seconds > 0"),
     "log_level": ((str,), "one of debug, info, warning, error"),
+    "log_format": ((str,), "text or json"),
+    "events": ((str,), "a ZMQ endpoint for the event stream (PUB)"),
+    "metrics_address": ((str,), "host:port, e.g. '127.0.0.1:9464'"),
+    "audit_log": ((str,), "a file path"),
     "fault_injection": ((bool,), "true or false"),
 }
 SUPERVISOR_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
@@ -274,12 +286,17 @@ def _check_server(server: ServerConfig, where: str) -> None:
 def _build(daemon: dict[str, Any], servers: dict[str, ServerConfig]) -> DaemonConfig:
     directory = Path(daemon.pop("runtime_dir")) if daemon.get("runtime_dir") else runtime_dir()
     front = daemon.pop("front", None) or ipc_endpoint(directory, FRONT_SOCKET)
+    daemon["events"] = daemon.get("events") or ipc_endpoint(directory, EVENTS_SOCKET)
     back = daemon.pop("back", None) or ipc_endpoint(directory, BACK_SOCKET)
     config = replace(DaemonConfig(directory, front, back, servers), **daemon)
     if config.max_frame_bytes <= 0 or config.heartbeat_ms <= 0:
         raise ConfigError("max_frame_bytes and heartbeat_ms must be positive")
     if config.startup_timeout < 0 or config.shutdown_timeout < 0:
         raise ConfigError("startup_timeout and shutdown_timeout must be >= 0")
+    if config.log_format not in ("text", "json"):
+        raise ConfigError(f"log_format {config.log_format!r} is not text or json")
+    if config.metrics_address is not None and not config.metrics_address.rpartition(":")[2].isdigit():
+        raise ConfigError(f"metrics_address {config.metrics_address!r} must be host:port, e.g. 127.0.0.1:9464")
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level {config.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     return config

@@ -28,11 +28,13 @@ from actors.adapter_processes import AdapterProcesses
 from actors.config import DaemonConfig
 from actors.evictor import Evictor
 from actors.janitor import Janitor
+from actors.metrics import LoopCollector, Metrics
+from actors.observe import AuditLog, Observers, hub_publisher
 from actors.options import ServerPolicy
 from actors.router import Router, RouterOptions
 from actors.supervision import ChildSpec
 from actors.supervisor import ChildContext, Supervisor
-from transport.hub import BACK, FRONT, Hub, HubOptions
+from transport.hub import BACK, EVENTS, FRONT, Hub, HubOptions
 from transport.runtime import ensure_private_dir, ipc_path
 
 log = logging.getLogger("troupe.daemon")
@@ -59,7 +61,8 @@ class Daemon:
             adapter_timeout=config.adapter_timeout,
             respawn_timeout=config.respawn_timeout,
         )
-        self.router = Router(self.hub, options, version=version)
+        self.observers = self._observers()
+        self.router = Router(self.hub, options, observers=self.observers, version=version)
         self.supervisor: pykka.ActorRef[Supervisor] | None = None
         self.exit_code = 0
         self.adapters: AdapterProcesses | None = None
@@ -74,11 +77,21 @@ class Daemon:
 
     # -- start ---------------------------------------------------------------------
 
+    def _observers(self) -> Observers:
+        metrics = Metrics()
+        audit = AuditLog.start(Path(self.config.audit_log)).tell if self.config.audit_log else lambda _record: None
+        return Observers(metrics, hub_publisher(self.hub.publish), audit)
+
     def start(self) -> None:
         self._prepare_ipc()
         self._start_supervisor()
         self.hub.start(self.router)
         self.back_endpoint = self.hub.bind(BACK, self.config.back)
+        self.events_endpoint = self.hub.bind(EVENTS, self.config.events)
+        self.observers.metrics.registry.register(LoopCollector(lambda: self.hub.ask(self.router.metrics_snapshot, 2.0)))
+        if self.config.metrics_address:
+            self.observers.metrics.serve(self.config.metrics_address)
+            log.info("metrics at http://%s/metrics", self.config.metrics_address)
         self.adapters = AdapterProcesses(self.config, self.back_endpoint, self._adapter_exited)
         self.router.on_adapter_lost = self._adapter_silent
         self.adapters.start()
@@ -98,17 +111,17 @@ class Daemon:
             (ChildSpec("janitor", shutdown_timeout=timeout), self._start_janitor),
             (ChildSpec("evictor", shutdown_timeout=timeout), self._start_evictor),
         ]
-        self.supervisor = Supervisor.start(children, self.config.supervisor, self._escalated)
+        self.supervisor = Supervisor.start(children, self.config.supervisor, self._escalated, observers=self.observers)
         self.router.supervisor = self.supervisor.tell
 
     def _start_janitor(self, context: ChildContext) -> pykka.ActorRef[Janitor]:
-        ref = Janitor.start(context)
+        ref = Janitor.start(context, metrics=self.observers.metrics)
         if context.incarnation > 1:
             self.hub.call(self.router.reschedule_all)
         return ref
 
     def _start_evictor(self, context: ChildContext) -> pykka.ActorRef[Evictor]:
-        ref = Evictor.start(context, self.config.limits.max_sessions)
+        ref = Evictor.start(context, self.config.limits.max_sessions, self.observers.metrics)
         if context.incarnation > 1:
             self.hub.call(self.router.resync_evictor)
         return ref
@@ -119,7 +132,7 @@ class Daemon:
         self.request_stop(signal.SIGTERM, exit_code=EXIT_ESCALATED, reason="escalation")
 
     def _prepare_ipc(self) -> None:
-        for endpoint in (self.config.front, self.config.back):
+        for endpoint in (self.config.front, self.config.back, self.config.events):
             path = ipc_path(endpoint)
             if path is None:
                 continue

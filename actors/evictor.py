@@ -21,6 +21,7 @@ from typing import Any
 
 import pykka
 
+from actors.metrics import Metrics
 from actors.session import CloseSession, Touch
 from actors.supervisor import ChildContext, SupervisedActor, Tick
 
@@ -44,8 +45,9 @@ class Resync:
 
 
 class Evictor(SupervisedActor):
-    def __init__(self, context: ChildContext, max_sessions: int) -> None:
+    def __init__(self, context: ChildContext, max_sessions: int, metrics: Metrics | None = None) -> None:
         super().__init__(context)
+        self._metrics = metrics
         self.max_sessions = max_sessions
         self._recency: OrderedDict[str, pykka.ActorRef[Any]] = OrderedDict()
         self._closing: set[str] = set()
@@ -77,6 +79,8 @@ class Evictor(SupervisedActor):
             sid, ref = self._recency.popitem(last=False)
             self._closing.add(sid)
             self.evicted += 1
+            if self._metrics is not None:
+                self._metrics.evictions.inc()
             log.info("evicting session %s (least recently active; max_sessions %d)", sid, self.max_sessions)
             try:
                 ref.tell(CloseSession("evicted"))

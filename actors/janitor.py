@@ -20,6 +20,7 @@ from typing import Any
 import pykka
 
 from actors.deadlines import DeadlineHeap
+from actors.metrics import Metrics
 from actors.session import Wake, WakeMeAt
 from actors.supervisor import ChildContext, SupervisedActor, Tick
 
@@ -37,9 +38,12 @@ class Janitor(SupervisedActor):
     """A permanent child of the supervisor. A new incarnation starts with an
     empty heap; the daemon then asks every session to ask again (`Reschedule`)."""
 
-    def __init__(self, context: ChildContext, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, context: ChildContext, clock: Callable[[], float] = time.monotonic, metrics: Metrics | None = None
+    ) -> None:
         super().__init__(context)
         self._clock = clock
+        self._metrics = metrics
         self._heap: DeadlineHeap[str, pykka.ActorRef[Any]] = DeadlineHeap()
         self.passes = 0
         self.woken = 0
@@ -57,6 +61,8 @@ class Janitor(SupervisedActor):
     def _pass(self, now: float) -> None:
         due = self._heap.pop_due(now)
         self.passes += 1
+        if self._metrics is not None:
+            self._metrics.janitor_passes.inc()
         for sid, ref in due.items():
             try:
                 ref.tell(Wake())

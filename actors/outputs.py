@@ -83,6 +83,22 @@ class RespawnServer:
     """The server process ended and the session goes on: start a new one for it."""
 
 
+@dataclass(frozen=True, slots=True)
+class RequestRefused:
+    """A client request was refused by a limit: ``session``, ``global`` or ``rate``."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDone:
+    """A client request ended: ``result``, ``error``, ``timeout`` or ``closed``."""
+
+    method: str
+    seconds: float
+    outcome: str
+
+
 Output = (
     ToClient
     | ToServer
@@ -96,4 +112,6 @@ Output = (
     | Schedule
     | Warn
     | RespawnServer
+    | RequestRefused
+    | RequestDone
 )

@@ -38,8 +38,10 @@ from actors.session import (
     SessionActor,
     SessionLinks,
 )
+from actors.control import ControlPlane
+from actors.observe import Observers
 from actors.session_core import SessionCore
-from actors.supervisor import TICK, Crash, Forward, InjectFault, Status
+from actors.supervisor import TICK, Forward
 from transport.frames import ADAPTER_TO_DAEMON, CLIENT_TO_DAEMON, ErrorCode, FrameError, decode, encode
 from transport.hub import Hub
 
@@ -93,9 +95,6 @@ class RouterOptions:
     """Seconds a session whose adapter was lost waits for another adapter of its server."""
 
 
-ControlHandler = Callable[[bytes, int | str, dict[str, Any]], None]
-
-
 class Router:
     """Implements `transport.hub.HubHandler` for the daemon."""
 
@@ -105,12 +104,15 @@ class Router:
         options: RouterOptions | None = None,
         *,
         supervisor: Callable[[object], None] = lambda _msg: None,
+        observers: Observers | None = None,
         version: str = "",
     ) -> None:
         self._hub = hub
         self._options = options = options or RouterOptions()
         self._limits = limits = options.limits
-        self._version = version
+        self.version = version
+        self.observers = observers or Observers()
+        self.fault_injection = options.fault_injection
         self.supervisor = supervisor
         """Tells the supervisor; children are reached through it by id (`Forward`)."""
         self.sessions: dict[str, Route] = {}
@@ -120,25 +122,22 @@ class Router:
         self.pending = GlobalPending(limits.max_pending_total)
         self._pending_soft = SoftLimit(limits.max_pending_total, limits.soft_limit_ratio)
         self._sessions_soft = SoftLimit(limits.max_sessions, limits.soft_limit_ratio)
-        self._links = SessionLinks(hub, self, self.to_child)
-        self._stopping = False
+        self._links = SessionLinks(hub, self, self.to_child, self.observers)
+        self.stopping = False
         self._drained: Future[None] | None = None
         self._parked: dict[str, float] = {}
         """Sessions waiting for an adapter of their server, with their deadline."""
         self.on_adapter_lost: Callable[[int | None, str], None] = lambda pid, reason: None
         """Told (on the loop thread) when an adapter goes silent, so its process can be replaced."""
         self._expected: tuple[Counter[str], Future[None]] | None = None
-        self._ctl: dict[str, ControlHandler] = {
-            "health": self._health,
-            "status": self._status,
-            "inject_fault": self._inject_fault,
-        }
+        self.control = ControlPlane(self)
+        self._pending_by_session: dict[str, int] = {}
 
     def to_child(self, child_id: str, message: object) -> None:
         """Send to the current incarnation of a supervised child. Any thread."""
-        self._to_supervisor(Forward(child_id, message))
+        self.to_supervisor(Forward(child_id, message))
 
-    def _to_supervisor(self, message: object) -> bool:
+    def to_supervisor(self, message: object) -> bool:
         try:
             self.supervisor(message)
         except pykka.ActorDeadError:
@@ -169,6 +168,9 @@ class Router:
         msg = frame["msg"]
         method = msg.get("method")
         counted, over = False, None
+        if "id" in msg and isinstance(method, str):
+            self.control.requests += 1
+            self.observers.metrics.requests.labels(method).inc()
         if "id" in msg and isinstance(method, str) and method not in PRIORITY_METHODS:
             over = self.pending.admit()
             counted = over is None
@@ -218,7 +220,7 @@ class Router:
 
     def _open(self, peer: bytes, frame: dict[str, Any]) -> None:
         ref, server = frame["ref"], frame["server"]
-        if self._stopping:
+        if self.stopping:
             raise FrameError(ErrorCode.SHUTTING_DOWN, "the daemon is shutting down; try again later", ref=ref)
         self._admit_open(peer, ref)
         adapter = self._pick_adapter(server, ref)
@@ -278,65 +280,11 @@ class Router:
         return min(free, key=lambda a: len(a.sessions)) if free else None
 
     def _control(self, peer: bytes, frame: dict[str, Any]) -> None:
-        ref, op = frame["ref"], frame["op"]
-        handler = self._ctl.get(op)
-        if handler is None:
-            self._ctl_error(peer, ref, ErrorCode.UNKNOWN_OP, f"unknown control op {op!r}; known: {sorted(self._ctl)}")
-            return
-        handler(peer, ref, frame.get("args") or {})
-
-    def _ctl_reply(self, peer: bytes, ref: int | str, result: dict[str, Any]) -> None:
-        """Any thread: the frame goes through the hub's mailbox."""
-        self._hub.send_front(peer, encode("ctl", ref=ref, ok=True, result=result))
-
-    def _ctl_error(self, peer: bytes, ref: int | str, code: ErrorCode, message: str) -> None:
-        error = {"code": str(code), "message": message}
-        self._hub.send_front(peer, encode("ctl", ref=ref, ok=False, error=error))
-
-    def _health(self, peer: bytes, ref: int | str, _args: dict[str, Any]) -> None:
-        servers: Counter[str] = Counter(a.server for a in self.adapters.values())
-        result = {
-            "status": "stopping" if self._stopping else "serving",
-            "version": self._version,
-            "sessions": len(self.sessions),
-            "pending": self.pending.count,
-            "servers": dict(servers),
-        }
-        self._ctl_reply(peer, ref, result)
-
-    def _status(self, peer: bytes, ref: int | str, _args: dict[str, Any]) -> None:
-        """The supervision tree; the supervisor answers from its own thread."""
-        sessions = len(self.sessions)
-
-        def reply(tree: dict[str, Any]) -> None:
-            self._ctl_reply(peer, ref, {"supervisor": tree, "sessions": sessions})
-
-        if not self._to_supervisor(Status(reply)):
-            self._ctl_error(
-                peer, ref, ErrorCode.SHUTTING_DOWN, "the supervisor has stopped; the daemon is shutting down"
-            )
-
-    def _inject_fault(self, peer: bytes, ref: int | str, args: dict[str, Any]) -> None:
-        if not self._options.fault_injection:
-            message = "fault injection is off; start the daemon with --enable-fault-injection to allow it"
-            self._ctl_error(peer, ref, ErrorCode.FORBIDDEN, message)
-            return
-        target, when = args.get("target"), args.get("when", "now")
-        if when not in ("now", "start", "both"):
-            self._ctl_error(peer, ref, ErrorCode.BAD_ARGS, "args.when must be 'now', 'start' or 'both'")
-            return
-        if target in ("janitor", "evictor"):
-            self._to_supervisor(InjectFault(target, now=when in ("now", "both"), next_start=when in ("start", "both")))
-        elif target == "session" and isinstance(args.get("sid"), str) and args["sid"] in self.sessions:
-            self.sessions[args["sid"]].actor.tell(Crash())
-        else:
-            message = "args.target must be 'janitor', 'evictor', or 'session' with args.sid of an open session"
-            self._ctl_error(peer, ref, ErrorCode.BAD_ARGS, message)
-            return
-        self._ctl_reply(peer, ref, {"injected": target, "when": when})
+        self.control.handle(peer, frame["ref"], frame["op"], frame.get("args") or {})
 
     def _refuse(self, peer: bytes, exc: FrameError) -> None:
         self.errors[str(exc.code)] += 1
+        self.observers.metrics.bad_frames.labels(str(exc.code)).inc()
         log.info("refused a frame from client %s: %s", peer.hex(), exc)
         self._hub.send_front(peer, exc.to_frame())
 
@@ -473,9 +421,22 @@ class Router:
 
     # -- sessions report -------------------------------------------------------------
 
-    def pending_changed(self, delta: int) -> None:
+    def pending_changed(self, sid: str, delta: int) -> None:
         self.pending.apply(delta)
+        self._pending_by_session[sid] = self._pending_by_session.get(sid, 0) + delta
         self._warn_pending()
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """Figures this thread owns, for the Prometheus collector (asked through the hub)."""
+        hub = self._hub.stats_now()
+        counts = [self._pending_by_session.get(sid, 0) for sid in self.sessions]
+        frames = {"in": dict(hub.frames_in), "out": dict(hub.frames_out), "dropped": dict(hub.dropped)}
+        return {
+            "sessions_open": len(self.sessions),
+            "pending": self.pending.count,
+            "pending_per_session": counts,
+            "frames": frames,
+        }
 
     def _warn_pending(self) -> None:
         if self._pending_soft.crossed(self.pending.count):
@@ -486,7 +447,7 @@ class Router:
                 self._limits.max_pending_total,
             )
 
-    def session_closing(self, sid: str) -> None:
+    def session_closing(self, sid: str, reason: str) -> None:
         """The session is ending: a resync must not count it among the live ones."""
         route = self.sessions.get(sid)
         if route is not None:
@@ -495,6 +456,7 @@ class Router:
     def session_finished(self, sid: str) -> None:
         """Forget a session (called on the loop thread when its actor ends)."""
         route = self.sessions.pop(sid, None)
+        self._pending_by_session.pop(sid, None)
         if route is not None:
             try:
                 route.actor.tell(Forgotten())
@@ -513,14 +475,15 @@ class Router:
 
     def on_tick(self, now: float) -> None:
         """The daemon's clock: the janitor's passes hang off it."""
-        self._to_supervisor(TICK)
+        self.to_supervisor(TICK)
         self._watch_adapters(now)
+        self.control.on_tick(now)
         if len(self.clients) > 2 * len(self.sessions) + 64:
             self.clients = {peer: c for peer, c in self.clients.items() if c.sessions}
 
     def begin_shutdown(self, reason: str = "shutdown") -> Future[None]:
         """Refuse new sessions and close every open one; the future completes when none is left."""
-        self._stopping = True
+        self.stopping = True
         self._drained = Future()
         for route in list(self.sessions.values()):
             try:

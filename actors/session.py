@@ -12,7 +12,7 @@ import logging
 import queue
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from types import TracebackType
 from typing import Any, Protocol
@@ -26,6 +26,8 @@ from actors.outputs import (
     Opened,
     Output,
     Refuse,
+    RequestDone,
+    RequestRefused,
     RespawnServer,
     Schedule,
     SessionClosed,
@@ -34,7 +36,9 @@ from actors.outputs import (
     ToServer,
     Warn,
 )
+from actors.observe import Observers
 from actors.session_core import SessionCore
+from actors.state import State
 from actors.supervisor import Crash, FaultInjected
 from transport.frames import ErrorCode, encode
 
@@ -56,11 +60,11 @@ class RouterPort(Protocol):
 
     def session_finished(self, sid: str) -> None: ...
 
-    def session_closing(self, sid: str) -> None: ...
+    def session_closing(self, sid: str, reason: str) -> None: ...
 
     def respawn(self, sid: str) -> None: ...
 
-    def pending_changed(self, delta: int) -> None: ...
+    def pending_changed(self, sid: str, delta: int) -> None: ...
 
 
 # -- messages ------------------------------------------------------------------
@@ -118,7 +122,9 @@ class Forgotten:
 
 @dataclass(frozen=True, slots=True)
 class Describe:
-    """Ask for a snapshot of the session (use with ``ask``)."""
+    """Ask for a snapshot of the session: returned to an ``ask``, or passed to ``reply``."""
+
+    reply: Callable[[dict[str, Any]], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +161,7 @@ class SessionLinks:
     router: RouterPort
     to_child: Callable[[str, object], None]
     """Delivers a message to the current incarnation of a supervised child (by id)."""
+    observers: Observers = field(default_factory=Observers)
 
 
 TOUCH_INTERVAL = 1.0
@@ -177,10 +184,19 @@ class SessionActor(pykka.ThreadingActor):
         self._reported_pending = 0
         self._reported_finished = False
         self._touched_at = core.created_at
+        self._opened_at = time.time()
         self._counted = False
         """Whether the message being handled was counted in the global pending count."""
 
     def on_receive(self, message: Any) -> Any:
+        state = self.core.state
+        result = self._handle(message)
+        if state is not State.ACTIVE and self.core.state is State.ACTIVE:
+            info = self.core.info
+            self._event("session.active", era=info.era.value, protocol_version=info.protocol_version)
+        return result
+
+    def _handle(self, message: Any) -> Any:
         core, now = self.core, self._clock()
         match message:
             case FromClient(msg, counted, over_global):
@@ -204,8 +220,16 @@ class SessionActor(pykka.ThreadingActor):
                 self._emit(core.close(reason, now, repeat=ref is not None))
             case Forgotten():
                 self.stop()
-            case Describe():
-                return core.describe(now)
+            case Describe(reply):
+                snapshot = {
+                    **core.describe(now),
+                    "client": self._peers.client.hex(),
+                    "opened_at": self._opened_at,
+                    "restarts": core.restarts,
+                }
+                if reply is None:
+                    return snapshot
+                reply(snapshot)
             case Crash():
                 raise FaultInjected(f"injected fault in session {core.sid}")
             case _:
@@ -240,6 +264,30 @@ class SessionActor(pykka.ThreadingActor):
             self._emit(self.core.fail("the daemon stopped the session", self._clock()))
         self._report_finished()
 
+    def _closed(self, reason: str, message: str) -> None:
+        observers = self._links.observers
+        observers.metrics.sessions_closed.labels(reason).inc()
+        if reason == "idle":
+            observers.metrics.janitor_expired.labels("session").inc()
+        if reason in CLOSE_EVENTS:
+            self._event(CLOSE_EVENTS[reason], reason=reason, message=message)
+        self._event("session.closed", reason=reason, message=message)
+
+    def _request_done(self, method: str, seconds: float, outcome: str) -> None:
+        metrics = self._links.observers.metrics
+        if outcome == "timeout":
+            metrics.timeouts.labels(method).inc()
+            metrics.janitor_expired.labels("request").inc()
+        elif outcome in ("result", "error"):
+            metrics.request_latency.labels(method).observe(seconds)
+
+    def _event(self, topic: str, **fields: Any) -> None:
+        """Publish a lifecycle event and append it to the audit log."""
+        core = self.core
+        record = {"sid": core.sid, "server": core.server, "client": self._peers.client.hex(), **fields}
+        self._links.observers.publish(topic, record)
+        self._links.observers.audit({"event": topic, **record})
+
     def _report_finished(self) -> None:
         if not self._reported_finished:
             self._reported_finished = True
@@ -253,7 +301,7 @@ class SessionActor(pykka.ThreadingActor):
         delta = pending - self._reported_pending - (1 if counted else 0)
         self._reported_pending = pending
         if delta:
-            self._links.outbox.call(partial(self._links.router.pending_changed, delta))
+            self._links.outbox.call(partial(self._links.router.pending_changed, core.sid, delta))
         if core.last_activity - self._touched_at >= TOUCH_INTERVAL:
             self._touched_at = core.last_activity
             self._links.to_child("evictor", Touch(core.sid))
@@ -274,17 +322,25 @@ class SessionActor(pykka.ThreadingActor):
             case Opened(pid):
                 outbox.send_front(peers.client, encode("opened", ref=peers.open_ref, sid=sid, server=self.core.server))
                 log.info("session %s opened on server %s (pid %s)", sid, self.core.server, pid)
+                self._links.observers.metrics.sessions_opened.inc()
+                self._event("session.opened", pid=pid)
             case OpenFailed(message):
                 frame = encode("error", code=str(ErrorCode.SPAWN_FAILED), message=message, ref=peers.open_ref)
                 outbox.send_front(peers.client, frame)
                 log.warning("session %s: %s", sid, message)
+                outbox.call(partial(self._links.router.session_closing, sid, "open_failed"))
             case SessionClosed(reason, message):
                 frame = encode("closed", sid=sid, reason=reason, message=message, ref=self._close_ref)
                 outbox.send_front(peers.client, frame)
                 log.info("session %s closed: %s", sid, message)
+                outbox.call(partial(self._links.router.session_closing, sid, reason))
+                self._closed(reason, message)
             case StopServer(reason):
                 outbox.send_back(peers.adapter, encode("close", sid=sid, reason=reason))
-                outbox.call(partial(self._links.router.session_closing, sid))
+            case RequestDone(method, seconds, outcome):
+                self._request_done(method, seconds, outcome)
+            case RequestRefused(reason):
+                self._links.observers.metrics.requests_refused.labels(reason).inc()
             case Finished():
                 self._report_finished()  # the router answers Forgotten; then the actor stops
             case RespawnServer():
@@ -293,3 +349,7 @@ class SessionActor(pykka.ThreadingActor):
                 log.warning("session %s: %s", sid, message)
             case Dropped(source, reason):
                 log.debug("session %s dropped a message from the %s: %s", sid, source, reason)
+
+
+CLOSE_EVENTS = {"evicted": "session.evicted", "idle": "session.expired", "failed": "session.failed"}
+"""Closing reasons that also get an event of their own, before ``session.closed``."""

@@ -37,6 +37,8 @@ from actors.outputs import (
     Opened,
     Output,
     Refuse,
+    RequestDone,
+    RequestRefused,
     RespawnServer,
     Schedule,
     SessionClosed,
@@ -120,6 +122,10 @@ class SessionCore:
     @property
     def state(self) -> State:
         return self.machine.state
+
+    @property
+    def _soft_percent(self) -> int:
+        return round(self.limits.soft_limit_ratio * 100)
 
     @property
     def ready(self) -> bool:
@@ -263,7 +269,7 @@ class SessionCore:
             return []
         outputs: list[Output] = []
         for p in self.from_client.expire(now):
-            outputs.append(ToClient(_timed_out(p)))
+            outputs += [ToClient(_timed_out(p)), RequestDone(p.method, now - p.sent_at, "timeout")]
             if p.method != "initialize":  # MCP: initialize must not be cancelled
                 outputs.append(ToServer(_cancel(p)))
         for p in self.from_server.expire(now):
@@ -350,16 +356,18 @@ class SessionCore:
         if msg.id in self.from_client:
             return [ToClient(_duplicate_id_error(msg.id))]
         if msg.method not in PRIORITY_METHODS:
-            refusal = self._limit_refusal(msg, now, over_global)
-            if refusal is not None:
-                return [ToClient(refusal)]
+            limited = self._limit_refusal(msg, now, over_global)
+            if limited is not None:
+                return [ToClient(limited[0]), RequestRefused(limited[1])]
         token = _progress_token(msg)
         self.from_client.add(msg.id, msg.method, now, self.limits.timeout_for(msg.method), token)
         self._note_era(msg)
         outputs: list[Output] = [ToServer(msg.body)]
         if self._soft.crossed(len(self.from_client)):
             limit = self.limits.max_pending_per_session
-            outputs.append(Warn(f"{len(self.from_client)} requests pending, 80% or more of the limit {limit}"))
+            outputs.append(
+                Warn(f"{len(self.from_client)} requests pending, {self._soft_percent}% or more of the limit {limit}")
+            )
         return outputs
 
     def _era_refusal(self, msg: Message) -> dict[str, Any] | None:
@@ -393,12 +401,15 @@ class SessionCore:
             {"state": self.state.value, "era": self.info.era.value},
         )
 
-    def _limit_refusal(self, msg: Message, now: float, over_global: tuple[int, int] | None) -> dict[str, Any] | None:
+    def _limit_refusal(
+        self, msg: Message, now: float, over_global: tuple[int, int] | None
+    ) -> tuple[dict[str, Any], str] | None:
+        """The error for a request over a limit, and which limit: ``global``, ``session`` or ``rate``."""
         if over_global is not None:
-            return _too_many(msg.id, "global", *over_global)  # type: ignore[arg-type]
+            return _too_many(msg.id, "global", *over_global), "global"  # type: ignore[arg-type]
         limit = self.limits.max_pending_per_session
         if len(self.from_client) >= limit:
-            return _too_many(msg.id, "session", len(self.from_client), limit)  # type: ignore[arg-type]
+            return _too_many(msg.id, "session", len(self.from_client), limit), "session"  # type: ignore[arg-type]
         wait = self._bucket.take(now)
         if wait > 0:
             return jsonrpc.error(
@@ -410,7 +421,7 @@ class SessionCore:
                     "rate": self.limits.rate_per_session,
                     "burst": self.limits.rate_burst,
                 },
-            )
+            ), "rate"
         return None
 
     def _note_era(self, msg: Message) -> None:
@@ -484,7 +495,8 @@ class SessionCore:
             return self._drop("server", f"response to unknown or finished client request id {msg.id!r}")
         if msg.id == self._deciding_id:
             self._decide_era(msg)
-        return self._scheduled([ToClient(msg.body)])
+        outcome = "error" if msg.kind is Kind.ERROR else "result"
+        return self._scheduled([ToClient(msg.body), RequestDone(pending.method, now - pending.sent_at, outcome)])
 
     def _server_request(self, msg: Message, now: float) -> list[Output]:
         assert msg.id is not None and msg.method is not None

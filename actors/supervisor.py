@@ -25,6 +25,7 @@ from typing import Any
 
 import pykka
 
+from actors.observe import Observers
 from actors.supervision import (
     Action,
     ChildSpec,
@@ -157,8 +158,10 @@ class Supervisor(pykka.ThreadingActor):
         policy: SupervisorPolicy | None = None,
         escalate: Callable[[str], None] = lambda reason: None,
         clock: Callable[[], float] = time.monotonic,
+        observers: Observers | None = None,
     ) -> None:
         super().__init__()
+        self._observers = observers or Observers()
         self.core = SupervisorCore([spec for spec, _ in children], policy)
         self._start_functions = {spec.id: start for spec, start in children}
         self._escalate = escalate
@@ -180,6 +183,7 @@ class Supervisor(pykka.ThreadingActor):
             case ChildExited(child_id, incarnation, abnormal, reason):
                 if abnormal:
                     log.error("child %s (incarnation %d) crashed: %s", child_id, incarnation, reason)
+                    self._event("supervisor.child_died", child=child_id, incarnation=incarnation, reason=reason)
                 self._run(self.core.child_exited(child_id, incarnation, abnormal, reason, self._clock()))
             case Tick():
                 self._tick()
@@ -225,6 +229,7 @@ class Supervisor(pykka.ThreadingActor):
                 continue
             reason = "died without reporting a failure (an exception in on_start?)"
             log.error("child %s (incarnation %d) %s", child_id, incarnation, reason)
+            self._event("supervisor.child_died", child=child_id, incarnation=incarnation, reason=reason)
             self._run(self.core.child_exited(child_id, incarnation, True, reason, now))
         self._run(self.core.tick(now))
         for child_id, ref in self._refs.items():
@@ -250,6 +255,8 @@ class Supervisor(pykka.ThreadingActor):
                     self._stop_child(child_id, timeout)
                 case Escalate(reason):
                     log.critical("supervisor escalates: %s", reason)
+                    self._observers.metrics.escalations.inc()
+                    self._event("supervisor.escalated", reason=reason)
                     self._escalate(reason)
 
     def _start_child(self, child_id: str, incarnation: int, fail_on_start: bool) -> None:
@@ -258,6 +265,8 @@ class Supervisor(pykka.ThreadingActor):
         self._refs[child_id] = ref
         if incarnation > 1:
             log.warning("child %s restarted (incarnation %d)", child_id, incarnation)
+            self._observers.metrics.restarts.labels(child_id).inc()
+            self._event("supervisor.restarted", child=child_id, incarnation=incarnation)
         held = self._held[child_id]
         while held:
             try:
@@ -265,6 +274,10 @@ class Supervisor(pykka.ThreadingActor):
             except pykka.ActorDeadError:
                 return  # this incarnation died already; keep the rest for the next
             held.popleft()
+
+    def _event(self, topic: str, **fields: Any) -> None:
+        self._observers.publish(topic, fields)
+        self._observers.audit({"event": topic, **fields})
 
     def _stop_child(self, child_id: str, timeout: float) -> None:
         ref = self._refs.pop(child_id, None)

@@ -15,6 +15,8 @@ from actors.outputs import (
     Opened,
     Output,
     Refuse,
+    RequestDone,
+    RequestRefused,
     RespawnServer,
     Schedule,
     SessionClosed,
@@ -33,8 +35,8 @@ MODERN_META = {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"
 
 
 def fx(out: list[Output]) -> list[Output]:
-    """The effects of a step, without wake-up requests (tested on their own)."""
-    return [o for o in out if not isinstance(o, Schedule)]
+    """The effects of a step, without bookkeeping (wake-ups, metrics), which is tested on its own."""
+    return [o for o in out if not isinstance(o, (Schedule, RequestDone, RequestRefused))]
 
 
 def started(limits: Limits = QUIET) -> SessionCore:
@@ -500,3 +502,16 @@ def test_a_refused_replay_fails_the_session() -> None:
     out = core.receive_from_server(jsonrpc.error("troupe-replay-1", -32602, "unsupported version"), 2.2)
     assert any(isinstance(o, SessionClosed) and o.reason == "failed" for o in out)
     assert core.state is State.FAILED
+
+
+def test_requests_report_their_outcome_and_latency_for_metrics() -> None:
+    core = legacy_active(Limits(idle_timeout=0, request_timeout=5, max_pending_per_session=2, soft_limit_ratio=1))
+    core.receive_from_client(req(1, "tools/call"), 10.0)
+    core.receive_from_client(req(9, "tools/call"), 10.0)
+    assert RequestRefused("session") in core.receive_from_client(req(2, "tools/list"), 10.0)
+    core.receive_from_server(jsonrpc.result(9, {}), 10.0)
+    assert RequestDone("tools/call", 0.5, "result") in core.receive_from_server(jsonrpc.result(1, {}), 10.5)
+    core.receive_from_client(req(3, "tools/list"), 11.0)
+    assert RequestDone("tools/list", 1.0, "error") in core.receive_from_server(jsonrpc.error(3, -1, "no"), 12.0)
+    core.receive_from_client(req(4, "tools/call"), 20.0)
+    assert RequestDone("tools/call", 5.0, "timeout") in core.wake(25.0)

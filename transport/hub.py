@@ -33,9 +33,11 @@ T = TypeVar("T")
 
 FRONT: Final = 0
 BACK: Final = 1
-_CALL: Final = 2
-_STOP: Final = 3
-_SOCKET_NAMES: Final = ("front", "back")
+EVENTS: Final = 2
+_CALL: Final = 3
+_STOP: Final = 4
+_PUBLISH: Final = 5
+_SOCKET_NAMES: Final = ("front", "back", "events")
 _RECV_BATCH: Final = 256
 
 
@@ -72,7 +74,7 @@ class HubOptions:
 
 
 class Hub:
-    """Owns the ``front`` (clients) and ``back`` (adapters) ROUTER sockets."""
+    """Owns the ``front`` (clients) and ``back`` (adapters) ROUTER sockets and the ``events`` PUB socket."""
 
     def __init__(self, options: HubOptions | None = None) -> None:
         self.options = options or HubOptions()
@@ -98,12 +100,18 @@ class Hub:
     def send_back(self, peer: bytes, data: bytes) -> None:
         self._mailbox.put((BACK, peer, data))
 
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Send ``[topic, payload]`` on the ``events`` PUB socket (dropped if nobody listens)."""
+        self._mailbox.put((_PUBLISH, topic.encode(), payload))
+
     def call(self, fn: Callable[[], object]) -> None:
         """Run ``fn`` on the loop thread (fire and forget)."""
         self._mailbox.put((_CALL, fn))
 
     def ask(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
-        """Run ``fn`` on the loop thread and wait for its result."""
+        """Run ``fn`` on the loop thread and wait for its result (at once if already on it)."""
+        if threading.current_thread() is self._thread:
+            return fn()
         future: Future[T] = Future()
 
         def run() -> None:
@@ -116,7 +124,7 @@ class Hub:
         return future.result(timeout=timeout)
 
     def bind(self, which: int, endpoint: str) -> str:
-        """Bind ``front`` or ``back``; returns the bound endpoint (resolves tcp port 0)."""
+        """Bind ``front``, ``back`` or ``events``; returns the bound endpoint (resolves tcp port 0)."""
 
         def do_bind() -> str:
             sock = self._sockets[which]
@@ -124,6 +132,11 @@ class Hub:
             return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
         return self.ask(do_bind)
+
+    def stats_now(self) -> HubStats:
+        """A copy of the counters; only from the loop thread (e.g. inside a handler)."""
+        s = self._stats
+        return HubStats(Counter(s.frames_in), Counter(s.frames_out), Counter(s.dropped), s.handler_errors)
 
     def stats(self) -> HubStats:
         def copy() -> HubStats:
@@ -146,7 +159,7 @@ class Hub:
         ctx = zmq.Context()
         ctx.setsockopt(zmq.MAX_SOCKETS, 4096)
         try:
-            self._sockets = [self._make_router(ctx) for _ in _SOCKET_NAMES]
+            self._sockets = [self._make_router(ctx), self._make_router(ctx), self._make_pub(ctx)]
         except BaseException as exc:  # noqa: BLE001 - re-raised in the starting thread
             self._ready.set_exception(exc)
             ctx.term()
@@ -171,8 +184,13 @@ class Hub:
         sock.setsockopt(zmq.HEARTBEAT_TTL, 3 * o.heartbeat_ms)
         return sock
 
+    def _make_pub(self, ctx: zmq.Context) -> zmq.Socket:
+        sock = ctx.socket(zmq.PUB)
+        sock.setsockopt(zmq.SNDHWM, self.options.sndhwm)
+        return sock
+
     def _loop(self) -> None:
-        front, back = self._sockets
+        front, back, _events = self._sockets
         poller = zmq.Poller()
         poller.register(front, zmq.POLLIN)
         poller.register(back, zmq.POLLIN)
@@ -214,6 +232,8 @@ class Hub:
                 self._send(kind, item[1], item[2])
             elif kind == _CALL:
                 self._dispatch(item[1])
+            elif kind == _PUBLISH:
+                self._publish(item[1], item[2])
             else:
                 self._flush_before_stop()
                 return False
@@ -225,6 +245,8 @@ class Hub:
                 self._send(item[0], item[1], item[2])
             elif item[0] == _CALL:
                 self._dispatch(item[1])
+            elif item[0] == _PUBLISH:
+                self._publish(item[1], item[2])
 
     def _send(self, which: int, peer: bytes, data: bytes) -> None:
         name = _SOCKET_NAMES[which]
@@ -238,6 +260,14 @@ class Hub:
             log.warning("dropped a %d-byte frame to %s peer %s: %s", len(data), name, peer.hex(), reason)
             return
         self._stats.frames_out[name] += 1
+
+    def _publish(self, topic: bytes, payload: bytes) -> None:
+        try:
+            self._sockets[EVENTS].send_multipart((topic, payload), zmq.NOBLOCK)
+        except zmq.Again:
+            self._stats.dropped["events_full"] += 1
+            return
+        self._stats.frames_out["events"] += 1
 
     def _dispatch(self, fn: Callable[..., object], *args: object) -> None:
         try:

@@ -22,6 +22,7 @@ from typing import Final
 
 FRONT_SOCKET: Final = "front.sock"
 BACK_SOCKET: Final = "back.sock"
+EVENTS_SOCKET: Final = "events.sock"
 IPC_PATH_MAX: Final = 107
 """Longest socket path the kernel accepts for a unix socket (sun_path less its NUL)."""
 
@@ -73,6 +74,11 @@ def default_front_endpoint() -> str:
 def default_back_endpoint() -> str:
     """Where adapters find the daemon when no endpoint is given."""
     return ipc_endpoint(runtime_dir(), BACK_SOCKET)
+
+
+def default_events_endpoint() -> str:
+    """Where ``troupe events`` subscribes when no endpoint is given."""
+    return ipc_endpoint(runtime_dir(), EVENTS_SOCKET)
 
 
 def ipc_path(endpoint: str) -> Path | None:

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import ROOT, RunningDaemon, finish, start_daemon, wait_for
 from transport import jsonrpc
-from transport.client import FrameRefused, Session, SessionClosed
+from transport.client import FrameRefused, RequestError, Session, SessionClosed
 
 TROUPE = Path(sys.executable).parent / "troupe"
 
@@ -159,9 +159,9 @@ def test_metrics_counters_are_exact_after_known_traffic(tmp_path: Path) -> None:
         for text in ("one", "two", "three"):
             a.request("tools/call", {"name": "echo", "arguments": {"text": text}})
         b.send(jsonrpc.request("slow", "tools/call", {"name": "sleep", "arguments": {"seconds": 30}}))
-        with pytest.raises(Exception):
+        with pytest.raises(RequestError):
             b.request("tools/list")  # over the session's pending limit of 1
-        with pytest.raises(Exception):
+        with pytest.raises(RequestError):
             b.wait_result("slow", timeout=10)  # times out after 1 s
         client._send(b"\xc1not msgpack")
         with pytest.raises(FrameRefused):

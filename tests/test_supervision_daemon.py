@@ -65,7 +65,7 @@ def test_janitor_crash_is_restarted_and_still_expires_on_time() -> None:
             started = time.monotonic()
             sleep_call(after, "after-the-crash")
             expect_timeout(after, "after-the-crash")
-            assert 1.9 < time.monotonic() - started < 6
+            assert 1.9 < time.monotonic() - started < 10  # 2 s plus a tick; loose for a loaded CI machine
 
             idle = client.open("example")
             idle.initialize()

@@ -15,11 +15,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import zmq
-
 from actors.durations import format_duration, parse_duration
 from transport.client import Client, FrameRefused, TroupeError
-from transport.runtime import RuntimeDirError, default_events_endpoint
+from transport.events import subscribe
+from transport.runtime import RuntimeDirError
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
@@ -192,24 +191,14 @@ def _health(args: argparse.Namespace) -> int:
 
 def _events(args: argparse.Namespace) -> int:
     try:
-        endpoint = args.events_endpoint or default_events_endpoint()
-    except RuntimeDirError as exc:
-        return _fail(str(exc), EXIT_USAGE)
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt_string(zmq.SUBSCRIBE, args.topic)
-    sock.connect(endpoint)
-    try:
-        while True:
-            _topic, payload = sock.recv_multipart()
+        for payload in subscribe(args.events_endpoint, args.topic):
             sys.stdout.write(payload.decode() + "\n")
             sys.stdout.flush()
+    except RuntimeDirError as exc:
+        return _fail(str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
         return EXIT_OK
-    finally:
-        sock.close()
-        ctx.term()
+    return EXIT_OK
 
 
 def _top(args: argparse.Namespace) -> int:

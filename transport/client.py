@@ -91,7 +91,15 @@ class Client:
         self._ctx = zmq.Context()
         self._socket = self._ctx.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 1000)
-        self._socket.connect(self.endpoint)
+        try:
+            self._socket.connect(self.endpoint)
+        except zmq.ZMQError as exc:
+            self._socket.close()
+            self._ctx.term()
+            raise DaemonUnavailable(
+                f"cannot connect to {self.endpoint!r} ({exc}); an endpoint looks like "
+                "ipc:///run/user/1000/troupe/front.sock or tcp://127.0.0.1:5555"
+            ) from None
         self._refs = itertools.count(1)
         self._replies: dict[int | str, dict[str, Any]] = {}
         self._sessions: dict[str, Session] = {}

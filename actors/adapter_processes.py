@@ -30,9 +30,10 @@ from actors.supervision import ChildSpec, Escalate, StartChild, StopChild, Super
 log = logging.getLogger("troupe.daemon")
 
 
-def adapter_command(server: ServerConfig, back: str) -> list[str]:
+def adapter_command(server: ServerConfig, back: str, log_format: str = "text", log_level: str = "info") -> list[str]:
     """The command line of the adapter child process for ``server``."""
     cmd = [sys.executable, "-m", "actors", "adapter", server.name, "--endpoint", back]
+    cmd += ["--log-format", log_format, "--log-level", log_level]
     cmd += ["--capacity", str(server.capacity), "--stop-timeout", str(server.stop_timeout)]
     cmd += ["--term-timeout", str(server.term_timeout), "--exit-with-parent"]
     if server.cwd:
@@ -59,6 +60,7 @@ class AdapterProcesses:
             for server in config.servers.values()
         ]
         self._back = back
+        self._logging = (config.log_format, config.log_level)
         self._on_exit = on_exit
         self.lost: queue.SimpleQueue[int] = queue.SimpleQueue()
         """Pids of adapters the router found silent (put from the hub's thread)."""
@@ -122,6 +124,8 @@ class AdapterProcesses:
 
     def _spawn(self, server: ServerConfig) -> subprocess.Popen[bytes]:
         env = {**os.environ, **server.env}
-        process = subprocess.Popen(adapter_command(server, self._back), env=env, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            adapter_command(server, self._back, *self._logging), env=env, stdin=subprocess.DEVNULL
+        )
         log.info("started adapter for server %r (pid %d)", server.name, process.pid)
         return process

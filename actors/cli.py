@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     head, tail = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     args = _parser().parse_args(head)
     args.command = tail
-    _setup_logging(getattr(args, "log_level", None) or "info")
+    _setup_logging(getattr(args, "log_level", None) or "info", getattr(args, "log_format", None) or "text")
     return int(args.func(args))
 
 
@@ -108,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     adapter.add_argument("--cwd", help="working directory of the server processes")
     adapter.add_argument("--exit-with-parent", action="store_true", help="exit when the parent process ends")
     adapter.add_argument("--log-level", choices=LOG_LEVELS)
+    adapter.add_argument("--log-format", choices=("text", "json"), help="default: text")
     adapter.set_defaults(func=_adapter)
 
     call = sub.add_parser("call", help="open a session, initialize, send one request, print its result")

@@ -273,3 +273,22 @@ def test_audit_log_records_lifecycle_and_control_actions(ops_daemon: RunningDaem
     control = mine[2]
     assert control["action"] == "sessions.close" and control["client"] and control["ts"] > 0
     client.close()
+
+
+@pytest.mark.timeout(60)
+def test_json_logs_carry_the_session_id() -> None:
+    daemon = start_daemon(["--log-format", "json"])
+    try:
+        client, (session,) = opened(daemon, 1)
+        session.close()
+        client.close()
+        assert daemon.stop() == 0
+        log = daemon.log()
+    finally:
+        finish(daemon)
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert lines and all({"ts", "level", "logger", "message"} <= set(line) for line in lines)
+    about = [line for line in lines if line.get("sid") == session.sid]
+    loggers = {line["logger"] for line in about}
+    assert {"troupe.session", "troupe.adapter"} <= loggers  # the daemon's lines and its adapter's
+    assert not [line for line in log.splitlines() if line.strip() and not line.startswith("{")]

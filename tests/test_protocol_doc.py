@@ -4,13 +4,19 @@ The page is parsed as plain text (docutils is not a dependency), relying on
 its conventions: sections are underlined with ``=``, subsections with ``-``,
 frame sections with ``~``; a frame section's heading starts with the frame
 type in double back-quotes; its field table is a ``list-table`` whose rows
-start with ``* - ``field```` followed by the msgpack type and ``yes``/``no``.
+start with ``* - ``field```` followed by the msgpack type and ``yes``/``no``
+(a frame type without fields has no table, and says that it has "no fields
+besides ``v`` and ``t``").
 Each check compares sets both ways, so a frame type, field or error code added
 to the code without the doc (or left in the doc after leaving the code) fails.
 The JSON-RPC error codes are found in transport/jsonrpc.py (its constants in
 -32768..-32000); a code the daemon writes (one that actors/ uses, or one marked
 ``troupe:``) needs a subsection under "JSON-RPC errors from the daemon" and a
 row in its summary table, the others must be listed as coming from the server.
+The adapter-side behaviour (heartbeats, reconnects by ``adapter_id``, the
+``close`` for an unknown session) and the server-restart contract (the replayed
+``initialize``, what the client is sent) are driven through the real `Router`
+and `SessionCore`, and the strings a peer sees must be the documented ones.
 """
 
 from __future__ import annotations
@@ -26,14 +32,17 @@ from typing import Any
 import msgpack
 import pytest
 
-from actors.config import DaemonConfig
+from actors.config import DaemonConfig, ServerConfig
+from actors.options import ServerPolicy
+from actors.outputs import RespawnServer, ToClient, ToServer
 from actors.router import Router, RouterOptions
+from actors.session_core import SessionCore
 from actors.supervision import ChildSpec
 from actors.supervisor import Status, SupervisedActor, Supervisor
 from transport import frames, jsonrpc
 from transport.frames import ErrorCode
-from transport.hub import HubOptions
-from transport.runtime import BACK_SOCKET, FRONT_SOCKET
+from transport.hub import HubOptions, HubStats
+from transport.runtime import BACK_SOCKET, EVENTS_SOCKET, FRONT_SOCKET
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "protocol.rst"
@@ -159,8 +168,15 @@ def test_each_direction_documents_exactly_its_frame_types(sections: list[Section
 def test_each_frame_table_matches_its_schema(sections: list[Section], direction: str, frame_type: str) -> None:
     section = frame_sections(sections, direction).get(frame_type)
     assert section is not None, f"{direction}: no section for frame type {frame_type!r}"
-    rows = table_rows(section.lines)
     schema = DIRECTIONS[direction][frame_type]
+    if not schema:
+        text = " ".join("\n".join(section.lines).split())
+        assert "no fields besides ``v`` and ``t``" in text, f"{direction} {frame_type!r}: say it has no fields"
+        assert not any(line.strip().startswith(".. list-table::") for line in section.lines), (
+            f"{direction} {frame_type!r} has no fields in transport/frames.py, but a table in the doc"
+        )
+        return
+    rows = table_rows(section.lines)
     expected = {}
     for name, (kind, required) in schema.items():
         assert kind.name in KIND_WORDS, f"field kind {kind.name!r} is new: name it in KIND_WORDS and in the doc"
@@ -269,6 +285,8 @@ def test_each_jsonrpc_subsection_shows_the_data_its_constant_promises(sections: 
 
 
 class _Outbox:
+    """Stands in for the hub: keeps the frames for the client, runs calls at once, counts no traffic."""
+
     def __init__(self) -> None:
         self.front: list[bytes] = []
 
@@ -276,10 +294,28 @@ class _Outbox:
         self.front.append(data)
 
     def send_back(self, peer: bytes, data: bytes) -> None:
-        raise AssertionError("a ctl op must not talk to adapters")
+        pass  # the session's spawn, and its close after sessions.close or sessions.cleanup
+
+    def call(self, fn: Callable[[], object]) -> None:
+        fn()
+
+    def stats_now(self) -> HubStats:
+        return HubStats()
+
+    def answers(self) -> list[dict[str, Any]]:
+        decoded = [frames.decode(data, frames.DAEMON_TO_CLIENT) for data in list(self.front)]
+        return [frame for frame in decoded if frame["t"] == "ctl"]
 
 
-CTL_ARGS: dict[str, dict[str, Any]] = {"inject_fault": {"target": "janitor"}}
+SID = "<sid>"
+"""Stands for the id of the one session `_ctl` opens before it runs the op."""
+
+CTL_ARGS: dict[str, dict[str, Any]] = {
+    "inject_fault": {"target": "janitor"},
+    "sessions.show": {"sid": SID},
+    "sessions.close": {"sid": SID},
+    "sessions.cleanup": {"older_than_s": 0},
+}
 """Arguments that make each control op succeed (the others take none)."""
 
 
@@ -298,15 +334,25 @@ def supervisor() -> Iterator[Callable[[object], None]]:
 
 
 def _ctl(op: str, args: dict[str, Any] | None = None, supervisor: Callable[[object], None] | None = None) -> dict:
+    """Run one control op on a real router that holds one session (opening, on a registered adapter)."""
     outbox = _Outbox()
     options = RouterOptions(fault_injection=True)
     router = Router(outbox, options, supervisor=supervisor or (lambda _m: None), version="test")  # type: ignore[arg-type]
-    router.on_front(b"peer", frames.encode("ctl", ref=1, op=op, args=args))
-    deadline = time.monotonic() + 10
-    while not outbox.front and time.monotonic() < deadline:  # some ops are answered from another thread
-        time.sleep(0.01)
-    assert len(outbox.front) == 1, f"control op {op!r} got {len(outbox.front)} answers"
-    return frames.decode(outbox.front[0], frames.DAEMON_TO_CLIENT)
+    router.on_back(b"adapter", frames.encode("register", server="example", capacity=0))
+    router.on_front(b"peer", frames.encode("open", ref=0, server="example"))
+    [sid] = router.sessions
+    try:
+        args = {key: sid if value == SID else value for key, value in args.items()} if args else args
+        router.on_front(b"peer", frames.encode("ctl", ref=1, op=op, args=args))
+        deadline = time.monotonic() + 10
+        while not outbox.answers() and time.monotonic() < deadline:  # some ops are answered from another thread
+            time.sleep(0.01)
+        answers = outbox.answers()
+        assert len(answers) == 1, f"control op {op!r} got {len(answers)} answers"
+        return answers[0]
+    finally:
+        for actor in router.actors():
+            actor.stop()
 
 
 def control_op_sections(sections: list[Section]) -> dict[str, Section]:
@@ -350,6 +396,29 @@ def test_status_result_fields_are_documented(sections: list[Section], supervisor
         assert set(documented) == set(actual), f"{what} has {sorted(actual)}, the doc lists {sorted(documented)}"
 
 
+def test_stats_result_fields_are_documented(sections: list[Section]) -> None:
+    section = control_op_sections(sections)["stats"]
+    rows, text = table_rows(section.lines), "\n".join(section.lines)
+    result = _ctl("stats")["result"]
+    assert set(rows) == set(result), f"stats returns {sorted(result)}, the doc lists {sorted(rows)}"
+    for name in ("sessions", "requests", "frames"):  # maps with fixed keys: each key is named
+        unnamed = [key for key in result[name] if f"``{key}``" not in text]
+        assert not unnamed, f"stats {name}: the doc does not name {unnamed}"
+
+
+def test_session_snapshots_are_documented(sections: list[Section]) -> None:
+    ops = control_op_sections(sections)
+    listed = _ctl("sessions.list")["result"]
+    assert set(table_rows(ops["sessions.list"].lines)) == set(listed), f"sessions.list returns {sorted(listed)}"
+    [snapshot] = listed["sessions"]
+    shown = _ctl("sessions.show", {"sid": SID})["result"]
+    assert set(shown) == {"session"}, f"sessions.show returns {sorted(shown)}"
+    tables = list_tables(ops["sessions.show"].lines)
+    assert len(tables) == 1, "the sessions.show section needs one table: the session snapshot"
+    for actual in (snapshot, shown["session"]):
+        assert set(tables[0]) == set(actual), f"a snapshot has {sorted(actual)}, the doc lists {sorted(tables[0])}"
+
+
 def test_defaults_quoted_in_the_doc_are_current() -> None:
     text = DOC.read_text(encoding="utf-8")
     assert RouterOptions().max_frame_bytes == DaemonConfig.max_frame_bytes, "two defaults for max_frame_bytes"
@@ -357,11 +426,26 @@ def test_defaults_quoted_in_the_doc_are_current() -> None:
         f"default {DaemonConfig.max_frame_bytes}",
         f"``ipc://<runtime dir>/{FRONT_SOCKET}``",
         f"``ipc://<runtime dir>/{BACK_SOCKET}``",
+        f"``ipc://<runtime dir>/{EVENTS_SOCKET}``",
         f"     - {HubOptions().sndhwm}\n",
         f"     - {HubOptions().rcvhwm}\n",
         f"``heartbeat_ms`` (default {DaemonConfig.heartbeat_ms} ms)",
     ]
     missing = [q.strip() for q in quoted if q not in text]
+    assert not missing, f"docs/protocol.rst no longer quotes the current defaults: {missing}"
+    flat = " ".join(text.split())
+    options, server = RouterOptions(), ServerConfig("x", ("x",))
+    assert options.adapter_timeout == DaemonConfig.adapter_timeout, "two defaults for adapter_timeout"
+    assert options.respawn_timeout == DaemonConfig.respawn_timeout, "two defaults for respawn_timeout"
+    assert (ServerPolicy().on_exit, ServerPolicy().max_restarts) == (server.on_exit, server.max_restarts)
+    quoted = [
+        f"``adapter_timeout`` seconds (default {DaemonConfig.adapter_timeout:g};",
+        f"``adapter_timeout`` (default {DaemonConfig.adapter_timeout:g} s)",
+        f"``respawn_timeout`` seconds (default {DaemonConfig.respawn_timeout:g})",
+        f"``max_restarts`` times (default {server.max_restarts})",
+        f'``on_exit = "{server.on_exit}"``, the default',
+    ]
+    missing = [q for q in quoted if q not in flat]
     assert not missing, f"docs/protocol.rst no longer quotes the current defaults: {missing}"
 
 
@@ -372,3 +456,109 @@ def test_the_worked_example_bytes_are_right() -> None:
     assert msgpack.unpackb(data) == {"v": 1, "t": "open", "ref": 1, "server": "example"}
     table = re.findall(r"^   \* - ``((?:[0-9a-f]{2} ?)+)``$", text, re.MULTILINE)
     assert bytes.fromhex("".join(table)) == data
+
+
+class _BackOutbox:
+    """Records what the router sends to adapters."""
+
+    def __init__(self) -> None:
+        self.back: list[tuple[bytes, dict[str, Any]]] = []
+
+    def send_front(self, peer: bytes, data: bytes) -> None:
+        raise AssertionError("nothing here concerns a client")
+
+    def send_back(self, peer: bytes, data: bytes) -> None:
+        self.back.append((peer, frames.decode(data, frames.DAEMON_TO_ADAPTER)))
+
+    def sent(self) -> list[tuple[bytes, dict[str, Any]]]:
+        sent, self.back = self.back, []
+        return sent
+
+
+def test_adapter_frames_are_answered_as_documented(sections: list[Section]) -> None:
+    outbox = _BackOutbox()
+    router = Router(outbox, RouterOptions())  # type: ignore[arg-type]
+    heartbeat = frames.encode("heartbeat")
+
+    router.on_back(b"a1", heartbeat)
+    [(_, refused)] = outbox.sent()
+    assert (refused["t"], refused["code"]) == ("error", ErrorCode.NOT_REGISTERED), "heartbeat before register"
+
+    register = frames.encode("register", server="example", capacity=0, pid=4242, adapter_id="3f9c0a7e51d2b864")
+    router.on_back(b"a1", register)
+    assert [f["t"] for _, f in outbox.sent()] == ["registered"]
+    router.on_back(b"a1", heartbeat)
+    assert outbox.sent() == [], "the daemon does not answer a heartbeat"
+
+    router.on_back(b"a2", register)  # the same adapter, reconnected under a new routing id
+    assert [f["t"] for _, f in outbox.sent()] == ["registered"]
+    assert list(router.adapters) == [b"a2"], "a reconnect with the same adapter_id moves the registration"
+
+    router.on_back(b"a2", frames.encode("exited", sid="gone", code=0, reason="stopped"))
+    assert outbox.sent() == [], "an exited for an unknown session is ignored"
+    for late in (
+        frames.encode("mcp", sid="gone", msg={"jsonrpc": "2.0", "method": "x"}),
+        frames.encode("spawned", sid="gone", pid=1),
+    ):
+        router.on_back(b"a2", late)
+        [(peer, close)] = outbox.sent()
+        assert (peer, close["t"], close["sid"]) == (b"a2", "close", "gone")
+        documented = "\n".join(frame_sections(sections, "Daemon to adapter")["close"].lines)
+        assert f'``"{close["reason"]}"``' in documented, f"close reason {close['reason']!r} is not documented"
+        adapter_mcp = " ".join("\n".join(frame_sections(sections, "Adapter to daemon")["mcp"].lines).split())
+        assert f'reason: "{close["reason"]}"' in adapter_mcp
+
+    router._watch_adapters(time.monotonic() + DaemonConfig.adapter_timeout + 1)  # a silent adapter is lost
+    assert router.adapters == {}
+
+
+def _legacy_session(policy: ServerPolicy) -> SessionCore:
+    core = SessionCore("S", "example", 0.0, policy=policy)
+    core.server_started(9090, 0.0)
+    params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    core.receive_from_client(jsonrpc.request(1, "initialize", params), 0.1)
+    core.receive_from_server(
+        {"jsonrpc": "2.0", "id": 1, "result": {"protocolVersion": "2025-11-25", "capabilities": {}}}, 0.2
+    )
+    core.receive_from_client(jsonrpc.notification("notifications/initialized"), 0.3)
+    return core
+
+
+def test_server_restarts_behave_as_documented(sections: list[Section]) -> None:
+    text = " ".join(DOC.read_text(encoding="utf-8").split())
+    core = _legacy_session(ServerPolicy("restart", 1))
+    core.receive_from_client(jsonrpc.request(20, "tools/call", {"name": "sleep"}), 1.0)
+    core.receive_from_server(jsonrpc.request("s7", "roots/list"), 1.1)
+
+    exited = core.server_exited(1, "exited with code 1", 2.0)
+    answers = [o.msg for o in exited if isinstance(o, ToClient)]
+    assert [m.get("id") for m in answers] == [20, None] and any(isinstance(o, RespawnServer) for o in exited)
+    error, cancel = answers[0]["error"], answers[1]
+    assert error["code"] == jsonrpc.CONNECTION_CLOSED
+    assert error["data"] == {
+        "reason": "server_restarted",
+        "method": "tools/call",
+        "exit_code": 1,
+        "detail": "exited with code 1",
+    }
+    assert f'"{error["message"].replace("exited with code 1", "<detail>")}"' in text
+    assert (
+        f'``{{"reason": "{error["data"]["reason"]}", "exit_code": int or null, "detail": str, "method": str}}``' in text
+    )
+    assert cancel["method"] == "notifications/cancelled" and cancel["params"]["requestId"] == "s7"
+    assert f'``"{cancel["params"]["reason"]}"``' in text
+
+    assert core.receive_from_client(jsonrpc.request(21, "tools/list"), 2.1) == [], "held until the new process is up"
+    [replay] = [o.msg for o in core.server_started(9100, 2.5) if isinstance(o, ToServer)]
+    assert replay["method"] == "initialize" and replay["params"]["clientInfo"] == {"name": "t", "version": "1"}
+    assert replay["id"] == f"troupe-replay-{core.restarts}" == "troupe-replay-1"
+    assert '``"troupe-replay-N"``' in text
+    after = core.receive_from_server({"jsonrpc": "2.0", "id": replay["id"], "result": {}}, 2.6)
+    assert not any(isinstance(o, ToClient) for o in after), "the replayed initialize's response is not forwarded"
+    assert [o.msg.get("method") for o in after if isinstance(o, ToServer)] == [
+        "notifications/initialized",
+        "tools/list",
+    ]
+
+    final = core.server_exited(2, "exited with code 2", 3.0)  # max_restarts = 1: this one ends the session
+    assert any(getattr(o, "reason", None) == "server_exited" for o in final)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import secrets
 import signal
 import subprocess
 import sys
@@ -30,10 +31,11 @@ from actors.supervision import ChildSpec, Escalate, StartChild, StopChild, Super
 log = logging.getLogger("troupe.daemon")
 
 
-def adapter_command(server: ServerConfig, back: str, log_format: str = "text", log_level: str = "info") -> list[str]:
+def adapter_command(server: ServerConfig, back: str, adapter_id: str, config: DaemonConfig) -> list[str]:
     """The command line of the adapter child process for ``server``."""
-    cmd = [sys.executable, "-m", "actors", "adapter", server.name, "--endpoint", back]
-    cmd += ["--log-format", log_format, "--log-level", log_level]
+    cmd = [sys.executable, "-m", "actors", "adapter", server.name, "--endpoint", back, "--adapter-id", adapter_id]
+    cmd += ["--log-format", config.log_format, "--log-level", config.log_level]
+    cmd += ["--heartbeat-ms", str(config.heartbeat_ms)]
     cmd += ["--capacity", str(server.capacity), "--stop-timeout", str(server.stop_timeout)]
     cmd += ["--term-timeout", str(server.term_timeout), "--exit-with-parent"]
     if server.cwd:
@@ -45,13 +47,19 @@ def adapter_command(server: ServerConfig, back: str, log_format: str = "text", l
 class _Group:
     server: ServerConfig
     core: SupervisorCore
-    processes: dict[str, tuple[int, subprocess.Popen[bytes]]] = field(default_factory=dict)
+    processes: dict[str, tuple[int, str, subprocess.Popen[bytes]]] = field(default_factory=dict)
+    """child id -> (incarnation, adapter id, process)"""
     given_up: bool = False
 
 
 class AdapterProcesses:
-    def __init__(self, config: DaemonConfig, back: str, on_exit: Callable[[int, str], None]) -> None:
-        """``on_exit(pid, reason)`` is told when an adapter process ends (its sessions are gone)."""
+    def __init__(self, config: DaemonConfig, back: str, on_exit: Callable[[str, str], None]) -> None:
+        """``on_exit(adapter_id, reason)`` is told when an adapter process ends (its sessions are gone).
+
+        Each child gets an adapter id of the daemon's making (``--adapter-id``), so
+        children are matched by id, never by a pid a remote adapter might share.
+        """
+        self._config = config
         policy = SupervisorPolicy(
             intensity=config.adapter_intensity, period=config.adapter_period, backoff_initial=0.5, backoff_max=10.0
         )
@@ -60,10 +68,9 @@ class AdapterProcesses:
             for server in config.servers.values()
         ]
         self._back = back
-        self._logging = (config.log_format, config.log_level)
         self._on_exit = on_exit
-        self.lost: queue.SimpleQueue[int] = queue.SimpleQueue()
-        """Pids of adapters the router found silent (put from the hub's thread)."""
+        self.lost: queue.SimpleQueue[str] = queue.SimpleQueue()
+        """Ids of adapters the router found silent (put from the hub's thread)."""
 
     def start(self) -> None:
         for group in self._groups:
@@ -74,27 +81,27 @@ class AdapterProcesses:
         self.kill_lost()
         now = time.monotonic()
         for group in self._groups:
-            for child_id, (incarnation, process) in list(group.processes.items()):
+            for child_id, (incarnation, adapter_id, process) in list(group.processes.items()):
                 code = process.poll()
                 if code is None:
                     continue
                 del group.processes[child_id]
                 reason = f"adapter for server {group.server.name!r} (pid {process.pid}) exited with code {code}"
                 log.error("%s", reason)
-                self._on_exit(process.pid, reason)
+                self._on_exit(adapter_id, reason)
                 self._run(group, group.core.child_exited(child_id, incarnation, True, reason, now))
             self._run(group, group.core.tick(now))
 
     def kill_lost(self) -> None:
-        mine = {p.pid: p for g in self._groups for _, p in g.processes.values()}
+        mine = {adapter_id: p for g in self._groups for _, adapter_id, p in g.processes.values()}
         while not self.lost.empty():
-            pid = self.lost.get_nowait()
-            if pid in mine and mine[pid].poll() is None:
-                log.error("killing unresponsive adapter pid %d; it will be restarted", pid)
-                os.kill(pid, signal.SIGKILL)
+            process = mine.get(self.lost.get_nowait())
+            if process is not None and process.poll() is None:
+                log.error("killing unresponsive adapter pid %d; it will be restarted", process.pid)
+                os.kill(process.pid, signal.SIGKILL)
 
     def stop(self, deadline: float) -> None:
-        processes = [p for g in self._groups for _, p in g.processes.values()]
+        processes = [p for g in self._groups for _, _, p in g.processes.values()]
         for process in processes:
             if process.poll() is None:
                 process.terminate()
@@ -113,19 +120,19 @@ class AdapterProcesses:
         for action in actions:
             match action:
                 case StartChild(child_id, incarnation, _):
-                    group.processes[child_id] = (incarnation, self._spawn(group.server))
+                    adapter_id = secrets.token_hex(8)
+                    group.processes[child_id] = (incarnation, adapter_id, self._spawn(group.server, adapter_id))
                 case StopChild(child_id, _, _):
                     entry = group.processes.pop(child_id, None)
                     if entry is not None:
-                        entry[1].terminate()
+                        entry[2].terminate()
                 case Escalate(reason):
                     group.given_up = True
                     log.critical("giving up on server %r: %s", group.server.name, reason)
 
-    def _spawn(self, server: ServerConfig) -> subprocess.Popen[bytes]:
+    def _spawn(self, server: ServerConfig, adapter_id: str) -> subprocess.Popen[bytes]:
         env = {**os.environ, **server.env}
-        process = subprocess.Popen(
-            adapter_command(server, self._back, *self._logging), env=env, stdin=subprocess.DEVNULL
-        )
+        command = adapter_command(server, self._back, adapter_id, self._config)
+        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
         log.info("started adapter for server %r (pid %d)", server.name, process.pid)
         return process

@@ -109,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     adapter.add_argument("--exit-with-parent", action="store_true", help="exit when the parent process ends")
     adapter.add_argument("--log-level", choices=LOG_LEVELS)
     adapter.add_argument("--log-format", choices=("text", "json"), help="default: text")
+    adapter.add_argument("--heartbeat-ms", type=int, default=1000, help="heartbeat interval (default 1000)")
+    adapter.add_argument("--adapter-id", help="identity kept across reconnects (default: a random one)")
     adapter.set_defaults(func=_adapter)
 
     call = sub.add_parser("call", help="open a session, initialize, send one request, print its result")
@@ -236,6 +238,8 @@ def _adapter(args: argparse.Namespace) -> int:
         term_timeout=args.term_timeout,
         cwd=args.cwd,
         exit_with_parent=args.exit_with_parent,
+        heartbeat_ms=args.heartbeat_ms,
+        adapter_id=args.adapter_id,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _n, _f: adapter.request_stop())

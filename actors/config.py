@@ -293,6 +293,12 @@ def _build(daemon: dict[str, Any], servers: dict[str, ServerConfig]) -> DaemonCo
         raise ConfigError("max_frame_bytes and heartbeat_ms must be positive")
     if config.startup_timeout < 0 or config.shutdown_timeout < 0:
         raise ConfigError("startup_timeout and shutdown_timeout must be >= 0")
+    if config.adapter_timeout <= 0 or config.respawn_timeout <= 0 or config.child_shutdown_timeout < 0:
+        raise ConfigError("adapter_timeout and respawn_timeout must be > 0, child_shutdown_timeout >= 0")
+    if config.adapter_timeout * 1000 < 2 * config.heartbeat_ms:
+        raise ConfigError("adapter_timeout must be at least two heartbeats (heartbeat_ms) long")
+    if config.adapter_intensity < 0 or config.adapter_period <= 0:
+        raise ConfigError("supervisor: adapter_intensity must be >= 0 and adapter_period > 0")
     if config.log_format not in ("text", "json"):
         raise ConfigError(f"log_format {config.log_format!r} is not text or json")
     if config.metrics_address is not None and not config.metrics_address.rpartition(":")[2].isdigit():

@@ -139,13 +139,13 @@ class Daemon:
             ensure_private_dir(path.parent)
             self._locks.append(_lock_socket(path))
 
-    def _adapter_silent(self, pid: int | None, _reason: str) -> None:
-        """On the hub's thread: hand the pid to the main thread, which kills and restarts it."""
-        if pid is not None and self.adapters is not None:
-            self.adapters.lost.put(pid)
+    def _adapter_silent(self, adapter_id: str | None, _reason: str) -> None:
+        """On the hub's thread: hand the id to the main thread, which kills and restarts that child."""
+        if adapter_id is not None and self.adapters is not None:
+            self.adapters.lost.put(adapter_id)
 
-    def _adapter_exited(self, pid: int, reason: str) -> None:
-        self.hub.call(partial(self.router.adapter_gone, pid, reason))
+    def _adapter_exited(self, adapter_id: str, reason: str) -> None:
+        self.hub.call(partial(self.router.adapter_gone, adapter_id, reason))
 
     def _await_adapters(self) -> None:
         expected = Counter(self.adapters.expected())  # type: ignore[union-attr]

@@ -127,7 +127,7 @@ class Router:
         self._drained: Future[None] | None = None
         self._parked: dict[str, float] = {}
         """Sessions waiting for an adapter of their server, with their deadline."""
-        self.on_adapter_lost: Callable[[int | None, str], None] = lambda pid, reason: None
+        self.on_adapter_lost: Callable[[str | None, str], None] = lambda adapter_id, reason: None
         """Told (on the loop thread) when an adapter goes silent, so its process can be replaced."""
         self._expected: tuple[Counter[str], Future[None]] | None = None
         self.control = ControlPlane(self)
@@ -363,16 +363,16 @@ class Router:
         if all(have[name] >= count for name, count in self._expected[0].items()):
             self._expected[1].set_result(None)
 
-    def adapter_gone(self, pid: int, reason: str) -> None:
+    def adapter_gone(self, adapter_id: str, reason: str) -> None:
         """An adapter process ended: its sessions' servers are gone with it."""
-        for link in [a for a in self.adapters.values() if a.pid == pid]:
+        for link in [a for a in self.adapters.values() if a.adapter_id == adapter_id]:
             self._adapter_lost(link, reason)
 
     def _adapter_lost(self, link: AdapterLink, reason: str) -> None:
         """Forget an adapter; each of its sessions follows its server's ``on_exit`` policy."""
         log.error("adapter of server %r (pid %s) lost: %s", link.server, link.pid, reason)
         self.adapters.pop(link.peer, None)
-        self.on_adapter_lost(link.pid, reason)
+        self.on_adapter_lost(link.adapter_id, reason)
         for sid in list(link.sessions):
             self._tell_route(sid, ServerExited(None, f"adapter lost: {reason}"))
 

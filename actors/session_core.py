@@ -182,7 +182,7 @@ class SessionCore:
             for p in self.from_client.drain()
         ]
         outputs += [ToClient(_cancel_notice(p.id, "the server process ended")) for p in self.from_server.drain()]
-        self._respawn = _Respawn()
+        self._respawn = _Respawn(held=self._respawn.held if self._respawn is not None else [])
         note = f"{message} (restart {self.restarts} of {self.policy.max_restarts})"
         return [*outputs, Warn(note), RespawnServer()]
 
@@ -198,12 +198,14 @@ class SessionCore:
     def _replayed(self, msg: Message, now: float) -> list[Output]:
         if msg.kind is Kind.ERROR:
             return self.fail(f"the new server process refused the replayed initialize: {msg.body['error']}", now)
-        return [ToServer(jsonrpc.notification("notifications/initialized")), *self._resume(now)]
+        return [ToServer(jsonrpc.notification("notifications/initialized")), *self._resume(now, initialized_sent=True)]
 
-    def _resume(self, now: float) -> list[Output]:
+    def _resume(self, now: float, *, initialized_sent: bool = False) -> list[Output]:
         """Feed what the client sent while the server was restarting, in order."""
         held = self._respawn.held if self._respawn else []
         self._respawn = None
+        if initialized_sent:  # the replay sent it already; the new process must not get it twice
+            held = [b for b in held if not (isinstance(b, dict) and b.get("method") == "notifications/initialized")]
         outputs: list[Output] = []
         for body in held:
             outputs += self.receive_from_client(body, now)
@@ -249,16 +251,23 @@ class SessionCore:
         return [*outputs, StopServer("failed"), Finished()]
 
     def _fail_pending(self, message: str, data: dict[str, Any]) -> list[Output]:
-        """Answer every pending request in both directions: never silence."""
+        """Answer every pending request in both directions, and requests held for a restart: never silence."""
         text = f"Connection closed: {message}"
         code = jsonrpc.CONNECTION_CLOSED
+        held = self._respawn.held if self._respawn is not None else []
+        self._respawn = None
+        held_answers: list[Output] = [
+            ToClient(jsonrpc.error(request_id, code, text, {**data, "method": body.get("method")}))
+            for body in held
+            if isinstance(body, dict) and "method" in body and (request_id := _id_of(body)) is not None
+        ]
         outputs: list[Output] = [
             ToClient(jsonrpc.error(p.id, code, text, {**data, "method": p.method})) for p in self.from_client.drain()
         ]
         outputs += [
             ToServer(jsonrpc.error(p.id, code, text, {**data, "method": p.method})) for p in self.from_server.drain()
         ]
-        return outputs
+        return held_answers + outputs
 
     # -- time ----------------------------------------------------------------------
 

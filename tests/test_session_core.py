@@ -515,3 +515,24 @@ def test_requests_report_their_outcome_and_latency_for_metrics() -> None:
     assert RequestDone("tools/list", 1.0, "error") in core.receive_from_server(jsonrpc.error(3, -1, "no"), 12.0)
     core.receive_from_client(req(4, "tools/call"), 20.0)
     assert RequestDone("tools/call", 5.0, "timeout") in core.wake(25.0)
+
+
+def test_requests_held_during_a_restart_are_answered_when_the_session_ends() -> None:
+    core = restarting()
+    core.server_exited(1, "crash", 2.0)
+    assert core.receive_from_client(req(7, "tools/call"), 2.1) == []
+    core.receive_from_client(note("notifications/roots/list_changed"), 2.1)
+    out = core.close("client", 2.2)
+    err = error_of(out)
+    assert err["code"] == jsonrpc.CONNECTION_CLOSED and err["data"]["method"] == "tools/call"
+
+
+def test_held_messages_survive_a_second_crash_and_initialized_is_not_sent_twice() -> None:
+    core = restarting()
+    core.server_exited(1, "crash", 2.0)
+    core.receive_from_client(note("notifications/initialized"), 2.1)
+    core.receive_from_client(req(8, "tools/list"), 2.1)
+    core.server_exited(1, "crash again before it was up", 2.2)
+    core.server_started(3, 2.3)
+    out = fx(core.receive_from_server(jsonrpc.result("troupe-replay-2", INIT_RESULT["result"]), 2.4))
+    assert out == [ToServer(note("notifications/initialized")), ToServer(req(8, "tools/list"))]

@@ -60,6 +60,7 @@ class Adapter:
         cwd: str | None = None,
         exit_with_parent: bool = False,
         heartbeat_ms: int = 1000,
+        adapter_id: str | None = None,
     ) -> None:
         """``capacity`` 0 means unlimited; ``env`` replaces the servers' environment (None inherits)."""
         if not command:
@@ -85,7 +86,7 @@ class Adapter:
         self._sessions: dict[str, ServerProcess] = {}
         self._socket: zmq.Socket[bytes] | None = None
         self._parent_pid = os.getppid()
-        self.adapter_id = secrets.token_hex(8)
+        self.adapter_id = adapter_id or secrets.token_hex(8)
         """Stable across reconnects, so the daemon can tell a reconnect from a new adapter."""
         self._last_sent = 0.0
         self._stopping = False

@@ -201,13 +201,26 @@ class Supervisor(pykka.ThreadingActor):
             case InjectFault(child_id, now, next_start):
                 self._inject(child_id, now, next_start)
             case _:
-                raise TypeError(f"Supervisor got an unknown message {message!r}")
+                log.warning("supervisor ignored an unknown message %r", message)  # OTP: log and go on
         return None
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """The supervisor itself crashed: no child may outlive it, and its parent must know."""
+        reason = f"the supervisor crashed: {exception_value!r}"
+        log.critical("%s; stopping its children", reason)
+        self._run(self.core.shutdown())
+        self._escalate(reason)
 
     def _forward(self, child_id: str, message: Any) -> None:
         current = self.core.current(child_id)
         if current is None:
-            raise KeyError(f"no child {child_id!r}")
+            log.warning("dropped a message for unknown child %r", child_id)
+            return
         ref = self._refs.get(child_id)
         if current[1] is ChildState.RUNNING and ref is not None:
             try:
@@ -219,13 +232,14 @@ class Supervisor(pykka.ThreadingActor):
 
     def _tick(self) -> None:
         now = self._clock()
-        for child_id, ref in list(self._refs.items()):
+        for child_id in list(self._refs):
+            ref = self._refs.get(child_id)
             incarnation, state = self.core.current(child_id)  # type: ignore[misc]
-            if state is not ChildState.RUNNING or ref.is_alive():
+            if ref is None or state is not ChildState.RUNNING or ref.is_alive():
                 continue
             key = (child_id, incarnation)
             if key not in self._seen_dead:  # one tick of grace for its on_failure report
-                self._seen_dead.add(key)
+                self._seen_dead = {k for k in self._seen_dead if k[0] != child_id} | {key}
                 continue
             reason = "died without reporting a failure (an exception in on_start?)"
             log.error("child %s (incarnation %d) %s", child_id, incarnation, reason)
@@ -261,7 +275,13 @@ class Supervisor(pykka.ThreadingActor):
 
     def _start_child(self, child_id: str, incarnation: int, fail_on_start: bool) -> None:
         context = ChildContext(self.actor_ref, child_id, incarnation, fail_on_start)
-        ref = self._start_functions[child_id](context)
+        try:
+            ref = self._start_functions[child_id](context)
+        except Exception as exc:  # noqa: BLE001 - a start that fails is that child failing (OTP)
+            reason = f"start failed: {type(exc).__name__}: {exc}"
+            log.error("child %s (incarnation %d) %s", child_id, incarnation, reason)
+            self._run(self.core.child_exited(child_id, incarnation, True, reason, self._clock()))
+            return
         self._refs[child_id] = ref
         if incarnation > 1:
             log.warning("child %s restarted (incarnation %d)", child_id, incarnation)

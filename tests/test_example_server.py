@@ -27,6 +27,10 @@ PROTOCOL_VERSION = "2025-11-25"
 Message = dict[str, Any]
 
 
+STARTUP_TIMEOUT = 45.0
+"""The SDK server imports for about a second; far longer on a loaded CI machine."""
+
+
 class ServerProcess:
     """The example server as a subprocess, driven by raw JSON-RPC lines."""
 
@@ -134,6 +138,7 @@ class ServerProcess:
                 "capabilities": capabilities or {},
                 "clientInfo": {"name": "troupe-tests", "version": "0"},
             },
+            timeout=STARTUP_TIMEOUT,
         )
         self.notify("notifications/initialized")
         return resp

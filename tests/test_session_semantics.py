@@ -159,7 +159,8 @@ def test_troupe_call_with_a_one_second_request_timeout(tmp_path: Path) -> None:
         assert result.returncode == 1
         assert b"tools/call failed: error -32001: Request timed out" in result.stderr
         assert b'"timeout_ms": 1000' in result.stderr
-        assert elapsed < 5.0, f"took {elapsed:.1f}s"  # start-up + handshake + the 1 s timeout
+        # start-up + handshake (server imports, ~1 s idle) + the 1 s timeout: ~3 s on an idle machine
+        assert elapsed < 20.0, f"took {elapsed:.1f}s"
     finally:
         finish(daemon)
 

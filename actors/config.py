@@ -65,6 +65,10 @@ class DaemonConfig:
     respawn_timeout: float = 15.0
     """Seconds a restarting session waits for an adapter of its server to (re)register."""
     log_level: str = "info"
+    gil_switch_interval: float = 0.0002
+    """Seconds between the interpreter's GIL hand-offs (``sys.setswitchinterval``). The
+    hub and the session actors are many threads waking each other; CPython's default
+    of 5 ms makes each hand-off wait, and 0.2 ms measured ~50 % more throughput here."""
     log_format: str = "text"
     """``text`` or ``json`` (one JSON object per line, with the session id as a field)."""
     events: str = ""
@@ -102,6 +106,7 @@ DAEMON_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "respawn_timeout": ((int, float), "seconds > 0"),
     "log_level": ((str,), "one of debug, info, warning, error"),
     "log_format": ((str,), "text or json"),
+    "gil_switch_interval": ((int, float), "seconds > 0, e.g. 0.0002"),
     "events": ((str,), "a ZMQ endpoint for the event stream (PUB)"),
     "metrics_address": ((str,), "host:port, e.g. '127.0.0.1:9464'"),
     "audit_log": ((str,), "a file path"),
@@ -299,6 +304,8 @@ def _build(daemon: dict[str, Any], servers: dict[str, ServerConfig]) -> DaemonCo
         raise ConfigError("adapter_timeout must be at least two heartbeats (heartbeat_ms) long")
     if config.adapter_intensity < 0 or config.adapter_period <= 0:
         raise ConfigError("supervisor: adapter_intensity must be >= 0 and adapter_period > 0")
+    if not config.gil_switch_interval > 0:
+        raise ConfigError("gil_switch_interval must be > 0 seconds")
     if config.log_format not in ("text", "json"):
         raise ConfigError(f"log_format {config.log_format!r} is not text or json")
     if config.metrics_address is not None and not config.metrics_address.rpartition(":")[2].isdigit():

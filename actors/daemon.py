@@ -15,6 +15,7 @@ import logging
 import os
 import select
 import signal
+import sys
 import time
 from collections import Counter
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -166,6 +167,7 @@ class Daemon:
     def run(self) -> int:
         """Serve until SIGTERM or SIGINT, then shut down cleanly. Returns the exit status."""
         self._install_signal_handlers()
+        sys.setswitchinterval(self.config.gil_switch_interval)
         self.start()
         while not self._stop_requested:
             readable, _, _ = select.select([self._wake_r], [], [], 1.0)

@@ -65,10 +65,10 @@ class DaemonConfig:
     respawn_timeout: float = 15.0
     """Seconds a restarting session waits for an adapter of its server to (re)register."""
     log_level: str = "info"
-    gil_switch_interval: float = 0.0002
-    """Seconds between the interpreter's GIL hand-offs (``sys.setswitchinterval``). The
-    hub and the session actors are many threads waking each other; CPython's default
-    of 5 ms makes each hand-off wait, and 0.2 ms measured ~50 % more throughput here."""
+    gil_switch_interval: float = 0.005
+    """Seconds between the interpreter's GIL hand-offs (``sys.setswitchinterval``);
+    CPython's own default. Lower values were tried (docs/performance.rst): one short
+    run looked faster, longer paired runs showed no difference beyond noise."""
     log_format: str = "text"
     """``text`` or ``json`` (one JSON object per line, with the session id as a field)."""
     events: str = ""

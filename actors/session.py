@@ -171,6 +171,11 @@ TOUCH_INTERVAL = 1.0
 class SessionActor(pykka.ThreadingActor):
     use_daemon_thread = True
 
+    @staticmethod
+    def _create_actor_inbox() -> queue.SimpleQueue[Any]:  # type: ignore[override]
+        """A `SimpleQueue` (C, no Condition) instead of pykka's `Queue`: measurably cheaper per message."""
+        return queue.SimpleQueue()
+
     def __init__(
         self, core: SessionCore, peers: Peers, links: SessionLinks, clock: Callable[[], float] = time.monotonic
     ) -> None:

@@ -14,6 +14,7 @@ lost but counted in `HubStats.dropped` by reason and logged.
 from __future__ import annotations
 
 import errno
+import math
 import logging
 import threading
 import time
@@ -198,7 +199,7 @@ class Hub:
         interval = self.options.tick_interval
         next_tick = time.monotonic() + interval
         while True:
-            timeout_ms = max(0.0, (next_tick - time.monotonic()) * 1000)
+            timeout_ms = max(0, math.ceil((next_tick - time.monotonic()) * 1000))  # pyzmq truncates floats
             ready = dict(poller.poll(timeout_ms))
             if front in ready:
                 self._receive(front, "front")

@@ -1,0 +1,301 @@
+"""In-process measurements, each run in a fresh process (``python -m bench.inproc WHAT``):
+
+``janitor``
+    Measurement 5, the cost of one janitor pass (`actors.janitor.Janitor`
+    handling a `Tick`: `DeadlineHeap.pop_due` plus one pykka ``tell(Wake())``
+    per due session) with N sessions waiting in its heap and 1 % of them due,
+    at N = 1,000 and 10,000; the same with a fixed 10 sessions due; and the work
+    each woken session then does on its own thread (`SessionCore.wake` with one
+    request past its deadline: the timeout error and the cancellation).
+``supervisor``
+    Measurement 6, from a janitor crash (`InjectFault` told to the
+    `actors.supervisor.Supervisor`) until the new janitor incarnation answers
+    a message sent through the supervisor (`Forward`): a `WakeMeAt` for a
+    probe plus a `Tick`, answered when the janitor tells the probe ``Wake``.
+    Baseline: starting a fresh janitor actor and getting the same answer.
+``actor-floor N``
+    The resident memory and the start rate of N bare pykka actors, the floor
+    under a session actor (baseline of measurement 4).
+
+Each prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import random
+import sys
+import threading
+import time
+from typing import Any
+
+import pykka
+
+from bench.common import ratio, rss_bytes, summary
+
+
+class _Nobody:
+    """A supervisor stand-in for a janitor that is not supervised."""
+
+    def tell(self, message: object) -> None:
+        pass
+
+
+class _Probe:
+    """Stands in for a session: records when the janitor wakes it."""
+
+    def __init__(self) -> None:
+        self.woken = threading.Event()
+        self.at = 0
+
+    def tell(self, message: object) -> None:
+        self.at = time.perf_counter_ns()
+        self.woken.set()
+
+
+class _Idle(pykka.ThreadingActor):
+    use_daemon_thread = True
+
+    def on_receive(self, message: Any) -> Any:
+        return None
+
+
+# -- measurement 5 -------------------------------------------------------------------
+
+
+def _janitor_pass(sessions: int, due: int, reps: int, refs: list[Any]) -> list[int]:
+    """Nanoseconds of ``Janitor.handle(Tick)`` with ``sessions`` in the heap, ``due`` of them due."""
+    from actors.janitor import Janitor
+    from actors.session import WakeMeAt
+    from actors.supervisor import TICK, ChildContext
+
+    now = 1000.0
+    rng = random.Random(sessions * 31 + due)
+    samples = []
+    for _ in range(reps):
+        janitor = Janitor(ChildContext(_Nobody(), "janitor", 1), clock=lambda: now)  # type: ignore[arg-type]
+        due_set = set(rng.sample(range(sessions), due))
+        for i in range(sessions):
+            at = now - rng.random() * 30 if i in due_set else now + 0.001 + rng.random() * 300
+            janitor.handle(WakeMeAt(f"s{i}", at, refs[i]))
+        gc.collect()
+        woken = janitor.woken
+        began = time.perf_counter_ns()
+        janitor.handle(TICK)
+        samples.append(time.perf_counter_ns() - began)
+        if janitor.woken - woken != due:
+            raise RuntimeError(f"the pass woke {janitor.woken - woken} sessions, expected {due}")
+        for i in due_set:  # empty the inboxes the pass filled
+            inbox = refs[i].actor_inbox
+            while not inbox.empty():
+                inbox.get_nowait()
+    return samples
+
+
+def _session_wake(count: int) -> list[int]:
+    """Nanoseconds of `SessionCore.wake` for a session with one request past its deadline."""
+    from actors.options import Limits
+    from actors.session_core import SessionCore
+
+    limits = Limits(rate_per_session=0)
+    cores = []
+    for i in range(count):
+        core = SessionCore(f"s{i}", "echo", 0.0, limits)
+        core.server_started(1, 0.0)
+        core.receive_from_client(
+            {
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "b", "version": "1"},
+                },
+            },
+            0.0,
+        )
+        core.receive_from_server(
+            {
+                "jsonrpc": "2.0",
+                "id": 0,
+                "result": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "serverInfo": {"name": "e", "version": "1"},
+                },
+            },
+            0.0,
+        )
+        core.receive_from_client({"jsonrpc": "2.0", "method": "notifications/initialized"}, 0.0)
+        core.receive_from_client(
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {}}}, 0.0
+        )
+        cores.append(core)
+    samples = []
+    late = limits.request_timeout + 1
+    for core in cores:
+        began = time.perf_counter_ns()
+        outputs = core.wake(late)
+        samples.append(time.perf_counter_ns() - began)
+        if not outputs:
+            raise RuntimeError("the woken session expired nothing")
+    return samples
+
+
+def janitor(quick: bool) -> dict[str, Any]:
+    reps = 5 if quick else 100
+    sizes = (1_000, 10_000)
+    refs = [_Idle().actor_ref for _ in range(max(sizes))]  # real pykka refs, never started: tell only queues
+    us = 1e-3
+    result: dict[str, Any] = {
+        "what": "one Janitor pass (handle(Tick): DeadlineHeap.pop_due + tell(Wake) per due session), in-process, "
+        "microseconds; sessions are real (unstarted) pykka refs",
+        "repetitions": reps,
+    }
+    passes = {}
+    for n in sizes:
+        one_pct = summary(_janitor_pass(n, n // 100, reps, refs), us, 2)
+        fixed = summary(_janitor_pass(n, 10, reps, refs), us, 2)
+        passes[str(n)] = {
+            "due_1pct": n // 100,
+            "pass_1pct_us": one_pct,
+            "pass_10_due_us": fixed,
+            "per_due_session_us": round(one_pct["p50"] / (n // 100), 3),
+        }
+    wake = summary(_session_wake(200 if quick else 2_000), us, 2)
+    for n in sizes:
+        passes[str(n)]["with_sessions_work_us"] = round(
+            passes[str(n)]["pass_1pct_us"]["p50"] + (n // 100) * wake["p50"], 1
+        )
+    small, large = passes["1000"], passes["10000"]
+    result.update(
+        {
+            "sizes": passes,
+            "session_wake_us": wake,
+            "ratio_10k_1k_pass_1pct_p50": ratio(large["pass_1pct_us"]["p50"], small["pass_1pct_us"]["p50"]),
+            "ratio_10k_1k_pass_10_due_p50": ratio(large["pass_10_due_us"]["p50"], small["pass_10_due_us"]["p50"]),
+            "ratio_10k_1k_per_due_session": ratio(large["per_due_session_us"], small["per_due_session_us"]),
+            "ratio_10k_1k_with_sessions_work": ratio(large["with_sessions_work_us"], small["with_sessions_work_us"]),
+        }
+    )
+    return result
+
+
+# -- measurement 6 -------------------------------------------------------------------
+
+
+def supervisor(quick: bool) -> dict[str, Any]:
+    from actors.janitor import Janitor
+    from actors.session import WakeMeAt
+    from actors.supervision import ChildSpec, SupervisorPolicy
+    from actors.supervisor import TICK, ChildContext, Forward, InjectFault, Supervisor
+
+    crashes = 10 if quick else 100
+    started = threading.Event()
+    incarnations: list[int] = []
+
+    def start_janitor(context: ChildContext) -> pykka.ActorRef[Any]:
+        ref = Janitor.start(context)
+        incarnations.append(context.incarnation)
+        started.set()
+        return ref
+
+    policy = SupervisorPolicy(intensity=10 * crashes, period=1.0)
+    sup = Supervisor.start([(ChildSpec("janitor"), start_janitor)], policy)
+    probe = _Probe()
+    try:
+        started.wait(10)
+
+        def answered_through_supervisor() -> int:
+            probe.woken.clear()
+            sup.tell(Forward("janitor", WakeMeAt("probe", 0.0, probe)))
+            sup.tell(Forward("janitor", TICK))
+            if not probe.woken.wait(10):
+                raise RuntimeError("the janitor did not answer")
+            return probe.at
+
+        answered_through_supervisor()  # warm
+        restarts, serving = [], []
+        for _ in range(crashes):
+            started.clear()
+            began = time.perf_counter_ns()
+            sup.tell(InjectFault("janitor", now=True))
+            if not started.wait(10):
+                raise RuntimeError("the janitor was not restarted")
+            restarts.append(time.perf_counter_ns() - began)
+            serving.append(answered_through_supervisor() - began)
+            time.sleep(0.005)  # let the crashed incarnation's thread finish
+        if incarnations[-1] != crashes + 1:
+            raise RuntimeError(f"expected incarnation {crashes + 1}, got {incarnations[-1]}")
+        baseline = []
+        for i in range(crashes):
+            began = time.perf_counter_ns()
+            ref = Janitor.start(ChildContext(_Nobody(), f"fresh-{i}", 1))  # type: ignore[arg-type]
+            probe.woken.clear()
+            ref.tell(WakeMeAt("probe", 0.0, probe))
+            ref.tell(TICK)
+            if not probe.woken.wait(10):
+                raise RuntimeError("the fresh janitor did not answer")
+            baseline.append(probe.at - began)
+            ref.stop()
+    finally:
+        sup.stop()
+        pykka.ActorRegistry.stop_all()
+    ms = 1e-6
+    serve = summary(serving, ms, 3)
+    base = summary(baseline, ms, 3)
+    return {
+        "what": "janitor crash (InjectFault via the Supervisor) until the new incarnation answers a message sent "
+        "through the supervisor (Forward); baseline: start a fresh janitor actor and get the same answer; ms",
+        "crashes": crashes,
+        "crash_to_serving_ms": serve,
+        "crash_to_restarted_ms": summary(restarts, ms, 3),
+        "fresh_actor_ms": base,
+        "ratio_p50": ratio(serve["p50"], base["p50"]),
+        "ratio_p99": ratio(serve["p99"], base["p99"]),
+    }
+
+
+# -- baseline of measurement 4 -------------------------------------------------------
+
+
+def actor_floor(count: int) -> dict[str, Any]:
+    gc.collect()
+    time.sleep(0.2)
+    before = rss_bytes_self()
+    began = time.perf_counter()
+    refs = [_Idle.start() for _ in range(count)]
+    elapsed = time.perf_counter() - began
+    refs[-1].ask(None)
+    time.sleep(0.5)
+    after = rss_bytes_self()
+    pykka.ActorRegistry.stop_all()
+    return {
+        "what": f"{count} bare pykka ThreadingActors in a fresh process",
+        "actors": count,
+        "bytes_per_actor": round((after - before) / count),
+        "starts_per_s": round(count / elapsed),
+    }
+
+
+def rss_bytes_self() -> int:
+    import os
+
+    return rss_bytes(os.getpid())
+
+
+if __name__ == "__main__":
+    what = sys.argv[1]
+    quick = "--quick" in sys.argv
+    if what == "janitor":
+        out = janitor(quick)
+    elif what == "supervisor":
+        out = supervisor(quick)
+    elif what == "actor-floor":
+        out = actor_floor(int(sys.argv[2]))
+    else:
+        raise SystemExit(f"unknown measurement {what!r}")
+    json.dump(out, sys.stdout)
+    print()

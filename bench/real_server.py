@@ -1,0 +1,306 @@
+"""Measurement 2, real server: ``tools/call add`` on the example MCP server, by path.
+
+Paths (each keeps one session open for the whole measurement):
+
+``direct``
+    The official SDK (this environment's, mcp 2.x) ``ClientSession`` over
+    stdio to ``python -m examples.server``: the baseline.
+``troupe_connect``
+    The same SDK client over stdio to ``troupe connect example``, which carries
+    each line through the daemon and its adapter to the same server.
+``client_library``
+    ``transport.client`` (synchronous, in this process) through the daemon and
+    adapter to the same server.
+``direct_sdk1``
+    mcp-proxy's environment's SDK (mcp 1.x) over stdio to the same server:
+    the baseline for mcp-proxy, since its client is a different SDK version.
+``mcp_proxy``
+    That SDK's Streamable HTTP client to mcp-proxy 0.13.0 (PyPI), which
+    exposes the same stdio server.
+
+Only one path is active at a time: the measurement runs in rounds, each path
+making a block of sequential calls per round in a shuffled order, so that
+other load on the machine falls on every path alike. A call's time is the
+wall-clock time from the client's call to its awaited result.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Protocol
+
+from bench import proxy_env
+from bench.common import (
+    BENCH,
+    PYTHON,
+    ROOT,
+    bench_env,
+    free_port,
+    ratio,
+    read_json_line,
+    start_daemon,
+    stop_process,
+    summary,
+    wait_for,
+)
+
+DRIVER = BENCH / "sdk_driver.py"
+SERVER_COMMAND = [PYTHON, "-m", "examples.server"]
+
+
+class Path_(Protocol):
+    def run(self, count: int) -> list[int]: ...
+
+    def close(self) -> None: ...
+
+
+class DriverPath:
+    """A `bench/sdk_driver.py` process holding one SDK session."""
+
+    def __init__(self, python: str | Path, args: list[str], log: Path) -> None:
+        self._log = log.open("wb")
+        self.process = subprocess.Popen(
+            [str(python), str(DRIVER), *args],
+            cwd=ROOT,
+            env=bench_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
+        self.info: dict[str, Any] = {}
+
+    def ready(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        self.info = read_json_line(self.process.stdout, f"driver {self.process.args}")
+        return self.info
+
+    def run(self, count: int) -> list[int]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"run {count}\n")
+        self.process.stdin.flush()
+        return read_json_line(self.process.stdout, "driver")["samples_ns"]
+
+    def close(self) -> None:
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write("quit\n")
+            self.process.stdin.flush()
+            self.process.wait(10)
+        except (OSError, subprocess.TimeoutExpired):
+            stop_process(self.process)
+        self._log.close()
+
+
+class LibraryPath:
+    """`transport.client` in this process."""
+
+    def __init__(self, front: str) -> None:
+        from transport.client import Client
+
+        self.client = Client(front, timeout=30)
+        self.session = self.client.open("example")
+        self.session.initialize()
+        self.session.request("tools/call", {"name": "add", "arguments": {"a": 2, "b": 3}})
+
+    def run(self, count: int) -> list[int]:
+        clock = time.perf_counter_ns
+        request = self.session.request
+        samples = []
+        for _ in range(count):
+            began = clock()
+            result = request("tools/call", {"name": "add", "arguments": {"a": 2, "b": 3}})
+            samples.append(clock() - began)
+            if result.get("isError"):
+                raise RuntimeError(f"add failed: {result}")
+        return samples
+
+    def close(self) -> None:
+        self.session.close()
+        self.client.close()
+
+
+def _connect_command(front: str) -> list[str]:
+    troupe = Path(PYTHON).parent / "troupe"
+    base = [str(troupe)] if troupe.exists() else [PYTHON, "-m", "actors"]
+    return [*base, "connect", "example", "--endpoint", front]
+
+
+def run(quick: bool, proxy_python: Future[Path]) -> dict[str, Any]:
+    rounds, block, warmup = (3, 10, 10) if quick else (30, 60, 100)
+    # The default per-session rate limit (100 requests/s, bursts of 200) is below what one sequential
+    # client does against this server (~250-500 calls/s): it would refuse calls, not slow them.
+    daemon = start_daemon(["--rate-per-session", "0"], servers=1)
+    logs = daemon.runtime_dir
+    paths: dict[str, Path_] = {}
+    proxy: subprocess.Popen[bytes] | None = None
+    errors: dict[str, str] = {}
+    try:
+        drivers = {
+            "direct": DriverPath(PYTHON, ["stdio", "--", *SERVER_COMMAND], logs / "direct.log"),
+            "troupe_connect": DriverPath(
+                PYTHON, ["stdio", "--", *_connect_command(daemon.front)], logs / "connect.log"
+            ),
+        }
+        paths["client_library"] = LibraryPath(daemon.front)
+        try:
+            venv_python = proxy_python.result(timeout=600)
+            port = free_port()
+            proxy_log = (logs / "mcp-proxy.log").open("wb")
+            proxy = subprocess.Popen(
+                [
+                    str(proxy_env.executable()),
+                    "--port",
+                    str(port),
+                    "--host",
+                    "127.0.0.1",
+                    "--log-level",
+                    "WARNING",
+                    "--cwd",
+                    str(ROOT),
+                    "--pass-environment",
+                    "--",
+                    *SERVER_COMMAND,
+                ],
+                cwd=ROOT,
+                env=bench_env(),
+                stdout=proxy_log,
+                stderr=subprocess.STDOUT,
+            )
+            proxy_log.close()
+            wait_for(lambda: _port_open(port) or proxy.poll() is not None, 60, "mcp-proxy to listen", 0.05)
+            if proxy.poll() is not None:
+                raise RuntimeError(f"mcp-proxy exited with {proxy.returncode}")
+            drivers["direct_sdk1"] = DriverPath(venv_python, ["stdio", "--", *SERVER_COMMAND], logs / "sdk1.log")
+            drivers["mcp_proxy"] = DriverPath(
+                venv_python, ["http", f"http://127.0.0.1:{port}/mcp"], logs / "proxy-driver.log"
+            )
+        except Exception as exc:  # noqa: BLE001 - reported as this path's error
+            errors["mcp_proxy"] = f"{type(exc).__name__}: {exc}"
+        sdk: dict[str, str] = {}
+        for name, driver in drivers.items():
+            try:
+                info = driver.ready()
+                sdk[name] = info.get("mcp", "?")
+                paths[name] = driver
+            except Exception as exc:  # noqa: BLE001
+                log = Path(driver._log.name).read_text(errors="replace")[-2000:]
+                errors[name] = f"{type(exc).__name__}: {exc}\n{log}"
+                driver.close()
+        samples: dict[str, list[int]] = {name: [] for name in paths}
+        for path in paths.values():
+            path.run(warmup)
+        order = list(paths)
+        rng = random.Random(7)
+        watched = _troupe_processes(daemon.pid, drivers.get("troupe_connect"))
+        cpu: dict[str, dict[str, float]] = {name: dict.fromkeys(watched, 0.0) for name in paths}
+        for _ in range(rounds):
+            rng.shuffle(order)
+            for name in order:
+                before = _cpu(watched)
+                samples[name] += paths[name].run(block)
+                for proc, spent in _cpu(watched).items():
+                    cpu[name][proc] += spent - before.get(proc, spent)
+    finally:
+        for path in paths.values():
+            try:
+                path.close()
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+        if proxy is not None:
+            stop_process(proxy)
+        daemon.stop()
+    ms = 1e-6
+    result: dict[str, Any] = {
+        "what": "tools/call add on the example server, sequential calls, one session per path; milliseconds",
+        "calls_per_path": rounds * block,
+        "sdk_versions": sdk,
+        "paths_ms": {name: summary(s, ms, 3) for name, s in samples.items() if s},
+    }
+    p = result["paths_ms"]
+    if "direct" in p and "troupe_connect" in p:
+        d, t = p["direct"], p["troupe_connect"]
+        result["troupe_connect_overhead_p50_pct"] = round((t["p50"] / d["p50"] - 1) * 100, 1)
+        result["troupe_connect_overhead_p95_pct"] = round((t["p95"] / d["p95"] - 1) * 100, 1)
+        result["troupe_added_p50_ms"] = round(t["p50"] - d["p50"], 3)
+        result["troupe_added_p95_ms"] = round(t["p95"] - d["p95"], 3)
+    if "direct" in p and "client_library" in p:
+        result["client_library_ratio_p50"] = ratio(p["client_library"]["p50"], p["direct"]["p50"])
+    if "direct_sdk1" in p and "mcp_proxy" in p:
+        d1, m = p["direct_sdk1"], p["mcp_proxy"]
+        result["mcp_proxy_overhead_p50_pct"] = round((m["p50"] / d1["p50"] - 1) * 100, 1)
+        result["mcp_proxy_added_p50_ms"] = round(m["p50"] - d1["p50"], 3)
+        result["mcp_proxy_added_p95_ms"] = round(m["p95"] - d1["p95"], 3)
+        if "troupe_added_p50_ms" in result:
+            result["troupe_vs_mcp_proxy_added_p50"] = ratio(
+                result["troupe_added_p50_ms"], result["mcp_proxy_added_p50_ms"], 3
+            )
+    calls = rounds * block
+    result["troupe_cpu_us_per_call"] = {}
+    for name in ("troupe_connect", "client_library"):
+        if name in cpu:
+            per_call = {proc: spent / calls * 1e6 for proc, spent in cpu[name].items()}
+            servers = sum(v for proc, v in per_call.items() if proc.startswith("server_process_"))
+            per_call = {proc: v for proc, v in per_call.items() if not proc.startswith("server_process_")}
+            per_call["server"] = servers
+            result["troupe_cpu_us_per_call"][name] = {proc: round(v) for proc, v in per_call.items()}
+    if errors:
+        result["errors"] = errors
+    return result
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _troupe_processes(daemon_pid: int, connect: DriverPath | None) -> dict[str, int]:
+    """The processes on troupe's paths: the daemon, its adapter, the server processes it runs, the bridge.
+
+    Their CPU time per call is a diagnostic (clock ticks of 10 ms: meaningful over the full run's calls only).
+    """
+    procs = {"daemon": daemon_pid}
+    for adapter in _children(daemon_pid):
+        procs["adapter"] = adapter
+        for i, server in enumerate(_children(adapter)):
+            procs[f"server_process_{i}"] = server
+    if connect is not None:
+        bridges = _children(connect.process.pid)
+        if bridges:
+            procs["troupe_connect_bridge"] = bridges[0]
+    return procs
+
+
+def _cpu(procs: dict[str, int]) -> dict[str, float]:
+    from bench.throughput import cpu_seconds
+
+    out = {}
+    for name, pid in procs.items():
+        try:
+            out[name] = cpu_seconds(pid)
+        except OSError:
+            pass
+    return out
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+if __name__ == "__main__":
+    future: Future[Path] = Future()
+    future.set_result(proxy_env.ensure())
+    import json
+
+    json.dump(run("--quick" in sys.argv, future), sys.stdout, indent=1)

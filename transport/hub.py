@@ -226,8 +226,9 @@ class Hub:
             # socket would add an empty delimiter: its last part is the payload.
             self._dispatch(deliver, parts[0], parts[-1] if len(parts) > 1 else b"")
 
-    def _serve_mailbox(self) -> bool:
-        for item in self._mailbox.drain():
+    def _serve_mailbox(self, limit: int = 4096) -> bool:
+        """Carry out queued items; False once a stop was asked for (after sending everything queued)."""
+        for item in self._mailbox.drain(limit):
             kind = item[0]
             if kind in (FRONT, BACK):
                 self._send(kind, item[1], item[2])
@@ -236,18 +237,9 @@ class Hub:
             elif kind == _PUBLISH:
                 self._publish(item[1], item[2])
             else:
-                self._flush_before_stop()
+                self._serve_mailbox(limit=1_000_000)
                 return False
         return True
-
-    def _flush_before_stop(self) -> None:
-        for item in self._mailbox.drain(limit=1_000_000):
-            if item[0] in (FRONT, BACK):
-                self._send(item[0], item[1], item[2])
-            elif item[0] == _CALL:
-                self._dispatch(item[1])
-            elif item[0] == _PUBLISH:
-                self._publish(item[1], item[2])
 
     def _send(self, which: int, peer: bytes, data: bytes) -> None:
         name = _SOCKET_NAMES[which]

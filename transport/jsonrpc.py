@@ -52,10 +52,6 @@ class Message:
     method: str | None
     body: dict[str, Any]
 
-    @property
-    def is_response(self) -> bool:
-        return self.kind is Kind.RESULT or self.kind is Kind.ERROR
-
 
 class InvalidMessage(ValueError):
     """The message is not valid JSON-RPC 2.0; ``id`` is echoed when readable."""

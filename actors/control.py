@@ -206,8 +206,8 @@ class ControlPlane:
 
     def _sessions_close(self, peer: bytes, ref: Ref, args: dict[str, Any]) -> None:
         route = self._route(args)
+        self._audit(peer, "sessions.close", sid=args["sid"])  # before acting: the log reads in causal order
         route.actor.tell(CloseSession("operator"))
-        self._audit(peer, "sessions.close", sid=args["sid"])
         self.reply(peer, ref, {"closed": [args["sid"]]})
 
     def _sessions_cleanup(self, peer: bytes, ref: Ref, args: dict[str, Any]) -> None:
@@ -224,11 +224,11 @@ class ControlPlane:
 
         def finish(snapshots: list[dict[str, Any]], _missing: int) -> None:
             closed = [s["sid"] for s in snapshots if s[key] >= older and s["state"] in ("initializing", "active")]
+            self._audit(peer, "sessions.cleanup", older_than_s=older, idle=idle, closed=closed)
             for sid in closed:
                 route = self._router.sessions.get(sid)
                 if route is not None:
                     route.actor.tell(CloseSession("cleanup"))
-            self._audit(peer, "sessions.cleanup", older_than_s=older, idle=idle, closed=closed)
             self.reply(peer, ref, {"closed": closed})
 
         self.gather(list(self._router.sessions.values()), finish)
@@ -241,14 +241,16 @@ class ControlPlane:
         target, when = args.get("target"), args.get("when", "now")
         if when not in ("now", "start", "both"):
             raise ControlError(ErrorCode.BAD_ARGS, "args.when must be 'now', 'start' or 'both'")
-        if target in ("janitor", "evictor"):
-            router.to_supervisor(InjectFault(target, now=when in ("now", "both"), next_start=when in ("start", "both")))
-        elif target == "session" and isinstance(args.get("sid"), str) and args["sid"] in router.sessions:
-            router.sessions[args["sid"]].actor.tell(Crash())
-        else:
+        is_child = target in ("janitor", "evictor")
+        is_session = target == "session" and isinstance(args.get("sid"), str) and args["sid"] in router.sessions
+        if not (is_child or is_session):
             message = "args.target must be 'janitor', 'evictor', or 'session' with args.sid of an open session"
             raise ControlError(ErrorCode.BAD_ARGS, message)
         self._audit(peer, "inject_fault", target=target, when=when, sid=args.get("sid"))
+        if is_child:
+            router.to_supervisor(InjectFault(target, now=when in ("now", "both"), next_start=when in ("start", "both")))
+        else:
+            router.sessions[args["sid"]].actor.tell(Crash())
         self.reply(peer, ref, {"injected": target, "when": when})
 
     def _route(self, args: dict[str, Any]) -> Route:

@@ -22,6 +22,35 @@ PENDING_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 """Upper bounds of the per-session pending-requests histogram."""
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
+MCP_METHODS = frozenset(
+    {
+        "initialize",
+        "ping",
+        "server/discover",
+        "tools/list",
+        "tools/call",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "tasks/get",
+        "tasks/list",
+        "tasks/result",
+        "tasks/cancel",
+    }
+)
+"""Request methods that get a ``method`` label of their own; any other method counts as ``other``.
+Method names come from clients, so an open label set would let one client grow the metrics without bound."""
+
+
+def method_label(method: str) -> str:
+    return method if method in MCP_METHODS else "other"
+
 
 class Metrics:
     """Every metric troupe exports, in a registry of its own."""
@@ -58,6 +87,25 @@ class Metrics:
         self.restarts = Counter("troupe_actor_restarts", "Supervised actor restarts, by child.", ["child"], registry=r)
         self.escalations = Counter("troupe_supervisor_escalations", "Supervisor escalations.", registry=r)
         self.bad_frames = Counter("troupe_bad_frames", "Frames refused, by error code.", ["code"], registry=r)
+        self._by_method: dict[tuple[str, str], Any] = {}
+
+    def _method_child(self, family: Counter | Histogram, name: str, method: str) -> Any:
+        """The labelled child for ``method``, kept: prometheus-client's ``labels()`` costs
+        several microseconds, and these are updated for every request."""
+        key = (name, method)
+        child = self._by_method.get(key)
+        if child is None:
+            child = self._by_method[key] = family.labels(method_label(method))
+        return child
+
+    def count_request(self, method: str) -> None:
+        self._method_child(self.requests, "requests", method).inc()
+
+    def observe_latency(self, method: str, seconds: float) -> None:
+        self._method_child(self.request_latency, "latency", method).observe(seconds)
+
+    def count_timeout(self, method: str) -> None:
+        self._method_child(self.timeouts, "timeouts", method).inc()
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         """A sample's current value (0 if never set), e.g. ``value("troupe_evictions_total")``."""

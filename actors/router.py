@@ -170,7 +170,7 @@ class Router:
         counted, over = False, None
         if "id" in msg and isinstance(method, str):
             self.control.requests += 1
-            self.observers.metrics.requests.labels(method).inc()
+            self.observers.metrics.count_request(method)
         if "id" in msg and isinstance(method, str) and method not in PRIORITY_METHODS:
             over = self.pending.admit()
             counted = over is None

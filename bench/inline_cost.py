@@ -3,14 +3,14 @@
     python -m bench.inline_cost [--requests N]
 
 Builds the daemon's `Router` with a fake hub that runs everything on the
-calling thread, makes every `SessionActor` handle its messages synchronously
-(``tell`` calls ``on_receive`` at once), registers a fake adapter, opens and
+calling thread (the session actors are `actors.loop_actor.LoopActor`s, so
+their messages run from the fake hub's run queue, as on the real hub's
+loop), registers a fake adapter, opens and
 initializes one session, then times N round trips of the benchmark's
 ``tools/call``: ``Router.on_front`` with the client's frame (decode, route,
 the session core, encode for the adapter) plus ``Router.on_back`` with the
 echo adapter's answer (decode, route, the session core, encode for the
-client). What is left out is exactly what threads and sockets add: pykka's
-inbox hand-offs, the hub's mailbox and poller, ZeroMQ.
+client). What is left out is what the poller and ZeroMQ add.
 
 It uses the daemon's internal APIs (`Router`, `SessionActor`), unlike the
 rest of the harness, which only speaks the wire protocol; it is a diagnostic
@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,7 @@ class _Hub:
     def __init__(self) -> None:
         self.front: list[bytes] = []
         self.back: list[bytes] = []
+        self.soon: deque[Callable[[], object]] = deque()
 
     def send_front(self, peer: bytes, data: bytes) -> None:
         self.front.append(data)
@@ -49,7 +51,15 @@ class _Hub:
         pass
 
     def call(self, fn: Callable[[], object]) -> None:
-        fn()
+        self.soon.append(fn)
+
+    def on_loop_thread(self) -> bool:
+        return True
+
+    def run(self) -> None:
+        soon = self.soon
+        while soon:
+            soon.popleft()()
 
     def ask(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
         return fn()
@@ -58,71 +68,53 @@ class _Hub:
         return lambda *args, **kwargs: None
 
 
-class _SyncRef:
-    def __init__(self, actor: Any) -> None:
-        self.actor = actor
-
-    def tell(self, message: Any) -> None:
-        self.actor.on_receive(message)
-
-    def is_alive(self) -> bool:
-        return True
-
-    def stop(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-
 def measure(requests: int = 20_000) -> dict[str, Any]:
-    import actors.router as router_module
     from actors.options import Limits
     from actors.router import Router, RouterOptions
-    from actors.session import SessionActor
 
-    class InlineSession(SessionActor):
-        @classmethod
-        def start(cls, *args: Any, **kwargs: Any) -> _SyncRef:  # type: ignore[override]
-            return _SyncRef(cls(*args, **kwargs))
-
-        def stop(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-            pass
-
-    router_module.SessionActor = InlineSession  # type: ignore[misc]
     hub = _Hub()
     router = Router(hub, RouterOptions(limits=Limits(rate_per_session=0, open_rate_per_client=0)))  # type: ignore[arg-type]
     adapter, client = b"adapter", b"client"
     router.on_back(adapter, _pack({"v": 1, "t": "register", "server": "echo", "capacity": 0, "adapter_id": "x"}))
     hub.back.clear()
     router.on_front(client, _pack({"v": 1, "t": "open", "ref": 1, "server": "echo"}))
+    hub.run()
     spawn = msgpack.unpackb(hub.back.pop())
     sid = spawn["sid"]
     router.on_back(adapter, _pack({"v": 1, "t": "spawned", "sid": sid, "pid": 1}))
+    hub.run()
 
     def through(frame: bytes) -> None:
         router.on_front(client, frame)
+        hub.run()
         forwarded = msgpack.unpackb(hub.back.pop())
         reply = answer(forwarded["msg"])
         router.on_back(adapter, _pack({"v": 1, "t": "mcp", "sid": sid, "msg": reply}))
+        hub.run()
         hub.front.clear()
 
     through(mcp_frame(sid, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": INITIALIZE_PARAMS}))
     router.on_front(client, mcp_frame(sid, {"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    hub.run()
     hub.back.clear()
     # time only the daemon: prepare the adapter's answers beforehand
     for request_id in range(1, 2001):
         through(call_frame(sid, request_id))
     frames = [call_frame(sid, i) for i in range(2001, 2001 + requests)]
     replies = [_pack({"v": 1, "t": "mcp", "sid": sid, "msg": answer(msgpack.unpackb(f)["msg"])}) for f in frames]
-    on_front, on_back = router.on_front, router.on_back
+    on_front, on_back, run = router.on_front, router.on_back, hub.run
     began = time.process_time()
     for frame, reply in zip(frames, replies, strict=True):
         on_front(client, frame)
+        run()
         on_back(adapter, reply)
+        run()
     cpu = time.process_time() - began
     if len(hub.front) < requests:
         raise RuntimeError(f"only {len(hub.front)} of {requests} responses reached the client")
     return {
         "what": "CPU time per request of the daemon's Python work (router + session actor + session core, both "
-        "directions), single-threaded, no sockets",
+        "directions), no sockets",
         "requests": requests,
         "cpu_us_per_request": round(cpu / requests * 1e6, 1),
     }

@@ -155,3 +155,39 @@ def test_deep_nesting_is_refused() -> None:
         deep = {"a": deep}
     with pytest.raises(InvalidMessage, match="nests deeper"):
         classify(jsonrpc.request(1, "x", deep))
+
+
+_wire_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=8), st.binary(max_size=4)
+)
+_wire_values = st.recursive(
+    _wire_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4) | st.binary(max_size=2), inner, max_size=4)
+    ),
+    max_leaves=80,
+)
+
+
+def _verdict(check: Any, value: Any) -> str | None:
+    try:
+        check(value)
+    except InvalidMessage as exc:
+        return exc.reason
+    return None
+
+
+@settings(max_examples=400)
+@given(_wire_values)
+def test_fast_json_check_agrees_with_the_walk(value: Any) -> None:
+    """Whatever a frame can decode to (str or bytes keys), the encoder-based check refuses exactly
+    what the walk refuses, and says the walk's reason."""
+    value = msgpack.unpackb(msgpack.packb(value, use_bin_type=True), raw=False, strict_map_key=False)
+    assert _verdict(jsonrpc.check_json_value, value) == _verdict(jsonrpc._check_walk, value)
+
+
+def test_deep_nesting_at_the_limit_is_accepted() -> None:
+    deep: Any = {}
+    for _ in range(jsonrpc.MAX_DEPTH - 1):
+        deep = {"a": deep}
+    classify(jsonrpc.request(1, "x", deep))

@@ -158,6 +158,9 @@ def test_metrics_counters_are_exact_after_known_traffic(tmp_path: Path) -> None:
         client, (a, b) = opened(daemon, 2)
         for text in ("one", "two", "three"):
             a.request("tools/call", {"name": "echo", "arguments": {"text": text}})
+        for made_up in ("x/made-up-1", "x/made-up-2"):
+            with pytest.raises(RequestError):
+                a.request(made_up)  # the server answers "method not found"
         b.send(jsonrpc.request("slow", "tools/call", {"name": "sleep", "arguments": {"seconds": 30}}))
         with pytest.raises(RequestError):
             b.request("tools/list")  # over the session's pending limit of 1
@@ -175,11 +178,14 @@ def test_metrics_counters_are_exact_after_known_traffic(tmp_path: Path) -> None:
         assert m['troupe_requests_total{method="tools/call"}'] == 4
         assert m['troupe_requests_total{method="tools/list"}'] == 1
         assert m['troupe_requests_total{method="initialize"}'] == 2
+        assert m['troupe_requests_total{method="other"}'] == 2  # client-chosen names share one label
+        assert not any("made-up" in name for name in m)
         assert m['troupe_requests_refused_total{reason="session"}'] == 1
         assert m['troupe_request_timeouts_total{method="tools/call"}'] == 1
         assert m['troupe_janitor_expired_total{kind="request"}'] == 1
         assert m['troupe_request_duration_seconds_count{method="tools/call"}'] == 3
         assert m['troupe_request_duration_seconds_count{method="initialize"}'] == 2
+        assert m['troupe_request_duration_seconds_count{method="other"}'] == 2
         assert m['troupe_bad_frames_total{code="bad_frame"}'] == 1
         assert m['troupe_bad_frames_total{code="unknown_server"}'] == 1
         assert m["troupe_pending_requests"] == 0 and m["troupe_sessions_open"] == 0

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,10 +287,20 @@ def test_each_jsonrpc_subsection_shows_the_data_its_constant_promises(sections: 
 
 
 class _Outbox:
-    """Stands in for the hub: keeps the frames for the client, runs calls at once, counts no traffic."""
+    """Stands in for the hub, with the test's thread as its loop: keeps the frames for the client,
+    queues calls (and so the session actors' messages) until `run`, counts no traffic."""
 
     def __init__(self) -> None:
         self.front: list[bytes] = []
+        self.soon: deque[Callable[[], object]] = deque()
+        self.ident = threading.get_ident()
+
+    def on_loop_thread(self) -> bool:
+        return threading.get_ident() == self.ident
+
+    def run(self) -> None:
+        while self.soon:
+            self.soon.popleft()()
 
     def send_front(self, peer: bytes, data: bytes) -> None:
         self.front.append(data)
@@ -297,7 +309,7 @@ class _Outbox:
         pass  # the session's spawn, and its close after sessions.close or sessions.cleanup
 
     def call(self, fn: Callable[[], object]) -> None:
-        fn()
+        self.soon.append(fn)  # deque.append is atomic: the supervisor's thread may call too
 
     def stats_now(self) -> HubStats:
         return HubStats()
@@ -340,19 +352,23 @@ def _ctl(op: str, args: dict[str, Any] | None = None, supervisor: Callable[[obje
     router = Router(outbox, options, supervisor=supervisor or (lambda _m: None), version="test")  # type: ignore[arg-type]
     router.on_back(b"adapter", frames.encode("register", server="example", capacity=0))
     router.on_front(b"peer", frames.encode("open", ref=0, server="example"))
+    outbox.run()
     [sid] = router.sessions
     try:
         args = {key: sid if value == SID else value for key, value in args.items()} if args else args
         router.on_front(b"peer", frames.encode("ctl", ref=1, op=op, args=args))
         deadline = time.monotonic() + 10
+        outbox.run()
         while not outbox.answers() and time.monotonic() < deadline:  # some ops are answered from another thread
             time.sleep(0.01)
+            outbox.run()
         answers = outbox.answers()
         assert len(answers) == 1, f"control op {op!r} got {len(answers)} answers"
         return answers[0]
     finally:
         for actor in router.actors():
-            actor.stop()
+            actor.stop(block=False)
+        outbox.run()
 
 
 def control_op_sections(sections: list[Section]) -> dict[str, Section]:

@@ -11,6 +11,7 @@ legal one way (``opened`` from the daemon) is refused the other way.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Final
@@ -140,7 +141,15 @@ DAEMON_TO_ADAPTER: Final[Mapping[str, Schema]] = {
     "error": DAEMON_TO_CLIENT["error"],
 }
 
-_packer_options: Final = {"use_bin_type": True}
+class _Packers(threading.local):
+    """One `msgpack.Packer` per thread: ``msgpack.packb`` makes (and allocates a buffer for) a
+    new one per call, and a Packer's buffer must not be shared between threads."""
+
+    def __init__(self) -> None:
+        self.pack = msgpack.Packer(use_bin_type=True).pack
+
+
+_packers: Final = _Packers()
 
 
 def encode(frame_type: str, /, **fields: Any) -> bytes:
@@ -149,7 +158,7 @@ def encode(frame_type: str, /, **fields: Any) -> bytes:
     for name, value in fields.items():
         if value is not None:
             body[name] = value
-    return msgpack.packb(body, **_packer_options)
+    return _packers.pack(body)
 
 
 def decode(data: bytes, schemas: Mapping[str, Schema], *, max_bytes: int | None = None) -> dict[str, Any]:

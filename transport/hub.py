@@ -1,10 +1,12 @@
 """The hub: one I/O loop thread that owns every socket of the daemon.
 
 ZMQ sockets are not thread-safe, so exactly one thread creates, uses and
-closes them: the hub's loop. Everyone else talks to the hub through its
+closes them: the hub's loop. Other threads talk to the hub through its
 `Mailbox` (`send_front`, `send_back`, `call`), which the loop's poller wakes
-on. Inbound frames go to a `HubHandler` that the daemon supplies; the handler
-runs on the loop thread, so whatever it owns needs no lock.
+on; on the loop thread itself the same calls send at once, or queue ``fn`` in
+a local run queue, without a system call. Inbound frames go to a
+`HubHandler` that the daemon supplies; the handler, and everything run with
+`call`, runs on the loop thread, so whatever it owns needs no lock.
 
 Both sockets are ROUTERs with ``ROUTER_MANDATORY`` set: a frame to a peer that
 is gone, or one that would block at the high-water mark, is not silently
@@ -18,7 +20,7 @@ import math
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -40,6 +42,11 @@ _STOP: Final = 4
 _PUBLISH: Final = 5
 _SOCKET_NAMES: Final = ("front", "back", "events")
 _RECV_BATCH: Final = 256
+_RUN_BATCH: Final = 4096
+_NOBLOCK: Final = int(zmq.NOBLOCK)
+_NOBLOCK_MORE: Final = int(zmq.NOBLOCK | zmq.SNDMORE)
+_RCVMORE: Final = int(zmq.RCVMORE)
+"""Plain ints: pyzmq's flag enums cost an ``Enum`` operation per use on the hot path."""
 
 
 class HubHandler(Protocol):
@@ -85,6 +92,9 @@ class Hub:
         self._stats = HubStats()
         self._sockets: list[zmq.Socket] = []
         self._ready: Future[None] = Future()
+        self._ident: int | None = None
+        self._soon: deque[Callable[[], object]] = deque()
+        """Calls queued on the loop thread itself: run in order, before the next poll waits."""
 
     # -- any thread -------------------------------------------------------------
 
@@ -95,23 +105,42 @@ class Hub:
         self._thread.start()
         self._ready.result(timeout=10)
 
+    def on_loop_thread(self) -> bool:
+        return threading.get_ident() == self._ident
+
     def send_front(self, peer: bytes, data: bytes) -> None:
-        self._mailbox.put((FRONT, peer, data))
+        if threading.get_ident() == self._ident:
+            self._send(FRONT, peer, data)
+        else:
+            self._mailbox.put((FRONT, peer, data))
 
     def send_back(self, peer: bytes, data: bytes) -> None:
-        self._mailbox.put((BACK, peer, data))
+        if threading.get_ident() == self._ident:
+            self._send(BACK, peer, data)
+        else:
+            self._mailbox.put((BACK, peer, data))
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Send ``[topic, payload]`` on the ``events`` PUB socket (dropped if nobody listens)."""
-        self._mailbox.put((_PUBLISH, topic.encode(), payload))
+        if threading.get_ident() == self._ident:
+            self._publish(topic.encode(), payload)
+        else:
+            self._mailbox.put((_PUBLISH, topic.encode(), payload))
 
     def call(self, fn: Callable[[], object]) -> None:
-        """Run ``fn`` on the loop thread (fire and forget)."""
-        self._mailbox.put((_CALL, fn))
+        """Run ``fn`` on the loop thread (fire and forget), after everything queued before it.
+
+        From the loop thread ``fn`` never runs inside the caller: it waits in
+        the run queue until the current handler has returned.
+        """
+        if threading.get_ident() == self._ident:
+            self._soon.append(fn)
+        else:
+            self._mailbox.put((_CALL, fn))
 
     def ask(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
         """Run ``fn`` on the loop thread and wait for its result (at once if already on it)."""
-        if threading.current_thread() is self._thread:
+        if threading.get_ident() == self._ident:
             return fn()
         future: Future[T] = Future()
 
@@ -165,6 +194,7 @@ class Hub:
             self._ready.set_exception(exc)
             ctx.term()
             return
+        self._ident = threading.get_ident()
         self._ready.set_result(None)
         try:
             self._loop()
@@ -172,6 +202,7 @@ class Hub:
             for sock in self._sockets:
                 sock.close(linger=self.options.linger_ms)
             ctx.term()
+            self._ident = None
             self._mailbox.close()
 
     def _make_router(self, ctx: zmq.Context) -> zmq.Socket:
@@ -199,14 +230,15 @@ class Hub:
         interval = self.options.tick_interval
         next_tick = time.monotonic() + interval
         while True:
-            timeout_ms = max(0, math.ceil((next_tick - time.monotonic()) * 1000))  # pyzmq truncates floats
-            ready = dict(poller.poll(timeout_ms))
+            timeout_ms = 0 if self._soon else max(0, math.ceil((next_tick - time.monotonic()) * 1000))
+            ready = dict(poller.poll(timeout_ms))  # pyzmq truncates a float timeout: hence ceil
             if front in ready:
                 self._receive(front, "front")
             if back in ready:
                 self._receive(back, "back")
             if self._mailbox.fileno() in ready and not self._serve_mailbox():
                 return
+            self._run_soon(_RUN_BATCH)
             now = time.monotonic()
             if now >= next_tick:
                 self._dispatch(self._handler.on_tick, now)  # type: ignore[union-attr]
@@ -216,15 +248,20 @@ class Hub:
         handler = self._handler
         assert handler is not None
         deliver = handler.on_front if name == "front" else handler.on_back
+        recv, more = sock.recv, sock.get
+        frames_in = self._stats.frames_in
         for _ in range(_RECV_BATCH):
             try:
-                parts = sock.recv_multipart(zmq.NOBLOCK)
+                peer = recv(_NOBLOCK)
             except zmq.Again:
                 return
-            self._stats.frames_in[name] += 1
             # A DEALER sends [payload]; the ROUTER prepends the peer id. A REQ
-            # socket would add an empty delimiter: its last part is the payload.
-            self._dispatch(deliver, parts[0], parts[-1] if len(parts) > 1 else b"")
+            # socket adds an empty delimiter: the last part is the payload.
+            data = recv(_NOBLOCK) if more(_RCVMORE) else b""
+            while more(_RCVMORE):
+                data = recv(_NOBLOCK)
+            frames_in[name] += 1
+            self._dispatch(deliver, peer, data)
 
     def _serve_mailbox(self, limit: int = 4096) -> bool:
         """Carry out queued items; False once a stop was asked for (after sending everything queued)."""
@@ -237,14 +274,41 @@ class Hub:
             elif kind == _PUBLISH:
                 self._publish(item[1], item[2])
             else:
-                self._serve_mailbox(limit=1_000_000)
+                self._finish()
                 return False
         return True
 
+    def _run_soon(self, limit: int) -> None:
+        """Run up to ``limit`` queued calls, including those they queue; the rest wait for the next turn."""
+        soon = self._soon
+        for _ in range(limit):
+            if not soon:
+                return
+            self._dispatch(soon.popleft())
+
+    def _finish(self) -> None:
+        """Carry out everything still queued before the sockets close (bounded: a stop must end)."""
+        for _ in range(100):
+            self._run_soon(_RUN_BATCH)
+            items = self._mailbox.drain(1_000_000)
+            for item in items:
+                if item[0] in (FRONT, BACK):
+                    self._send(item[0], item[1], item[2])
+                elif item[0] == _CALL:
+                    self._soon.append(item[1])
+                elif item[0] == _PUBLISH:
+                    self._publish(item[1], item[2])
+            if not items and not self._soon:
+                return
+
     def _send(self, which: int, peer: bytes, data: bytes) -> None:
         name = _SOCKET_NAMES[which]
+        sock = self._sockets[which]
         try:
-            self._sockets[which].send_multipart((peer, data), zmq.NOBLOCK)
+            # ROUTER_MANDATORY refuses the first part (the peer id) if the frame
+            # cannot go; once it is accepted the payload part cannot fail.
+            sock.send(peer, _NOBLOCK_MORE)
+            sock.send(data, _NOBLOCK)
         except zmq.ZMQError as exc:
             reason = (
                 "unroutable" if exc.errno == errno.EHOSTUNREACH else "full" if exc.errno == errno.EAGAIN else "error"

@@ -28,13 +28,16 @@ class Mailbox(Generic[T]):
             self._read_fd, self._write_fd = os.pipe()
             os.set_blocking(self._read_fd, False)
             os.set_blocking(self._write_fd, False)
+        self._closed = False
 
     def fileno(self) -> int:
         """The fd that becomes readable when items are waiting."""
         return self._read_fd
 
     def put(self, item: T) -> None:
-        """Queue one item and wake the consumer. Safe from any thread."""
+        """Queue one item and wake the consumer. Safe from any thread; ignored once closed."""
+        if self._closed:
+            return
         self._queue.put(item)
         try:
             os.write(self._write_fd, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -63,6 +66,7 @@ class Mailbox(Generic[T]):
         return items
 
     def close(self) -> None:
+        self._closed = True
         os.close(self._read_fd)
         if self._write_fd != self._read_fd:
             os.close(self._write_fd)

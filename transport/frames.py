@@ -141,6 +141,7 @@ DAEMON_TO_ADAPTER: Final[Mapping[str, Schema]] = {
     "error": DAEMON_TO_CLIENT["error"],
 }
 
+
 class _Packers(threading.local):
     """One `msgpack.Packer` per thread: ``msgpack.packb`` makes (and allocates a buffer for) a
     new one per call, and a Packer's buffer must not be shared between threads."""

@@ -64,6 +64,10 @@ class DaemonConfig:
     """Seconds without a frame or heartbeat from an adapter before its sessions are handled as lost."""
     respawn_timeout: float = 15.0
     """Seconds a restarting session waits for an adapter of its server to (re)register."""
+    send_backlog_bytes: int = 64 * 1024 * 1024
+    """Bytes of frames the daemon holds for one peer that is not reading, beyond its socket queue."""
+    send_backlog_timeout: float = 10.0
+    """Seconds a peer may read nothing before the frames held for it are dropped."""
     log_level: str = "info"
     gil_switch_interval: float = 0.005
     """Seconds between the interpreter's GIL hand-offs (``sys.setswitchinterval``);
@@ -104,6 +108,8 @@ DAEMON_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "heartbeat_ms": ((int,), "a positive integer (milliseconds)"),
     "adapter_timeout": ((int, float), "seconds > 0"),
     "respawn_timeout": ((int, float), "seconds > 0"),
+    "send_backlog_bytes": ((int,), "a positive integer (bytes)"),
+    "send_backlog_timeout": ((int, float), "seconds > 0"),
     "log_level": ((str,), "one of debug, info, warning, error"),
     "log_format": ((str,), "text or json"),
     "gil_switch_interval": ((int, float), "seconds > 0, e.g. 0.0002"),
@@ -300,6 +306,8 @@ def _build(daemon: dict[str, Any], servers: dict[str, ServerConfig]) -> DaemonCo
         raise ConfigError("startup_timeout and shutdown_timeout must be >= 0")
     if config.adapter_timeout <= 0 or config.respawn_timeout <= 0 or config.child_shutdown_timeout < 0:
         raise ConfigError("adapter_timeout and respawn_timeout must be > 0, child_shutdown_timeout >= 0")
+    if config.send_backlog_bytes <= 0 or config.send_backlog_timeout <= 0:
+        raise ConfigError("send_backlog_bytes and send_backlog_timeout must be > 0")
     if config.adapter_timeout * 1000 < 2 * config.heartbeat_ms:
         raise ConfigError("adapter_timeout must be at least two heartbeats (heartbeat_ms) long")
     if config.adapter_intensity < 0 or config.adapter_period <= 0:

@@ -178,7 +178,12 @@ class ControlPlane:
             "requests": {"total": self.requests, "per_second": round((n1 - n0) / (t1 - t0), 2) if t1 > t0 else 0.0},
             "refused": {k: int(v) for k, v in metrics.by_label("troupe_requests_refused", "reason").items()},
             "errors": dict(router.errors),
-            "frames": {"in": dict(hub.frames_in), "out": dict(hub.frames_out), "dropped": dict(hub.dropped)},
+            "frames": {
+                "in": dict(hub.frames_in),
+                "out": dict(hub.frames_out),
+                "dropped": dict(hub.dropped),
+                "held": dict(hub.held),
+            },
             "adapters": len(router.adapters),
         }
 

@@ -52,7 +52,13 @@ class DaemonError(RuntimeError):
 class Daemon:
     def __init__(self, config: DaemonConfig, version: str = "") -> None:
         self.config = config
-        self.hub = Hub(HubOptions(heartbeat_ms=config.heartbeat_ms))
+        self.hub = Hub(
+            HubOptions(
+                heartbeat_ms=config.heartbeat_ms,
+                backlog_bytes=config.send_backlog_bytes,
+                backlog_timeout=config.send_backlog_timeout,
+            )
+        )
         policies = {s.name: ServerPolicy(s.on_exit, s.max_restarts) for s in config.servers.values()}
         options = RouterOptions(
             config.max_frame_bytes,

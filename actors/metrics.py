@@ -152,6 +152,14 @@ class LoopCollector(Collector):
         for reason, count in snap["frames"]["dropped"].items():
             dropped.add_metric([reason], count)
         yield dropped
+        held = CounterMetricFamily(
+            "troupe_frames_held",
+            "Frames that waited in the daemon because the peer's queue was full, by socket.",
+            labels=["socket"],
+        )
+        for socket, count in snap["frames"]["held"].items():
+            held.add_metric([socket], count)
+        yield held
 
 
 def _pending_histogram(counts: list[int]) -> GaugeHistogramMetricFamily:

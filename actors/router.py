@@ -430,7 +430,12 @@ class Router:
         """Figures this thread owns, for the Prometheus collector (asked through the hub)."""
         hub = self._hub.stats_now()
         counts = [self._pending_by_session.get(sid, 0) for sid in self.sessions]
-        frames = {"in": dict(hub.frames_in), "out": dict(hub.frames_out), "dropped": dict(hub.dropped)}
+        frames = {
+            "in": dict(hub.frames_in),
+            "out": dict(hub.frames_out),
+            "dropped": dict(hub.dropped),
+            "held": dict(hub.held),
+        }
         return {
             "sessions_open": len(self.sessions),
             "pending": self.pending.count,

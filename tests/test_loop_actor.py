@@ -146,12 +146,11 @@ def test_waiting_for_a_loop_actor_on_its_loop_thread_raises_instead_of_hanging(h
 def test_a_message_to_an_actor_that_stopped_meanwhile_is_answered_not_lost(hub: Hub) -> None:
     ref = Recorder.start(hub, [])
     ref.ask("ready", timeout=5)
-    futures: list[pykka.Future[Any]] = []
 
-    def stop_then_ask() -> None:
+    def stop_then_ask() -> pykka.Future[Any]:  # on the loop thread: the ask is queued behind the stop
         ref.tell(pykka.messages._ActorStop())
-        futures.append(ref.ask("late", block=False))
+        return ref.ask("late", block=False)
 
-    hub.call(stop_then_ask)
+    future = hub.ask(stop_then_ask)
     with pytest.raises(pykka.ActorDeadError):
-        futures[0].get(timeout=5)
+        future.get(timeout=5)

@@ -8,9 +8,11 @@ a local run queue, without a system call. Inbound frames go to a
 `HubHandler` that the daemon supplies; the handler, and everything run with
 `call`, runs on the loop thread, so whatever it owns needs no lock.
 
-Both sockets are ROUTERs with ``ROUTER_MANDATORY`` set: a frame to a peer that
-is gone, or one that would block at the high-water mark, is not silently
-lost but counted in `HubStats.dropped` by reason and logged.
+Both sockets are ROUTERs with ``ROUTER_MANDATORY`` set, so no frame is
+silently lost: a frame for a peer whose queue is full waits in the hub's
+`Backlog` (with every later frame for that peer) until the peer reads; one
+for a peer that takes nothing for ``backlog_timeout`` seconds, or beyond
+``backlog_bytes``, is counted in `HubStats.dropped` by reason and logged.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Final, Protocol, TypeVar
 
 import zmq
 
+from transport.backlog import Backlog
 from transport.mailbox import Mailbox
 
 log = logging.getLogger("troupe.hub")
@@ -47,6 +50,15 @@ _NOBLOCK: Final = int(zmq.NOBLOCK)
 _NOBLOCK_MORE: Final = int(zmq.NOBLOCK | zmq.SNDMORE)
 _RCVMORE: Final = int(zmq.RCVMORE)
 """Plain ints: pyzmq's flag enums cost an ``Enum`` operation per use on the hot path."""
+_RETRY_MS: Final = 5
+"""Poll timeout while frames wait in the backlog: how soon a peer that read gets the next ones."""
+
+
+_DROP_HELP: Final = {
+    "unroutable": "the peer took nothing for backlog_timeout seconds (it is gone, or stopped reading)",
+    "backlog_full": "the peer is not reading and backlog_bytes of frames wait for it already",
+    "error": "the socket refused the frame",
+}
 
 
 class HubHandler(Protocol):
@@ -67,6 +79,17 @@ class HubStats:
     frames_out: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
     handler_errors: int = 0
+    held: Counter[str] = field(default_factory=Counter)
+    """Frames that waited in the backlog (peer's queue full), by socket."""
+
+    def copy(self) -> HubStats:
+        return HubStats(
+            Counter(self.frames_in),
+            Counter(self.frames_out),
+            Counter(self.dropped),
+            self.handler_errors,
+            Counter(self.held),
+        )
 
 
 @dataclass(frozen=True)
@@ -77,6 +100,10 @@ class HubOptions:
     """ZMTP heartbeat interval; a peer silent for 3 intervals is dropped."""
     sndhwm: int = 10_000
     rcvhwm: int = 10_000
+    backlog_bytes: int = 64 * 1024 * 1024
+    """Bytes of frames held for one peer whose queue is full (beyond ``sndhwm`` frames); more are dropped."""
+    backlog_timeout: float = 10.0
+    """Seconds a peer may take no frame before what is held for it is dropped (it is taken to be gone)."""
     linger_ms: int = 1000
     """How long `stop` lets queued frames leave before closing."""
 
@@ -95,6 +122,7 @@ class Hub:
         self._ident: int | None = None
         self._soon: deque[Callable[[], object]] = deque()
         """Calls queued on the loop thread itself: run in order, before the next poll waits."""
+        self._backlog = Backlog(self.options.backlog_bytes, self.options.backlog_timeout)
 
     # -- any thread -------------------------------------------------------------
 
@@ -165,15 +193,10 @@ class Hub:
 
     def stats_now(self) -> HubStats:
         """A copy of the counters; only from the loop thread (e.g. inside a handler)."""
-        s = self._stats
-        return HubStats(Counter(s.frames_in), Counter(s.frames_out), Counter(s.dropped), s.handler_errors)
+        return self._stats.copy()
 
     def stats(self) -> HubStats:
-        def copy() -> HubStats:
-            s = self._stats
-            return HubStats(Counter(s.frames_in), Counter(s.frames_out), Counter(s.dropped), s.handler_errors)
-
-        return self.ask(copy)
+        return self.ask(self._stats.copy)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Send what is queued, close the sockets and end the loop."""
@@ -231,6 +254,9 @@ class Hub:
         next_tick = time.monotonic() + interval
         while True:
             timeout_ms = 0 if self._soon else max(0, math.ceil((next_tick - time.monotonic()) * 1000))
+            if self._backlog:
+                self._flush_backlog()
+                timeout_ms = min(timeout_ms, _RETRY_MS)
             ready = dict(poller.poll(timeout_ms))  # pyzmq truncates a float timeout: hence ceil
             if front in ready:
                 self._receive(front, "front")
@@ -298,11 +324,27 @@ class Hub:
                     self._soon.append(item[1])
                 elif item[0] == _PUBLISH:
                     self._publish(item[1], item[2])
+            self._flush_backlog()
             if not items and not self._soon:
-                return
+                break
+        if self._backlog:
+            self._stats.dropped["backlog_at_stop"] += len(self._backlog)
+            log.warning("stopped with %d frame(s) still waiting for peers that were not reading", len(self._backlog))
 
     def _send(self, which: int, peer: bytes, data: bytes) -> None:
-        name = _SOCKET_NAMES[which]
+        if self._backlog and (which, peer) in self._backlog:
+            self._hold((which, peer), data)  # behind what waits already: frames keep their order
+            return
+        error = self._try_send(which, peer, data)
+        if error is None:
+            return
+        if error in (errno.EAGAIN, errno.EHOSTUNREACH):
+            self._hold((which, peer), data)
+        else:
+            self._drop(which, peer, 1, "error")
+
+    def _try_send(self, which: int, peer: bytes, data: bytes) -> int | None:
+        """Send one frame; None when it went, else the errno."""
         sock = self._sockets[which]
         try:
             # ROUTER_MANDATORY refuses the first part (the peer id) if the frame
@@ -310,13 +352,29 @@ class Hub:
             sock.send(peer, _NOBLOCK_MORE)
             sock.send(data, _NOBLOCK)
         except zmq.ZMQError as exc:
-            reason = (
-                "unroutable" if exc.errno == errno.EHOSTUNREACH else "full" if exc.errno == errno.EAGAIN else "error"
-            )
-            self._stats.dropped[f"{name}_{reason}"] += 1
-            log.warning("dropped a %d-byte frame to %s peer %s: %s", len(data), name, peer.hex(), reason)
-            return
-        self._stats.frames_out[name] += 1
+            return exc.errno
+        self._stats.frames_out[_SOCKET_NAMES[which]] += 1
+        return None
+
+    def _hold(self, key: tuple[int, bytes], data: bytes) -> None:
+        if self._backlog.hold(key, data, time.monotonic()):
+            self._stats.held[_SOCKET_NAMES[key[0]]] += 1
+        else:
+            self._drop(key[0], key[1], 1, "backlog_full")
+
+    def _flush_backlog(self) -> None:
+        def send(key: Hashable, data: bytes) -> bool:
+            which, peer = key  # type: ignore[misc]
+            return self._try_send(which, peer, data) is None
+
+        for key, count in self._backlog.flush(send, time.monotonic()):
+            which, peer = key  # type: ignore[misc]
+            self._drop(which, peer, count, "unroutable")
+
+    def _drop(self, which: int, peer: bytes, count: int, reason: str) -> None:
+        name = _SOCKET_NAMES[which]
+        self._stats.dropped[f"{name}_{reason}"] += count
+        log.warning("dropped %d frame(s) to %s peer %s: %s", count, name, peer.hex(), _DROP_HELP[reason])
 
     def _publish(self, topic: bytes, payload: bytes) -> None:
         try:

@@ -87,25 +87,25 @@ class Metrics:
         self.restarts = Counter("troupe_actor_restarts", "Supervised actor restarts, by child.", ["child"], registry=r)
         self.escalations = Counter("troupe_supervisor_escalations", "Supervisor escalations.", registry=r)
         self.bad_frames = Counter("troupe_bad_frames", "Frames refused, by error code.", ["code"], registry=r)
-        self._by_method: dict[tuple[str, str], Any] = {}
+        self._by_method: dict[tuple[Counter | Histogram, str], Any] = {}
 
-    def _method_child(self, family: Counter | Histogram, name: str, method: str) -> Any:
+    def _method_child(self, family: Counter | Histogram, method: str) -> Any:
         """The labelled child for ``method``, kept: prometheus-client's ``labels()`` costs
         several microseconds, and these are updated for every request."""
-        key = (name, method)
+        key = (family, method)
         child = self._by_method.get(key)
         if child is None:
             child = self._by_method[key] = family.labels(method_label(method))
         return child
 
     def count_request(self, method: str) -> None:
-        self._method_child(self.requests, "requests", method).inc()
+        self._method_child(self.requests, method).inc()
 
     def observe_latency(self, method: str, seconds: float) -> None:
-        self._method_child(self.request_latency, "latency", method).observe(seconds)
+        self._method_child(self.request_latency, method).observe(seconds)
 
     def count_timeout(self, method: str) -> None:
-        self._method_child(self.timeouts, "timeouts", method).inc()
+        self._method_child(self.timeouts, method).inc()
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         """A sample's current value (0 if never set), e.g. ``value("troupe_evictions_total")``."""

@@ -291,7 +291,15 @@ class Hub:
 
     def _serve_mailbox(self, limit: int = 4096) -> bool:
         """Carry out queued items; False once a stop was asked for (after sending everything queued)."""
-        for item in self._mailbox.drain(limit):
+        if self._carry_out(self._mailbox.drain(limit)):
+            return True
+        self._finish()
+        return False
+
+    def _carry_out(self, items: list[tuple]) -> bool:
+        """Carry out mailbox items, all of them; False if one of them asked the loop to stop."""
+        go_on = True
+        for item in items:
             kind = item[0]
             if kind in (FRONT, BACK):
                 self._send(kind, item[1], item[2])
@@ -300,9 +308,8 @@ class Hub:
             elif kind == _PUBLISH:
                 self._publish(item[1], item[2])
             else:
-                self._finish()
-                return False
-        return True
+                go_on = False
+        return go_on
 
     def _run_soon(self, limit: int) -> None:
         """Run up to ``limit`` queued calls, including those they queue; the rest wait for the next turn."""
@@ -317,13 +324,7 @@ class Hub:
         for _ in range(100):
             self._run_soon(_RUN_BATCH)
             items = self._mailbox.drain(1_000_000)
-            for item in items:
-                if item[0] in (FRONT, BACK):
-                    self._send(item[0], item[1], item[2])
-                elif item[0] == _CALL:
-                    self._soon.append(item[1])
-                elif item[0] == _PUBLISH:
-                    self._publish(item[1], item[2])
+            self._carry_out(items)
             self._flush_backlog()
             if not items and not self._soon:
                 break

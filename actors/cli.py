@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -38,7 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(head)
     args.command = tail
     _setup_logging(getattr(args, "log_level", None) or "info", getattr(args, "log_format", None) or "text")
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        # stdout was closed early (``troupe call ... | head``): nothing to report, and Python
+        # must not try to flush it again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -55,19 +55,29 @@ class DaemonConfig:
     """Endpoint adapters connect to."""
     servers: Mapping[str, ServerConfig]
     max_frame_bytes: int = 4 * 1024 * 1024
+    """Largest frame a client may send; up to 4x this a larger one is refused with an error,
+    beyond that its connection is cut before the frame is read."""
+    max_frame_items: int = 50_000
+    """Elements (map entries and array items, all levels) one client frame may hold."""
     startup_timeout: float = 15.0
     """Seconds to wait for the configured adapters to register before serving anyway."""
     shutdown_timeout: float = 10.0
     """Seconds a clean shutdown waits for sessions and adapters before forcing them."""
     heartbeat_ms: int = 1000
+    client_timeout: float = 5.0
+    """Seconds a client connection may send nothing, not even a ZMTP heartbeat, before it is
+    closed and its sessions with it; a client process that exits is noticed at once."""
+    max_client_connections: int = 4096
+    """Client connections the front socket takes at once; more are refused in the handshake."""
     adapter_timeout: float = 5.0
     """Seconds without a frame or heartbeat from an adapter before its sessions are handled as lost."""
     respawn_timeout: float = 15.0
     """Seconds a restarting session waits for an adapter of its server to (re)register."""
-    send_backlog_bytes: int = 64 * 1024 * 1024
-    """Bytes of frames the daemon holds for one peer that is not reading, beyond its socket queue."""
-    send_backlog_timeout: float = 10.0
-    """Seconds a peer may read nothing before the frames held for it are dropped."""
+    send_backlog_bytes: int = 16 * 1024 * 1024
+    """Bytes of frames the daemon holds for one peer that is not reading, beyond its socket queue;
+    beyond, the peer is given up on (a client's sessions are closed, reason ``client_not_reading``)."""
+    send_backlog_total: int = 128 * 1024 * 1024
+    """Bytes of frames the daemon holds for all such peers together; beyond, the one holding most is given up on."""
     log_level: str = "info"
     gil_switch_interval: float = 0.005
     """Seconds between the interpreter's GIL hand-offs (``sys.setswitchinterval``);
@@ -103,13 +113,16 @@ DAEMON_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "front": ((str,), "a ZMQ endpoint such as 'ipc:///run/troupe/front.sock' or 'tcp://127.0.0.1:5555'"),
     "back": ((str,), "a ZMQ endpoint"),
     "max_frame_bytes": ((int,), "a positive integer (bytes)"),
+    "max_frame_items": ((int,), "a positive integer (map entries and array items in one frame)"),
+    "client_timeout": ((int, float), "seconds > 0"),
+    "max_client_connections": ((int,), "a positive integer"),
     "startup_timeout": ((int, float), "seconds, >= 0"),
     "shutdown_timeout": ((int, float), "seconds, >= 0"),
     "heartbeat_ms": ((int,), "a positive integer (milliseconds)"),
     "adapter_timeout": ((int, float), "seconds > 0"),
     "respawn_timeout": ((int, float), "seconds > 0"),
     "send_backlog_bytes": ((int,), "a positive integer (bytes)"),
-    "send_backlog_timeout": ((int, float), "seconds > 0"),
+    "send_backlog_total": ((int,), "a positive integer (bytes)"),
     "log_level": ((str,), "one of debug, info, warning, error"),
     "log_format": ((str,), "text or json"),
     "gil_switch_interval": ((int, float), "seconds > 0, e.g. 0.0002"),
@@ -234,7 +247,14 @@ def _build_limits(values: dict[str, Any]) -> Limits:
         raise ConfigError("limits: request_timeout and initialize_timeout must be > 0 seconds")
     if not 0 < limits.soft_limit_ratio <= 1:
         raise ConfigError("limits: soft_limit_ratio must be in (0, 1]")
-    for name in ("max_pending_per_session", "max_pending_total", "max_sessions", "rate_burst", "open_burst"):
+    for name in (
+        "max_pending_per_session",
+        "max_pending_total",
+        "max_sessions",
+        "rate_burst",
+        "open_burst",
+        "open_burst_total",
+    ):
         if getattr(limits, name) < 1:
             raise ConfigError(f"limits: {name} must be >= 1")
     return limits
@@ -306,10 +326,15 @@ def _build(daemon: dict[str, Any], servers: dict[str, ServerConfig]) -> DaemonCo
         raise ConfigError("startup_timeout and shutdown_timeout must be >= 0")
     if config.adapter_timeout <= 0 or config.respawn_timeout <= 0 or config.child_shutdown_timeout < 0:
         raise ConfigError("adapter_timeout and respawn_timeout must be > 0, child_shutdown_timeout >= 0")
-    if config.send_backlog_bytes <= 0 or config.send_backlog_timeout <= 0:
-        raise ConfigError("send_backlog_bytes and send_backlog_timeout must be > 0")
-    if config.adapter_timeout * 1000 < 2 * config.heartbeat_ms:
-        raise ConfigError("adapter_timeout must be at least two heartbeats (heartbeat_ms) long")
+    if config.send_backlog_bytes <= 0 or config.send_backlog_total < config.send_backlog_bytes:
+        raise ConfigError("send_backlog_bytes must be > 0 and send_backlog_total at least send_backlog_bytes")
+    if config.max_frame_items <= 0 or config.client_timeout <= 0 or config.max_client_connections <= 0:
+        raise ConfigError("max_frame_items, client_timeout and max_client_connections must be > 0")
+    if (
+        config.adapter_timeout * 1000 < 2 * config.heartbeat_ms
+        or config.client_timeout * 1000 < 2 * config.heartbeat_ms
+    ):
+        raise ConfigError("adapter_timeout and client_timeout must be at least two heartbeats (heartbeat_ms) long")
     if config.adapter_intensity < 0 or config.adapter_period <= 0:
         raise ConfigError("supervisor: adapter_intensity must be >= 0 and adapter_period > 0")
     if not config.gil_switch_interval > 0:

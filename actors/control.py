@@ -145,6 +145,8 @@ class ControlPlane:
                 "status": "stopping" if router.stopping else "serving",
                 "version": router.version,
                 "sessions": len(router.sessions),
+                "open": router.open_sessions,
+                "closing": router.closing,
                 "pending": router.pending.count,
                 "servers": dict(servers),
             },
@@ -170,7 +172,9 @@ class ControlPlane:
         return {
             "uptime_s": round(time.monotonic() - self.started, 3),
             "sessions": {
-                "open": len(router.sessions),
+                "open": router.open_sessions,
+                "closing": router.closing,
+                "evicted": router.evictions,
                 "opened": int(metrics.value("troupe_sessions_opened_total")),
                 "closed": {k: int(v) for k, v in metrics.by_label("troupe_sessions_closed", "reason").items()},
             },
@@ -184,6 +188,9 @@ class ControlPlane:
                 "dropped": dict(hub.dropped),
                 "held": dict(hub.held),
             },
+            "connections": {"open": dict(hub.open_connections), **dict(hub.connections)},
+            "backlog_bytes": hub.backlog_bytes,
+            "longest_turn_ms": hub.longest_turn_ms,
             "adapters": len(router.adapters),
         }
 
@@ -268,4 +275,6 @@ class ControlPlane:
         return route
 
     def _audit(self, peer: bytes, action: str, **fields: Any) -> None:
-        self._router.observers.audit({"event": "control", "action": action, "client": peer.hex(), **fields})
+        self._router.observers.audit(
+            {"event": "control", "action": action, "client": self._router.client_label(peer), **fields}
+        )

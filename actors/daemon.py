@@ -55,13 +55,17 @@ class Daemon:
         self.hub = Hub(
             HubOptions(
                 heartbeat_ms=config.heartbeat_ms,
+                client_timeout_ms=round(config.client_timeout * 1000),
                 backlog_bytes=config.send_backlog_bytes,
-                backlog_timeout=config.send_backlog_timeout,
+                backlog_total=config.send_backlog_total,
+                front_max_message=4 * config.max_frame_bytes,
+                max_connections=(config.max_client_connections, HubOptions().max_connections[1]),
             )
         )
         policies = {s.name: ServerPolicy(s.on_exit, s.max_restarts) for s in config.servers.values()}
         options = RouterOptions(
             config.max_frame_bytes,
+            config.max_frame_items,
             config.limits,
             config.fault_injection,
             policies,
@@ -122,16 +126,10 @@ class Daemon:
         self.router.supervisor = self.supervisor.tell
 
     def _start_janitor(self, context: ChildContext) -> pykka.ActorRef[Janitor]:
-        ref = Janitor.start(context, metrics=self.observers.metrics)
-        if context.incarnation > 1:
-            self.hub.call(self.router.reschedule_all)
-        return ref
+        return Janitor.start(context, lambda now: self.hub.call(partial(self.router.janitor_pass, now)))
 
     def _start_evictor(self, context: ChildContext) -> pykka.ActorRef[Evictor]:
-        ref = Evictor.start(context, self.config.limits.max_sessions, self.observers.metrics)
-        if context.incarnation > 1:
-            self.hub.call(self.router.resync_evictor)
-        return ref
+        return Evictor.start(context, lambda: self.hub.call(self.router.enforce_session_limit))
 
     def _escalated(self, reason: str) -> None:
         """The top supervisor gave up: stop as gracefully as SIGTERM does, but exit non-zero."""

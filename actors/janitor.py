@@ -1,12 +1,17 @@
-"""`Janitor`: wakes sessions when the deadlines they asked for come.
+"""`Janitor`: the supervised actor whose passes wake the sessions that are due.
 
 Sessions own their pending requests and know their own deadlines; each asks
-the janitor for a wake-up only when it needs one earlier than the one it
-already has (`actors.session.WakeMeAt`). The janitor keeps those in a
-`DeadlineHeap` and, on every tick of the daemon's clock, wakes the sessions
-whose time has come: O(k log n) per pass for k due sessions, never a scan of
-every session. The ticks come from the hub's loop (`Tick`); the janitor
-never sleeps.
+for a wake-up only when it needs one earlier than the one it has. Those
+wake-ups live in one place, the router's `actors.deadlines.Wakeups`, on the
+hub's thread where the sessions run, so a wake-up costs no message and a
+finished session leaves nothing behind. The janitor drives the passes: on
+every tick of the daemon's clock it has the hub run `Router.janitor_pass`,
+which takes what is due (O(k log n) for k due of n) and wakes those sessions.
+
+State and driver are apart on purpose, the way an Erlang worker keeps its
+table in ETS owned by a longer-lived process: when the janitor crashes and
+the supervisor starts a new one, no wake-up is lost, only the passes pause
+for the restart.
 """
 
 from __future__ import annotations
@@ -17,59 +22,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pykka
-
-from actors.deadlines import DeadlineHeap
-from actors.metrics import Metrics
-from actors.session import Wake, WakeMeAt
 from actors.supervisor import ChildContext, SupervisedActor, Tick
 
 log = logging.getLogger("troupe.janitor")
+
+RunPass = Callable[[float], None]
+"""Runs one pass at the given monotonic time (the daemon: on the hub's thread)."""
 
 
 @dataclass(frozen=True, slots=True)
 class JanitorStats:
     passes: int
-    woken: int
-    scheduled: int
 
 
 class Janitor(SupervisedActor):
-    """A permanent child of the supervisor. A new incarnation starts with an
-    empty heap; the daemon then asks every session to ask again (`Reschedule`)."""
+    """A permanent child of the supervisor."""
 
-    def __init__(
-        self, context: ChildContext, clock: Callable[[], float] = time.monotonic, metrics: Metrics | None = None
-    ) -> None:
+    def __init__(self, context: ChildContext, run_pass: RunPass, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(context)
+        self._run_pass = run_pass
         self._clock = clock
-        self._metrics = metrics
-        self._heap: DeadlineHeap[str, pykka.ActorRef[Any]] = DeadlineHeap()
         self.passes = 0
-        self.woken = 0
 
     def handle(self, message: Any) -> Any:
         match message:
-            case WakeMeAt(sid, at, ref):
-                self._heap.push(at, sid, ref)
             case Tick():
-                self._pass(self._clock())
+                self.passes += 1
+                self._run_pass(self._clock())
             case _:
                 return super().handle(message)
         return None
 
-    def _pass(self, now: float) -> None:
-        due = self._heap.pop_due(now)
-        self.passes += 1
-        if self._metrics is not None:
-            self._metrics.janitor_passes.inc()
-        for sid, ref in due.items():
-            try:
-                ref.tell(Wake())
-            except pykka.ActorDeadError:
-                log.debug("session %s ended before its wake-up", sid)
-                continue
-            self.woken += 1
-
     def stats(self) -> JanitorStats:
-        return JanitorStats(self.passes, self.woken, len(self._heap))
+        return JanitorStats(self.passes)

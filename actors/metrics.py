@@ -91,11 +91,13 @@ class Metrics:
 
     def _method_child(self, family: Counter | Histogram, method: str) -> Any:
         """The labelled child for ``method``, kept: prometheus-client's ``labels()`` costs
-        several microseconds, and these are updated for every request."""
-        key = (family, method)
+        several microseconds, and these are updated for every request. Keyed by the label,
+        never by the raw method name, which a client chooses: the table holds at most one
+        entry per known method and family."""
+        key = (family, method_label(method))
         child = self._by_method.get(key)
         if child is None:
-            child = self._by_method[key] = family.labels(method_label(method))
+            child = self._by_method[key] = family.labels(key[1])
         return child
 
     def count_request(self, method: str) -> None:

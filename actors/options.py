@@ -26,6 +26,11 @@ class Limits:
     max_sessions: int = 1000
     on_session_limit: str = "evict"
     """At ``max_sessions``: ``evict`` the least recently active session, or ``refuse`` the open."""
+    evict_after_idle: float = 60.0
+    """Seconds a session must have been idle (no message, nothing pending) before it may be
+    evicted; an open that finds no such session is refused. 0: any session may be."""
+    max_sessions_per_client: int = 0
+    """Sessions one client connection may hold at once; 0 = no limit."""
     soft_limit_ratio: float = 0.8
     """Fraction of a limit at which a warning is logged, once per crossing."""
     rate_per_session: float = 100.0
@@ -35,6 +40,9 @@ class Limits:
     open_rate_per_client: float = 20.0
     """Sessions per second one client connection may open; 0 = no limit."""
     open_burst: int = 50
+    open_rate_total: float = 100.0
+    """Sessions per second the daemon opens, all clients together; 0 = no limit."""
+    open_burst_total: int = 200
     idle_timeout: float = 300.0
     """Seconds without traffic or pending requests before a session is closed; 0 = never."""
     long_running_after: float = 3600.0
@@ -79,6 +87,10 @@ LIMIT_HELP: dict[str, str] = {
     "rate_burst": "token bucket size of the request rate",
     "open_rate_per_client": "sessions one client may open per second; 0 = unlimited",
     "open_burst": "token bucket size of the opening rate",
+    "open_rate_total": "sessions the daemon opens per second, all clients together; 0 = unlimited",
+    "open_burst_total": "token bucket size of the daemon-wide opening rate",
+    "evict_after_idle": "seconds a session must be idle before it may be evicted; 0 = any session",
+    "max_sessions_per_client": "sessions one client connection may hold; 0 = unlimited",
     "idle_timeout": "seconds without traffic before a session is closed; 0 = never",
     "long_running_after": "session age (s) that tags it long-running",
     "high_volume_frames": "frames that tag a session high-volume",

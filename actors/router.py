@@ -22,9 +22,13 @@ from typing import Any
 
 import pykka
 
-from actors.evictor import Forget, Resync, Track
+from actors.control import ControlPlane
+from actors.deadlines import Wakeups
 from actors.limits import GlobalPending, SoftLimit, TokenBucket
+from actors.observe import Observers
 from actors.options import PRIORITY_METHODS, Limits, ServerPolicy
+from actors.recency import Recency
+from actors.refusals import RefusalLog
 from actors.session import (
     CloseSession,
     Forgotten,
@@ -32,18 +36,16 @@ from actors.session import (
     FromServer,
     Peers,
     Rebound,
-    Reschedule,
     ServerExited,
     ServerStarted,
     SessionActor,
     SessionLinks,
+    Wake,
 )
-from actors.control import ControlPlane
-from actors.observe import Observers
 from actors.session_core import SessionCore
 from actors.supervisor import TICK, Forward
-from transport.frames import ADAPTER_TO_DAEMON, CLIENT_TO_DAEMON, ErrorCode, FrameError, decode, encode
-from transport.hub import Hub
+from transport.frames import ADAPTER_TO_DAEMON, CLIENT_TO_DAEMON, MAX_ITEMS, ErrorCode, FrameError, decode, encode
+from transport.hub import BACK, FRONT, Hub
 
 log = logging.getLogger("troupe.router")
 
@@ -70,7 +72,11 @@ class ClientLink:
     """A client connection: its sessions and its session-opening rate."""
 
     bucket: TokenBucket
+    label: str
+    """How operators see the connection (``#12 pid 4242``): routing ids are never shown."""
     sessions: set[str] = field(default_factory=set)
+    blocked: bool = False
+    """Frames for this client wait in the hub: its sessions' servers are paused."""
 
 
 @dataclass(eq=False, slots=True)
@@ -84,6 +90,8 @@ class Route:
 @dataclass(frozen=True)
 class RouterOptions:
     max_frame_bytes: int = 4 * 1024 * 1024
+    max_frame_items: int = MAX_ITEMS
+    """Elements (map entries and array items) one frame may hold."""
     limits: Limits = field(default_factory=Limits)
     fault_injection: bool = False
     """Allow the ``inject_fault`` control operation (tests, drills); off by default."""
@@ -119,6 +127,7 @@ class Router:
         self.adapters: dict[bytes, AdapterLink] = {}
         self.clients: dict[bytes, ClientLink] = {}
         self.errors: Counter[str] = Counter()
+        self.refusals = RefusalLog()
         self.pending = GlobalPending(limits.max_pending_total)
         self._pending_soft = SoftLimit(limits.max_pending_total, limits.soft_limit_ratio)
         self._sessions_soft = SoftLimit(limits.max_sessions, limits.soft_limit_ratio)
@@ -132,6 +141,16 @@ class Router:
         self._expected: tuple[Counter[str], Future[None]] | None = None
         self.control = ControlPlane(self)
         self._pending_by_session: dict[str, int] = {}
+        self.now = time.monotonic()
+        """The daemon's clock as of the last tick (recency and eviction need no finer one)."""
+        self.wakeups: Wakeups[str] = Wakeups()
+        """When each session next needs `Wake`: the janitor's passes take what is due."""
+        self.recency = Recency()
+        """Sessions by last activity: the evictor's order."""
+        self.closing = 0
+        """Sessions in ``self.sessions`` that are closing: they no longer count against max_sessions."""
+        self._open_bucket = TokenBucket(limits.open_rate_total, limits.open_burst_total, self.now)
+        self.evictions = 0
 
     def to_child(self, child_id: str, message: object) -> None:
         """Send to the current incarnation of a supervised child. Any thread."""
@@ -148,7 +167,9 @@ class Router:
 
     def on_front(self, peer: bytes, data: bytes) -> None:
         try:
-            frame = decode(data, CLIENT_TO_DAEMON, max_bytes=self._options.max_frame_bytes)
+            frame = decode(
+                data, CLIENT_TO_DAEMON, max_bytes=self._options.max_frame_bytes, max_items=self._options.max_frame_items
+            )
             kind = frame["t"]
             if kind == "mcp":
                 self._client_message(peer, frame)
@@ -165,6 +186,7 @@ class Router:
         if "sid" not in frame:
             frame["sid"] = self._only_session_of(peer, frame)
         route = self._route(peer, frame)
+        self.recency.touch(frame["sid"], self.now)
         msg = frame["msg"]
         method = msg.get("method")
         counted, over = False, None
@@ -175,12 +197,13 @@ class Router:
             over = self.pending.admit()
             counted = over is None
             if counted:
+                self._pending_by_session[frame["sid"]] = self._pending_by_session.get(frame["sid"], 0) + 1
                 self._warn_pending()
         try:
             self._tell(route, FromClient(msg, counted, over), frame)
         except FrameError:
             if counted:
-                self.pending.apply(-1)
+                self.pending_changed(frame["sid"], -1)
             raise
 
     def _only_session_of(self, peer: bytes, frame: dict[str, Any]) -> str:
@@ -192,9 +215,10 @@ class Router:
                 f"'mcp' frame names no session and this client has {len(sids)} open sessions; "
                 "add the 'sid' field (it may be left out only when the client has exactly one session)",
                 id=_request_id(frame["msg"]),
+                ref=frame.get("ref"),
             )
         (sid,) = sids
-        log.warning("mcp frame without sid from client %s routed to its only session %s", peer.hex(), sid)
+        log.debug("mcp frame without sid from client %s routed to its only session %s", self.client_label(peer), sid)
         return sid
 
     def _route(self, peer: bytes, frame: dict[str, Any]) -> Route:
@@ -222,46 +246,143 @@ class Router:
         ref, server = frame["ref"], frame["server"]
         if self.stopping:
             raise FrameError(ErrorCode.SHUTTING_DOWN, "the daemon is shutting down; try again later", ref=ref)
-        self._admit_open(peer, ref)
+        client = self._admit_open(peer, ref)
         adapter = self._pick_adapter(server, ref)
+        self._make_room(ref)
         sid = secrets.token_urlsafe(16)
         policy = self._options.server_policies.get(server)
-        core = SessionCore(sid, server, time.monotonic(), self._limits, policy)
-        actor = SessionActor.start(core, Peers(peer, adapter.peer, ref), self._links)
+        now = time.monotonic()
+        core = SessionCore(sid, server, now, self._limits, policy)
+        actor = SessionActor.start(core, Peers(peer, adapter.peer, ref, client.label), self._links)
         self.sessions[sid] = Route(actor, peer, adapter)
+        self.recency.touch(sid, self.now)
         adapter.sessions.add(sid)
-        self.clients[peer].sessions.add(sid)
-        self.to_child("evictor", Track(sid, actor))
-        if self._sessions_soft.crossed(len(self.sessions)):
+        client.sessions.add(sid)
+        if self._sessions_soft.crossed(self.open_sessions):
             ratio = round(self._limits.soft_limit_ratio * 100)
             log.warning(
-                "%d sessions open, over %d%% of max_sessions (%d)", len(self.sessions), ratio, self._limits.max_sessions
+                "%d sessions open, over %d%% of max_sessions (%d)", self.open_sessions, ratio, self._limits.max_sessions
             )
         self._hub.send_back(adapter.peer, encode("spawn", sid=sid))
+        if client.blocked:
+            self._hub.send_back(adapter.peer, encode("pause", sid=sid))
 
-    def _admit_open(self, peer: bytes, ref: int | str) -> None:
-        limits = self._limits
-        if limits.on_session_limit == "refuse" and len(self.sessions) >= limits.max_sessions:
-            raise FrameError(
-                ErrorCode.TOO_MANY_SESSIONS,
-                f"the daemon has {len(self.sessions)} sessions open, its limit (max_sessions); close one first",
-                ref=ref,
-                data={"scope": "global", "current": len(self.sessions), "limit": limits.max_sessions},
-            )
+    @property
+    def open_sessions(self) -> int:
+        """Sessions that count against max_sessions: those not closing."""
+        return len(self.sessions) - self.closing
+
+    def _admit_open(self, peer: bytes, ref: int | str) -> ClientLink:
+        """The opening client, if its limits and the daemon's let it open one more session."""
+        limits, now = self._limits, time.monotonic()
         client = self.clients.get(peer)
         if client is None:
             client = self.clients[peer] = ClientLink(
-                TokenBucket(limits.open_rate_per_client, limits.open_burst, time.monotonic())
+                TokenBucket(limits.open_rate_per_client, limits.open_burst, now), self.client_label(peer)
             )
-        wait = client.bucket.take(time.monotonic())
-        if wait > 0:
+        if limits.max_sessions_per_client and len(client.sessions) >= limits.max_sessions_per_client:
             raise FrameError(
-                ErrorCode.RATE_LIMITED,
-                f"this client opens sessions faster than {limits.open_rate_per_client:g}/s; retry after "
-                "data.retry_after_ms",
+                ErrorCode.TOO_MANY_SESSIONS,
+                f"this client holds {len(client.sessions)} sessions, its limit (max_sessions_per_client); "
+                "close one first",
                 ref=ref,
-                data={"retry_after_ms": max(1, round(wait * 1000))},
+                data={"scope": "client", "current": len(client.sessions), "limit": limits.max_sessions_per_client},
             )
+        for bucket, what, rate in (
+            (client.bucket, "this client opens", limits.open_rate_per_client),
+            (self._open_bucket, "clients open", limits.open_rate_total),
+        ):
+            wait = bucket.take(now)
+            if wait > 0:
+                raise FrameError(
+                    ErrorCode.RATE_LIMITED,
+                    f"{what} sessions faster than {rate:g}/s; retry after data.retry_after_ms",
+                    ref=ref,
+                    data={
+                        "retry_after_ms": max(1, round(wait * 1000)),
+                        "scope": "client" if what[0] == "t" else "global",
+                    },
+                )
+        return client
+
+    def _make_room(self, ref: int | str) -> None:
+        """At max_sessions: evict a session that has been idle long enough, or refuse."""
+        limits = self._limits
+        if self.open_sessions < limits.max_sessions:
+            return
+        victim = self._victim() if limits.on_session_limit == "evict" else None
+        if victim is None:
+            why = (
+                f"and none has been idle for {limits.evict_after_idle:g}s (evict_after_idle)"
+                if limits.on_session_limit == "evict"
+                else "(on_session_limit = refuse)"
+            )
+            raise FrameError(
+                ErrorCode.TOO_MANY_SESSIONS,
+                f"the daemon has {self.open_sessions} sessions open, its limit (max_sessions), {why}; "
+                "close one first or retry later",
+                ref=ref,
+                data={"scope": "global", "current": self.open_sessions, "limit": limits.max_sessions},
+            )
+        self._evict(victim)
+
+    def _victim(self) -> str | None:
+        min_idle = self._limits.evict_after_idle
+
+        def busy(sid: str) -> bool:
+            route = self.sessions.get(sid)
+            return route is None or route.closing or (min_idle > 0 and self._pending_by_session.get(sid, 0) > 0)
+
+        return self.recency.victim(self.now, min_idle, busy)
+
+    def _evict(self, sid: str) -> None:
+        route = self.sessions[sid]
+        self.session_closing(sid, "evicted")
+        self.evictions += 1
+        self.observers.metrics.evictions.inc()
+        log.info("evicting session %s (least recently active; max_sessions %d)", sid, self._limits.max_sessions)
+        try:
+            route.actor.tell(CloseSession("evicted"))
+        except pykka.ActorDeadError:
+            pass
+
+    def enforce_session_limit(self) -> None:
+        """The evictor's pass: evict while more sessions are open than max_sessions allows.
+
+        Opening never lets the count pass the limit; this catches a limit
+        lowered under the sessions already open.
+        """
+        if self._limits.on_session_limit != "evict":
+            return
+        while self.open_sessions > self._limits.max_sessions:
+            victim = self._victim()
+            if victim is None:
+                return
+            self._evict(victim)
+
+    def janitor_pass(self, now: float) -> None:
+        """Wake every session whose wake-up is due (the janitor's pass, run on this thread)."""
+        self.observers.metrics.janitor_passes.inc()
+        for sid in self.wakeups.pop_due(now):
+            route = self.sessions.get(sid)
+            if route is None:
+                continue
+            try:
+                route.actor.tell(Wake())
+            except pykka.ActorDeadError:
+                log.debug("session %s ended before its wake-up", sid)
+
+    def wake_me_at(self, sid: str, at: float) -> None:
+        """A session asks to be woken at ``at`` (monotonic); replaces what it asked before."""
+        if sid in self.sessions:
+            self.wakeups.set(sid, at)
+
+    def client_label(self, peer: bytes) -> str:
+        client = self.clients.get(peer)
+        if client is not None:
+            return client.label
+        conn = self._hub.connection(FRONT, peer)
+        return conn.label if conn is not None else "(unknown connection)"
 
     def _pick_adapter(self, server: str, ref: int | str) -> AdapterLink:
         if not any(a.server == server for a in self.adapters.values()):
@@ -283,19 +404,21 @@ class Router:
         self.control.handle(peer, frame["ref"], frame["op"], frame.get("args") or {})
 
     def _refuse(self, peer: bytes, exc: FrameError) -> None:
-        self.errors[str(exc.code)] += 1
-        self.observers.metrics.bad_frames.labels(str(exc.code)).inc()
-        log.info("refused a frame from client %s: %s", peer.hex(), exc)
+        code = str(exc.code)
+        self.errors[code] += 1
+        self.observers.metrics.bad_frames.labels(code).inc()
+        if self.refusals.note(peer, self.client_label(peer), code, self.now):
+            log.info("refused a frame from client %s: %s", self.client_label(peer), exc)
         self._hub.send_front(peer, exc.to_frame())
 
     # -- adapters ------------------------------------------------------------------
 
     def on_back(self, peer: bytes, data: bytes) -> None:
         try:
-            frame = decode(data, ADAPTER_TO_DAEMON, max_bytes=self._options.max_frame_bytes)
+            frame = decode(data, ADAPTER_TO_DAEMON, max_bytes=self._options.max_frame_bytes, max_items=2**31)
         except FrameError as exc:
             self.errors[f"adapter_{exc.code}"] += 1
-            log.warning("refused a frame from adapter %s: %s", peer.hex(), exc)
+            log.warning("refused a frame from adapter %s: %s", self._adapter_label(peer), exc)
             self._hub.send_back(peer, exc.to_frame())
             return
         if frame["t"] == "register":
@@ -317,6 +440,7 @@ class Router:
             return
         if kind == "mcp":
             message: object = FromServer(frame["msg"])
+            self.recency.touch(frame["sid"], self.now)
         elif kind == "spawned":
             message = ServerStarted(frame["pid"])
         else:
@@ -329,6 +453,10 @@ class Router:
     def _register(self, peer: bytes, frame: dict[str, Any]) -> None:
         adapter_id, server = frame.get("adapter_id"), frame["server"]
         link = next((a for a in self.adapters.values() if adapter_id and a.adapter_id == adapter_id), None)
+        replaced = self.adapters.get(peer)
+        if replaced is not None and replaced is not link:
+            # One connection, one adapter: the registration it had before is gone, and its sessions with it.
+            self._adapter_lost(replaced, "its connection registered again as another adapter")
         if link is not None and link.peer != peer:
             log.info(
                 "adapter %s of server %r reconnected; its %d sessions follow it", adapter_id, server, len(link.sessions)
@@ -395,6 +523,9 @@ class Router:
             route.adapter = adapter
             self._tell_route(sid, Rebound(adapter.peer))
         self._hub.send_back(adapter.peer, encode("spawn", sid=sid))
+        client = self.clients.get(route.client)
+        if client is not None and client.blocked:
+            self._hub.send_back(adapter.peer, encode("pause", sid=sid))
 
     def _server_of(self, sid: str) -> str | None:
         route = self.sessions.get(sid)
@@ -437,7 +568,7 @@ class Router:
             "held": dict(hub.held),
         }
         return {
-            "sessions_open": len(self.sessions),
+            "sessions_open": self.open_sessions,
             "pending": self.pending.count,
             "pending_per_session": counts,
             "frames": frames,
@@ -453,38 +584,81 @@ class Router:
             )
 
     def session_closing(self, sid: str, reason: str) -> None:
-        """The session is ending: a resync must not count it among the live ones."""
+        """The session is ending: it no longer counts against max_sessions, nor can it be evicted."""
         route = self.sessions.get(sid)
-        if route is not None:
+        if route is not None and not route.closing:
             route.closing = True
+            self.closing += 1
+            self.recency.discard(sid)
 
     def session_finished(self, sid: str) -> None:
         """Forget a session (called on the loop thread when its actor ends)."""
         route = self.sessions.pop(sid, None)
         self._pending_by_session.pop(sid, None)
+        self.wakeups.discard(sid)
+        self.recency.discard(sid)
         if route is not None:
+            if route.closing:
+                self.closing -= 1
             try:
                 route.actor.tell(Forgotten())
             except pykka.ActorDeadError:
                 pass  # it crashed: already stopped
-            self.to_child("evictor", Forget(sid))
             route.adapter.sessions.discard(sid)
             client = self.clients.get(route.client)
             if client is not None:
                 client.sessions.discard(sid)
-        self._sessions_soft.crossed(len(self.sessions))
+        self._sessions_soft.crossed(self.open_sessions)
         if self._drained is not None and not self.sessions and not self._drained.done():
             self._drained.set_result(None)
 
     # -- lifecycle -----------------------------------------------------------------
 
     def on_tick(self, now: float) -> None:
-        """The daemon's clock: the janitor's passes hang off it."""
+        """The daemon's clock: the janitor's and evictor's passes hang off it."""
+        self.now = now
         self.to_supervisor(TICK)
         self._watch_adapters(now)
         self.control.on_tick(now)
+        for line in self.refusals.summaries(now):
+            log.info("%s", line)
         if len(self.clients) > 2 * len(self.sessions) + 64:
             self.clients = {peer: c for peer, c in self.clients.items() if c.sessions}
+
+    # -- connections ---------------------------------------------------------------
+
+    def on_peer_lost(self, which: int, peer: bytes, reason: str) -> None:
+        """A client's connection ended, or it stopped reading past its share: end its sessions."""
+        if which == BACK:
+            log.debug("connection of adapter %s ended (%s)", self._adapter_label(peer), reason)
+            return
+        client = self.clients.get(peer) if reason == "not_reading" else self.clients.pop(peer, None)
+        if client is None or not client.sessions:
+            return
+        close = "client_gone" if reason == "disconnected" else "client_not_reading"
+        log.info("client %s %s: closing its %d session(s)", client.label, _LOST[reason], len(client.sessions))
+        for sid in list(client.sessions):
+            self._tell_route(sid, CloseSession(close))
+
+    def on_peer_blocked(self, which: int, peer: bytes, blocked: bool) -> None:
+        """Frames for a client wait in the hub: pause its sessions' servers until it reads again."""
+        client = self.clients.get(peer) if which == FRONT else None
+        if client is None or client.blocked == blocked:
+            return
+        client.blocked = blocked
+        log.debug("client %s %s", client.label, "stopped reading: pausing its servers" if blocked else "reads again")
+        kind = "pause" if blocked else "resume"
+        for sid in client.sessions:
+            route = self.sessions.get(sid)
+            if route is not None and not route.closing:
+                self._hub.send_back(route.adapter.peer, encode(kind, sid=sid))
+
+    def _adapter_label(self, peer: bytes) -> str:
+        link = self.adapters.get(peer)
+        if link is not None:
+            return f"{link.server!r} (pid {link.pid})"
+        conn = self._hub.connection(BACK, peer)
+        return conn.label if conn is not None else "(unknown connection)"
 
     def begin_shutdown(self, reason: str = "shutdown") -> Future[None]:
         """Refuse new sessions and close every open one; the future completes when none is left."""
@@ -499,21 +673,11 @@ class Router:
             self._drained.set_result(None)
         return self._drained
 
-    def reschedule_all(self) -> None:
-        """A new janitor starts empty: every session asks it again for its next wake-up."""
-        for route in self.sessions.values():
-            try:
-                route.actor.tell(Reschedule())
-            except pykka.ActorDeadError:
-                pass
-
-    def resync_evictor(self) -> None:
-        """A new evictor starts empty: send it every open session, in opening order."""
-        live = tuple((sid, route.actor) for sid, route in self.sessions.items() if not route.closing)
-        self.to_child("evictor", Resync(live))
-
     def actors(self) -> list[pykka.ActorRef[SessionActor]]:
         return [route.actor for route in self.sessions.values()]
+
+
+_LOST = {"disconnected": "is gone (connection ended)", "not_reading": "stopped reading"}
 
 
 def _request_id(msg: object) -> int | str | None:

@@ -17,7 +17,6 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Protocol
 
-import pykka
 
 from actors.outputs import (
     Dropped,
@@ -65,6 +64,8 @@ class RouterPort(Protocol):
 
     def pending_changed(self, sid: str, delta: int) -> None: ...
 
+    def wake_me_at(self, sid: str, at: float) -> None: ...
+
 
 # -- messages ------------------------------------------------------------------
 
@@ -111,7 +112,7 @@ class CloseSession:
 
 @dataclass(frozen=True, slots=True)
 class Wake:
-    """From the janitor: a deadline this session asked for has come."""
+    """From the janitor's pass: a deadline this session asked for has come."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,31 +128,12 @@ class Describe:
 
 
 @dataclass(frozen=True, slots=True)
-class WakeMeAt:
-    """To the janitor: wake session ``sid`` (``ref``) at monotonic time ``at``."""
-
-    sid: str
-    at: float
-    ref: pykka.ActorRef[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Touch:
-    """To the evictor: session ``sid`` was active."""
-
-    sid: str
-
-
-@dataclass(frozen=True, slots=True)
 class Peers:
     client: bytes
     adapter: bytes
     open_ref: int | str
-
-
-@dataclass(frozen=True, slots=True)
-class Reschedule:
-    """Ask the janitor again for the next wake-up (a new janitor starts empty)."""
+    client_label: str = ""
+    """How operators see the client's connection; its routing id is never shown."""
 
 
 @dataclass(frozen=True)
@@ -161,10 +143,6 @@ class SessionLinks:
     to_child: Callable[[str, object], None]
     """Delivers a message to the current incarnation of a supervised child (by id)."""
     observers: Observers = field(default_factory=Observers)
-
-
-TOUCH_INTERVAL = 1.0
-"""Seconds between two activity reports of a session to the evictor."""
 
 
 class SessionActor(LoopActor):
@@ -182,8 +160,10 @@ class SessionActor(LoopActor):
         self._close_ref: int | str | None = None
         self._reported_pending = 0
         self._reported_finished = False
-        self._touched_at = core.created_at
         self._opened_at = time.time()
+        self._to_client: Callable[[bytes, bytes], None] = links.outbox.send_front
+        """Sends a frame to the client; once its connection has ended, to nowhere (such frames are not
+        drops: nobody could read them). What the session does for the record still happens."""
         self._counted = False
         """Whether the message being handled was counted in the global pending count."""
 
@@ -206,8 +186,6 @@ class SessionActor(LoopActor):
                 self._emit(core.receive_from_server(msg, now))
             case Wake():
                 self._emit(core.wake(now))
-            case Reschedule():
-                self._emit(core.reschedule())
             case ServerStarted(pid):
                 self._emit(core.server_started(pid, now))
             case ServerExited(code, reason, restartable):
@@ -216,13 +194,17 @@ class SessionActor(LoopActor):
                 self._peers = replace(self._peers, adapter=adapter)
             case CloseSession(reason, ref):
                 self._close_ref = ref
+                if reason == "client_gone":
+                    self._to_client = _nowhere
                 self._emit(core.close(reason, now, repeat=ref is not None))
+                if ref is not None and not core.started:
+                    self._unopened_close(ref)
             case Forgotten():
                 self.stop()
             case Describe(reply):
                 snapshot = {
                     **core.describe(now),
-                    "client": self._peers.client.hex(),
+                    "client": self._peers.client_label,
                     "opened_at": self._opened_at,
                     "restarts": core.restarts,
                 }
@@ -234,6 +216,12 @@ class SessionActor(LoopActor):
             case _:
                 raise TypeError(f"SessionActor got an unknown message {message!r}")
         return None
+
+    def _unopened_close(self, ref: int | str) -> None:
+        """A ``close`` with a ref for a session its client was never told of: answer the ref, name no session."""
+        message = "the session ended before it opened; its open is answered with spawn_failed"
+        frame = encode("error", code=str(ErrorCode.SESSION_CLOSED), message=message, ref=ref, sid=self.core.sid)
+        self._to_client(self._peers.client, frame)
 
     def on_failure(
         self,
@@ -283,7 +271,7 @@ class SessionActor(LoopActor):
     def _event(self, topic: str, **fields: Any) -> None:
         """Publish a lifecycle event and append it to the audit log."""
         core = self.core
-        record = {"sid": core.sid, "server": core.server, "client": self._peers.client.hex(), **fields}
+        record = {"sid": core.sid, "server": core.server, "client": self._peers.client_label, **fields}
         self._links.observers.publish(topic, record)
         self._links.observers.audit({"event": topic, **record})
 
@@ -301,36 +289,34 @@ class SessionActor(LoopActor):
         self._reported_pending = pending
         if delta:
             self._links.outbox.call(partial(self._links.router.pending_changed, core.sid, delta))
-        if core.last_activity - self._touched_at >= TOUCH_INTERVAL:
-            self._touched_at = core.last_activity
-            self._links.to_child("evictor", Touch(core.sid))
 
     def _carry(self, out: Output) -> None:
         sid, peers, outbox = self.core.sid, self._peers, self._links.outbox
+        to_client = self._to_client
         match out:
             case ToClient(msg):
                 self._seq += 1
-                outbox.send_front(peers.client, encode("mcp", sid=sid, seq=self._seq, msg=msg))
+                to_client(peers.client, encode("mcp", sid=sid, seq=self._seq, msg=msg))
             case ToServer(msg):
                 outbox.send_back(peers.adapter, encode("mcp", sid=sid, msg=msg))
             case Schedule(at):
-                self._links.to_child("janitor", WakeMeAt(sid, at, self.actor_ref))
+                self._links.router.wake_me_at(sid, at)
             case Refuse(code, message, request_id):
                 frame = encode("error", code=str(code), message=message, sid=sid, id=request_id)
-                outbox.send_front(peers.client, frame)
+                to_client(peers.client, frame)
             case Opened(pid):
-                outbox.send_front(peers.client, encode("opened", ref=peers.open_ref, sid=sid, server=self.core.server))
+                to_client(peers.client, encode("opened", ref=peers.open_ref, sid=sid, server=self.core.server))
                 log.info("session %s opened on server %s (pid %s)", sid, self.core.server, pid)
                 self._links.observers.metrics.sessions_opened.inc()
                 self._event("session.opened", pid=pid)
             case OpenFailed(message):
                 frame = encode("error", code=str(ErrorCode.SPAWN_FAILED), message=message, ref=peers.open_ref)
-                outbox.send_front(peers.client, frame)
+                to_client(peers.client, frame)
                 log.warning("session %s: %s", sid, message)
                 outbox.call(partial(self._links.router.session_closing, sid, "open_failed"))
             case SessionClosed(reason, message):
                 frame = encode("closed", sid=sid, reason=reason, message=message, ref=self._close_ref)
-                outbox.send_front(peers.client, frame)
+                to_client(peers.client, frame)
                 log.info("session %s closed: %s", sid, message)
                 outbox.call(partial(self._links.router.session_closing, sid, reason))
                 self._closed(reason, message)
@@ -348,6 +334,10 @@ class SessionActor(LoopActor):
                 log.warning("session %s: %s", sid, message)
             case Dropped(source, reason):
                 log.debug("session %s dropped a message from the %s: %s", sid, source, reason)
+
+
+def _nowhere(peer: bytes, data: bytes) -> None:
+    pass
 
 
 CLOSE_EVENTS = {"evicted": "session.evicted", "idle": "session.expired", "failed": "session.failed"}

@@ -131,6 +131,11 @@ class SessionCore:
     def ready(self) -> bool:
         return self.state is State.ACTIVE
 
+    @property
+    def started(self) -> bool:
+        """The server process started and the client was told ``opened``."""
+        return self._started
+
     # -- server process ------------------------------------------------------------
 
     def server_started(self, pid: int, now: float) -> list[Output]:
@@ -221,7 +226,7 @@ class SessionCore:
         asked, and should hear back) repeats the ``closed`` it was sent.
         """
         if self.state is State.SHUTTING_DOWN or self.state.terminal:
-            if not repeat:
+            if not repeat or not self._started:  # never opened: its client hears of its open, not of a sid
                 return []
             return [SessionClosed(self.end_reason or "closed", f"session already {self.state.value}")]
         self.last_activity = now
@@ -283,16 +288,9 @@ class SessionCore:
                 outputs.append(ToServer(_cancel(p)))
         for p in self.from_server.expire(now):
             outputs += [ToServer(_timed_out(p)), ToClient(_cancel(p))]
-        if outputs:
-            self.last_activity = now  # a timeout is news to the client: the idle clock starts again
         if self._idle_deadline() is not None and now >= self._idle_deadline():  # type: ignore[operator]
             return outputs + self.close("idle", now)
         return self._scheduled(outputs)
-
-    def reschedule(self) -> list[Output]:
-        """Forget the wake-up asked for (its janitor is gone) and ask again."""
-        self._wake_at = None
-        return self._scheduled([])
 
     def next_wake(self) -> float | None:
         """When this session next needs `wake` (earliest deadline or idle expiry)."""

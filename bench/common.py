@@ -292,6 +292,8 @@ ECHO_DAEMON_ARGS = (
     "0",
     "--open-rate-per-client",
     "0",
+    "--open-rate-total",
+    "0",
     "--max-sessions",
     "20000",
     "--on-session-limit",
@@ -300,7 +302,7 @@ ECHO_DAEMON_ARGS = (
     "100000",
 )
 """Flags of every daemon that serves the echo adapter: no per-session request rate (the
-default 100 req/s would cap one session), no opening rate, room for 10,000+ sessions."""
+default 100 req/s would cap one session), no opening rates, room for 10,000+ sessions."""
 
 
 def start_echo_daemon(extra_args: Sequence[str] = ()) -> Daemon:

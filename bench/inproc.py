@@ -1,17 +1,18 @@
 """In-process measurements, each run in a fresh process (``python -m bench.inproc WHAT``):
 
 ``janitor``
-    Measurement 5, the cost of one janitor pass (`actors.janitor.Janitor`
-    handling a `Tick`: `DeadlineHeap.pop_due` plus one pykka ``tell(Wake())``
-    per due session) with N sessions waiting in its heap and 1 % of them due,
-    at N = 1,000 and 10,000; the same with a fixed 10 sessions due; and the work
-    each woken session then does on its own thread (`SessionCore.wake` with one
-    request past its deadline: the timeout error and the cancellation).
+    Measurement 5, the cost of one janitor pass as the hub's thread runs it
+    (`actors.deadlines.Wakeups.pop_due` plus one ``tell(Wake())`` to each due
+    session's `LoopActor`, on the loop thread) with N sessions waiting and 1 %
+    of them due, at N = 1,000, 10,000 and 100,000; the same with a fixed 10
+    sessions due; the cost per due session; and the work each woken session
+    then does (`SessionCore.wake` with one request past its deadline: the
+    timeout error and the cancellation).
 ``supervisor``
     Measurement 6, from a janitor crash (`InjectFault` told to the
     `actors.supervisor.Supervisor`) until the new janitor incarnation answers
-    a message sent through the supervisor (`Forward`): a `WakeMeAt` for a
-    probe plus a `Tick`, answered when the janitor tells the probe ``Wake``.
+    a message sent through the supervisor (`Forward`): a `Tick`, answered when
+    the janitor runs its pass (here a probe that records the time).
     Baseline: starting a fresh janitor actor and getting the same answer.
 ``actor-floor N``
     The resident memory and the start rate of N bare pykka actors, the floor
@@ -28,6 +29,7 @@ import random
 import sys
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import pykka
@@ -43,13 +45,13 @@ class _Nobody:
 
 
 class _Probe:
-    """Stands in for a session: records when the janitor wakes it."""
+    """Stands in for the hub: records when the janitor runs a pass."""
 
     def __init__(self) -> None:
         self.woken = threading.Event()
         self.at = 0
 
-    def tell(self, message: object) -> None:
+    def run_pass(self, now: float) -> None:
         self.at = time.perf_counter_ns()
         self.woken.set()
 
@@ -61,60 +63,60 @@ class _Idle(pykka.ThreadingActor):
         return None
 
 
-class _HubFromOutside:
-    """The hub as the janitor's thread sees it: ``call`` puts into a real `Mailbox` (SimpleQueue + eventfd)."""
+class _Loop:
+    """The hub's loop as code on its own thread sees it: ``call`` queues in its run queue."""
 
     def __init__(self) -> None:
-        from transport.mailbox import Mailbox
-
-        self.mailbox: Any = Mailbox()
+        self.soon: deque[Any] = deque()
 
     def call(self, fn: Any) -> None:
-        self.mailbox.put(fn)
+        self.soon.append(fn)
 
     def on_loop_thread(self) -> bool:
-        return False
+        return True
 
 
-def _session_refs(count: int) -> tuple[list[Any], _HubFromOutside]:
-    """Refs of real, unstarted `LoopActor`s (what sessions are): a ``tell`` from the janitor's thread costs
-    exactly what it costs in the daemon, a hand-over through the hub's mailbox."""
+def _session_refs(count: int) -> tuple[list[Any], _Loop]:
+    """Refs of real, started-on-the-loop `LoopActor`s (what sessions are): a ``tell`` on the loop thread costs
+    exactly what the pass pays in the daemon, an append to the actor's inbox and its scheduling."""
     from actors.loop_actor import LoopActor
 
     class Session(LoopActor):
         def on_receive(self, message: Any) -> Any:
             return None
 
-    hub = _HubFromOutside()
-    return [Session(hub).actor_ref for _ in range(count)], hub  # type: ignore[arg-type]
+    loop = _Loop()
+    refs = [Session.start(loop) for _ in range(count)]  # type: ignore[arg-type]
+    while loop.soon:  # run their start-up: they are ready for messages
+        loop.soon.popleft()()
+    return refs, loop
 
 
-# -- measurement 5 -------------------------------------------------------------------
-
-
-def _janitor_pass(sessions: int, due: int, reps: int, refs: list[Any], hub: _HubFromOutside) -> list[int]:
-    """Nanoseconds of ``Janitor.handle(Tick)`` with ``sessions`` in the heap, ``due`` of them due."""
-    from actors.janitor import Janitor
-    from actors.session import WakeMeAt
-    from actors.supervisor import TICK, ChildContext
+def _janitor_pass(sessions: int, due: int, reps: int, refs: list[Any], loop: _Loop) -> list[int]:
+    """Nanoseconds of one pass (``pop_due`` + ``tell(Wake())`` per due session) with ``sessions`` waiting."""
+    from actors.deadlines import Wakeups
+    from actors.session import Wake
 
     now = 1000.0
     rng = random.Random(sessions * 31 + due)
+    wake = Wake()
     samples = []
     for _ in range(reps):
-        janitor = Janitor(ChildContext(_Nobody(), "janitor", 1), clock=lambda: now)  # type: ignore[arg-type]
+        wakeups: Wakeups[int] = Wakeups()
         due_set = set(rng.sample(range(sessions), due))
         for i in range(sessions):
-            at = now - rng.random() * 30 if i in due_set else now + 0.001 + rng.random() * 300
-            janitor.handle(WakeMeAt(f"s{i}", at, refs[i]))
+            wakeups.set(i, now - rng.random() * 30 if i in due_set else now + 0.001 + rng.random() * 300)
+        ref_of = dict(zip(sorted(due_set), refs, strict=False))  # a distinct actor for each due session
         gc.collect()
-        woken = janitor.woken
         began = time.perf_counter_ns()
-        janitor.handle(TICK)
+        woken = wakeups.pop_due(now)
+        for i in woken:
+            ref_of[i].tell(wake)
         samples.append(time.perf_counter_ns() - began)
-        if janitor.woken - woken != due:
-            raise RuntimeError(f"the pass woke {janitor.woken - woken} sessions, expected {due}")
-        hub.mailbox.drain(1_000_000)  # what the pass handed to the hub
+        if len(woken) != due:
+            raise RuntimeError(f"the pass woke {len(woken)} sessions, expected {due}")
+        while loop.soon:  # the woken sessions' own turns, which are not the pass's work
+            loop.soon.popleft()()
     return samples
 
 
@@ -171,19 +173,18 @@ def _session_wake(count: int) -> list[int]:
 
 def janitor(quick: bool) -> dict[str, Any]:
     reps = 5 if quick else 100
-    sizes = (1_000, 10_000)
-    refs, hub = _session_refs(max(sizes))
+    sizes = (1_000, 10_000, 100_000)
+    refs, loop = _session_refs(max(sizes) // 100)
     us = 1e-3
     result: dict[str, Any] = {
-        "what": "one Janitor pass (handle(Tick): DeadlineHeap.pop_due + tell(Wake) per due session), in-process, "
-        "microseconds; sessions are real (unstarted) LoopActor refs, whose tell from the janitor's thread "
-        "goes through a real hub Mailbox",
+        "what": "one janitor pass as the hub runs it (Wakeups.pop_due + tell(Wake) per due session, on the loop "
+        "thread), in-process, microseconds; sessions are real LoopActor refs",
         "repetitions": reps,
     }
     passes = {}
     for n in sizes:
-        one_pct = summary(_janitor_pass(n, n // 100, reps, refs, hub), us, 2)
-        fixed = summary(_janitor_pass(n, 10, reps, refs, hub), us, 2)
+        one_pct = summary(_janitor_pass(n, n // 100, reps, refs, loop), us, 2)
+        fixed = summary(_janitor_pass(n, 10, reps, refs, loop), us, 2)
         passes[str(n)] = {
             "due_1pct": n // 100,
             "pass_1pct_us": one_pct,
@@ -195,7 +196,7 @@ def janitor(quick: bool) -> dict[str, Any]:
         passes[str(n)]["with_sessions_work_us"] = round(
             passes[str(n)]["pass_1pct_us"]["p50"] + (n // 100) * wake["p50"], 1
         )
-    small, large = passes["1000"], passes["10000"]
+    small, large, huge = passes["1000"], passes["10000"], passes["100000"]
     result.update(
         {
             "sizes": passes,
@@ -203,6 +204,7 @@ def janitor(quick: bool) -> dict[str, Any]:
             "ratio_10k_1k_pass_1pct_p50": ratio(large["pass_1pct_us"]["p50"], small["pass_1pct_us"]["p50"]),
             "ratio_10k_1k_pass_10_due_p50": ratio(large["pass_10_due_us"]["p50"], small["pass_10_due_us"]["p50"]),
             "ratio_10k_1k_per_due_session": ratio(large["per_due_session_us"], small["per_due_session_us"]),
+            "ratio_100k_1k_per_due_session": ratio(huge["per_due_session_us"], small["per_due_session_us"]),
             "ratio_10k_1k_with_sessions_work": ratio(large["with_sessions_work_us"], small["with_sessions_work_us"]),
         }
     )
@@ -214,29 +216,27 @@ def janitor(quick: bool) -> dict[str, Any]:
 
 def supervisor(quick: bool) -> dict[str, Any]:
     from actors.janitor import Janitor
-    from actors.session import WakeMeAt
     from actors.supervision import ChildSpec, SupervisorPolicy
     from actors.supervisor import TICK, ChildContext, Forward, InjectFault, Supervisor
 
     crashes = 10 if quick else 100
     started = threading.Event()
     incarnations: list[int] = []
+    probe = _Probe()
 
     def start_janitor(context: ChildContext) -> pykka.ActorRef[Any]:
-        ref = Janitor.start(context)
+        ref = Janitor.start(context, probe.run_pass)
         incarnations.append(context.incarnation)
         started.set()
         return ref
 
     policy = SupervisorPolicy(intensity=10 * crashes, period=1.0)
     sup = Supervisor.start([(ChildSpec("janitor"), start_janitor)], policy)
-    probe = _Probe()
     try:
         started.wait(10)
 
         def answered_through_supervisor() -> int:
             probe.woken.clear()
-            sup.tell(Forward("janitor", WakeMeAt("probe", 0.0, probe)))
             sup.tell(Forward("janitor", TICK))
             if not probe.woken.wait(10):
                 raise RuntimeError("the janitor did not answer")
@@ -258,9 +258,8 @@ def supervisor(quick: bool) -> dict[str, Any]:
         baseline = []
         for i in range(crashes):
             began = time.perf_counter_ns()
-            ref = Janitor.start(ChildContext(_Nobody(), f"fresh-{i}", 1))  # type: ignore[arg-type]
+            ref = Janitor.start(ChildContext(_Nobody(), f"fresh-{i}", 1), probe.run_pass)  # type: ignore[arg-type]
             probe.woken.clear()
-            ref.tell(WakeMeAt("probe", 0.0, probe))
             ref.tell(TICK)
             if not probe.woken.wait(10):
                 raise RuntimeError("the fresh janitor did not answer")
@@ -273,8 +272,9 @@ def supervisor(quick: bool) -> dict[str, Any]:
     serve = summary(serving, ms, 3)
     base = summary(baseline, ms, 3)
     return {
-        "what": "janitor crash (InjectFault via the Supervisor) until the new incarnation answers a message sent "
-        "through the supervisor (Forward); baseline: start a fresh janitor actor and get the same answer; ms",
+        "what": "janitor crash (InjectFault via the Supervisor) until the new incarnation answers a Tick sent "
+        "through the supervisor (Forward) by running its pass; baseline: start a fresh janitor actor and get "
+        "the same answer; ms",
         "crashes": crashes,
         "crash_to_serving_ms": serve,
         "crash_to_restarted_ms": summary(restarts, ms, 3),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -40,10 +41,12 @@ class RunningDaemon:
     log_path: Path
     env: dict[str, str]
     extra: dict[str, Any] = field(default_factory=dict)
+    front_endpoint: str | None = None
+    """The front endpoint when it is not the runtime directory's (``--front``)."""
 
     @property
     def front(self) -> str:
-        return f"ipc://{self.runtime_dir / 'front.sock'}"
+        return self.front_endpoint or f"ipc://{self.runtime_dir / 'front.sock'}"
 
     @property
     def back(self) -> str:
@@ -66,9 +69,17 @@ class RunningDaemon:
 
 
 def start_daemon(
-    args: list[str] | None = None, *, servers: int = 1, env: dict[str, str] | None = None, ready: bool = True
+    args: list[str] | None = None,
+    *,
+    servers: int = 1,
+    env: dict[str, str] | None = None,
+    ready: bool = True,
+    front: str | None = None,
 ) -> RunningDaemon:
+    """``front``: a tcp endpoint (e.g. from `free_tcp_endpoint`) to serve clients on instead of ipc."""
     runtime = Path(tempfile.mkdtemp(prefix="trp-", dir="/tmp"))
+    if front is not None:
+        args = [*(args or []), "--front", front]
     full_env = {**os.environ, "TROUPE_RUNTIME_DIR": str(runtime), **(env or {})}
     log_path = runtime / "daemon.log"
     with log_path.open("wb") as log:
@@ -79,7 +90,7 @@ def start_daemon(
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
-    daemon = RunningDaemon(process, runtime, log_path, full_env)
+    daemon = RunningDaemon(process, runtime, log_path, full_env, front_endpoint=front)
     if ready:
         wait_ready(daemon, servers)
     return daemon
@@ -89,7 +100,7 @@ def wait_ready(daemon: RunningDaemon, servers: int) -> None:
     def ready() -> bool:
         if daemon.process.poll() is not None:
             raise AssertionError(f"daemon exited with {daemon.process.returncode}:\n{daemon.log()}")
-        if not (daemon.runtime_dir / "front.sock").exists():
+        if daemon.front_endpoint is None and not (daemon.runtime_dir / "front.sock").exists():
             return False
         try:
             return sum(daemon.health()["servers"].values()) >= servers
@@ -97,6 +108,29 @@ def wait_ready(daemon: RunningDaemon, servers: int) -> None:
             return False
 
     wait_for(ready, 30, "the daemon to serve")
+
+
+def free_tcp_endpoint() -> str:
+    """A loopback tcp endpoint with a port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+
+
+def process_status(pid: int) -> dict[str, int]:
+    """The numeric fields of /proc/PID/status, in kB for the memory ones (VmRSS, VmHWM, ...)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        parts = value.split()
+        if parts and parts[0].isdigit():
+            fields[name] = int(parts[0])
+    return fields
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Make VmHWM (the peak resident set) start again from the current RSS (Linux clear_refs 5)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def finish(daemon: RunningDaemon) -> None:

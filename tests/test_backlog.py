@@ -16,9 +16,9 @@ from transport.hub import FRONT, Hub, HubOptions
 
 
 def test_held_frames_go_in_order_as_far_as_the_peer_takes_them() -> None:
-    backlog = Backlog(max_bytes=100, timeout=5.0)
+    backlog = Backlog(max_bytes=100)
     for data in (b"a", b"b", b"c"):
-        assert backlog.hold("p", data, now=0.0)
+        assert backlog.hold("p", data)
     taken: list[bytes] = []
 
     def take_two(peer: object, data: bytes) -> bool:
@@ -27,34 +27,21 @@ def test_held_frames_go_in_order_as_far_as_the_peer_takes_them() -> None:
         taken.append(data)
         return True
 
-    assert backlog.flush(take_two, now=1.0) == []
+    assert backlog.flush(take_two) == []
     assert taken == [b"a", b"b"] and "p" in backlog and len(backlog) == 1
-    assert backlog.flush(lambda peer, data: taken.append(data) is None, now=2.0) == []
-    assert taken == [b"a", b"b", b"c"] and "p" not in backlog and not backlog
+    assert backlog.flush(lambda peer, data: taken.append(data) is None) == ["p"], "drained peers are reported"
+    assert taken == [b"a", b"b", b"c"] and "p" not in backlog and not backlog and backlog.total == 0
 
 
-def test_a_peer_that_takes_nothing_for_the_timeout_is_given_up() -> None:
-    backlog = Backlog(max_bytes=100, timeout=5.0)
-    backlog.hold("slow", b"x", now=0.0)
-    backlog.hold("dead", b"y", now=0.0)
-    backlog.hold("dead", b"z", now=1.0)
-
-    def only_slow_reads_once(peer: object, data: bytes) -> bool:
-        return peer == "slow" and data == b"x"
-
-    assert backlog.flush(only_slow_reads_once, now=4.9) == []
-    backlog.hold("slow", b"x2", now=4.9)
-    assert backlog.flush(lambda peer, data: False, now=5.0) == [("dead", 2)]
-    assert "slow" in backlog, "progress at 4.9 s restarted the slow peer's timeout"
-    assert backlog.flush(lambda peer, data: False, now=9.9) == [("slow", 1)]
-    assert not backlog
-
-
-def test_holding_is_bounded_in_bytes_per_peer() -> None:
-    backlog = Backlog(max_bytes=10, timeout=5.0)
-    assert backlog.hold("p", b"12345", 0.0) and backlog.hold("p", b"67890", 0.0)
-    assert not backlog.hold("p", b"1", 0.0)
-    assert backlog.hold("q", b"1234567890", 0.0), "the bound is per peer"
+def test_holding_is_bounded_per_peer_and_in_total() -> None:
+    backlog = Backlog(max_bytes=10, max_total=25)
+    assert backlog.hold("p", b"12345") and backlog.hold("p", b"67890")
+    assert not backlog.hold("p", b"1"), "the bound per peer"
+    assert backlog.hold("q", b"1234567890"), "the bound is per peer"
+    assert not backlog.hold("r", b"123456"), "the bound in total"
+    assert backlog.largest() in ("p", "q") and backlog.total == 20
+    assert backlog.give_up("p") == 2 and backlog.total == 10 and "p" not in backlog
+    assert backlog.hold("r", b"123456")
 
 
 # -- the hub, with real sockets -----------------------------------------------------
@@ -65,6 +52,8 @@ class _Peers:
 
     def __init__(self) -> None:
         self.front: list[bytes] = []
+        self.lost: list[tuple[bytes, str]] = []
+        self.blocked: list[tuple[bytes, bool]] = []
 
     def on_front(self, peer: bytes, data: bytes) -> None:
         self.front.append(peer)
@@ -73,10 +62,16 @@ class _Peers:
 
     def on_tick(self, now: float) -> None: ...
 
+    def on_peer_lost(self, which: int, peer: bytes, reason: str) -> None:
+        self.lost.append((peer, reason))
+
+    def on_peer_blocked(self, which: int, peer: bytes, blocked: bool) -> None:
+        self.blocked.append((peer, blocked))
+
 
 @pytest.fixture
 def small_hub(tmp_path: object) -> Iterator[tuple[Hub, _Peers, str]]:
-    hub = Hub(HubOptions(sndhwm=10, backlog_bytes=4 * 1024 * 1024, backlog_timeout=0.5, linger_ms=0))
+    hub = Hub(HubOptions(sndhwm=10, backlog_bytes=4 * 1024 * 1024, linger_ms=0))
     peers = _Peers()
     hub.start(peers)
     endpoint = hub.bind(FRONT, "tcp://127.0.0.1:0")
@@ -124,18 +119,40 @@ def test_a_client_that_reads_late_gets_every_frame_in_order(small_hub: tuple[Hub
         ctx.destroy(linger=0)
 
 
-def test_frames_for_a_client_that_never_reads_are_dropped_after_the_timeout(
+def test_a_client_that_never_reads_is_held_for_up_to_its_share_then_given_up(
     small_hub: tuple[Hub, _Peers, str],
 ) -> None:
     hub, peers, endpoint = small_hub
     ctx = zmq.Context()
     try:
         _sock, peer = _client(ctx, endpoint, peers)
-        hub.call(lambda: [hub.send_front(peer, b"x" * 1000) for _ in range(2000)])
-        wait_for(lambda: hub.stats().dropped["front_unroutable"] > 0, 10, "the stalled peer to be given up")
+        count = 6000  # 6 MB: more than the socket, the kernel and the 4 MiB share hold together
+        hub.call(lambda: [hub.send_front(peer, b"x" * 1000) for _ in range(count)])
+        wait_for(lambda: (peer, "not_reading") in peers.lost, 10, "the peer to be given up")
+        assert (peer, True) in peers.blocked, "the handler heard the peer was blocked first"
         stats = hub.stats()
-        assert stats.held["front"] >= stats.dropped["front_unroutable"]
-        assert stats.frames_out["front"] + stats.dropped["front_unroutable"] == 2000, "every frame sent or counted"
-        assert not hub.stats().held.keys() - {"front"}
+        assert stats.dropped["front_not_reading"] > 0
+        assert stats.frames_out["front"] + stats.dropped["front_not_reading"] + stats.backlog_bytes // 1000 == count
+        assert stats.backlog_bytes <= 4 * 1024 * 1024, "never more than its share held"
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_frames_held_for_a_client_that_goes_away_are_dropped_and_it_is_reported_lost(
+    small_hub: tuple[Hub, _Peers, str],
+) -> None:
+    hub, peers, endpoint = small_hub
+    ctx = zmq.Context()
+    try:
+        sock, peer = _client(ctx, endpoint, peers)
+        hub.call(lambda: [hub.send_front(peer, b"x" * 1000) for _ in range(2000)])
+        wait_for(lambda: hub.stats().backlog_bytes > 0, 10, "frames to wait for the peer")
+        sock.close(linger=0)
+        wait_for(lambda: (peer, "disconnected") in peers.lost, 10, "the peer's end to be reported")
+        stats = hub.stats()
+        assert stats.backlog_bytes == 0 and stats.dropped["front_peer_gone"] > 0
+        assert stats.frames_out["front"] + stats.dropped["front_peer_gone"] == 2000, "every frame sent or counted"
+        hub.call(lambda: hub.send_front(peer, b"late"))
+        wait_for(lambda: hub.stats().dropped["front_unroutable"] == 1, 5, "a frame for the gone peer to be dropped")
     finally:
         ctx.destroy(linger=0)

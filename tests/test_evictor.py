@@ -1,73 +1,89 @@
-"""The evictor's LRU, driven directly (a real actor, a stand-in supervisor)."""
+"""Who is evicted first (`Recency`, driven directly), and the evictor actor that drives the passes."""
 
 from __future__ import annotations
 
 import queue
+import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pykka
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from actors.evictor import Evictor, Forget, Resync, Track
-from actors.session import CloseSession, Touch
-from actors.supervisor import ChildContext
+from actors.evictor import Evictor
+from actors.recency import Recency
+from actors.supervisor import TICK, ChildContext
 
 
-class Recorder(pykka.ThreadingActor):
-    """Stands in for a session or the supervisor: records what it is told."""
+def test_least_recently_active_goes_first_and_touch_reorders() -> None:
+    recency = Recency()
+    recency.touch("a", 1.0)
+    recency.touch("b", 2.0)
+    recency.touch("a", 3.0)  # b is now the least recently active
+    recency.touch("c", 4.0)
+    assert recency.victim(now=5.0, min_idle=0, busy=lambda sid: False) == "b"
+    recency.discard("b")
+    assert recency.victim(now=5.0, min_idle=0, busy=lambda sid: False) == "a"
+    assert recency.victim(now=5.0, min_idle=0, busy=lambda sid: sid == "a") == "c", "busy sessions are skipped"
 
+
+def test_a_session_active_within_min_idle_is_never_the_victim() -> None:
+    recency = Recency()
+    recency.touch("old-but-busy", 0.0)
+    recency.touch("idle", 10.0)
+    recency.touch("active", 95.0)
+    busy = {"old-but-busy"}.__contains__
+    assert recency.victim(now=100.0, min_idle=60.0, busy=busy) == "idle"
+    recency.touch("idle", 99.0)
+    assert recency.victim(now=100.0, min_idle=60.0, busy=busy) is None, "everything else was active in 60 s"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from("abcdef"), st.floats(0, 100)), max_size=40),
+    st.floats(0, 60),
+    st.sets(st.sampled_from("abcdef")),
+)
+def test_the_victim_is_the_least_recently_touched_eligible_session(
+    touches: list[tuple[str, float]], min_idle: float, busy: set[str]
+) -> None:
+    recency, last, clock = Recency(), {}, 0.0
+    for sid, step in touches:
+        clock += step
+        recency.touch(sid, clock)
+        last.pop(sid, None)
+        last[sid] = clock  # insertion order: least recently touched first
+    now = clock + 1.0
+    victim = recency.victim(now, min_idle, busy.__contains__)
+    expected = None
+    for sid, at in last.items():
+        if now - at < min_idle:
+            break
+        if sid not in busy:
+            expected = sid
+            break
+    assert victim == expected
+
+
+class _Nobody(pykka.ThreadingActor):
     use_daemon_thread = True
 
-    def __init__(self, name: str, inbox: queue.SimpleQueue[tuple[str, Any]]) -> None:
-        super().__init__()
-        self.name, self.inbox = name, inbox
-
-    def on_receive(self, message: Any) -> None:
-        self.inbox.put((self.name, message))
+    def on_receive(self, message: object) -> None:
+        pass
 
 
 @pytest.fixture
-def inbox() -> Iterator[queue.SimpleQueue[tuple[str, Any]]]:
-    yield queue.SimpleQueue()
+def stand_in() -> Iterator[pykka.ActorRef[_Nobody]]:
+    ref = _Nobody.start()
+    yield ref
     pykka.ActorRegistry.stop_all()
 
 
-def evicted(inbox: queue.SimpleQueue[tuple[str, Any]], count: int) -> list[str]:
-    names = []
-    for _ in range(count):
-        name, message = inbox.get(timeout=5)
-        assert message == CloseSession("evicted")
-        names.append(name)
-    return names
-
-
-@pytest.mark.timeout(30)
-def test_least_recently_active_goes_first_and_touch_reorders(inbox: queue.SimpleQueue[tuple[str, Any]]) -> None:
-    sup = Recorder.start("supervisor", queue.SimpleQueue())
-    evictor = Evictor.start(ChildContext(sup, "evictor", 1), max_sessions=2)
-    sessions = {name: Recorder.start(name, inbox) for name in "abcd"}
-    evictor.tell(Track("a", sessions["a"]))
-    evictor.tell(Track("b", sessions["b"]))
-    evictor.tell(Touch("a"))  # b is now the least recently active
-    evictor.tell(Track("c", sessions["c"]))
-    assert evicted(inbox, 1) == ["b"]
-    evictor.tell(Forget("a"))
-    evictor.tell(Track("d", sessions["d"]))  # c, d: at the bound, nobody evicted
-    evictor.tell(Track("e", sessions["a"]))
-    assert evicted(inbox, 1) == ["c"]
-    evictor.stop()
-
-
-@pytest.mark.timeout(30)
-def test_resync_skips_sessions_already_evicted(inbox: queue.SimpleQueue[tuple[str, Any]]) -> None:
-    sup = Recorder.start("supervisor", queue.SimpleQueue())
-    evictor = Evictor.start(ChildContext(sup, "evictor", 2), max_sessions=1)
-    refs = {name: Recorder.start(name, inbox) for name in "xyz"}
-    evictor.tell(Track("x", refs["x"]))
-    evictor.tell(Track("y", refs["y"]))
-    assert evicted(inbox, 1) == ["x"]
-    evictor.tell(Resync(tuple(refs.items())))  # x is still closing: neither counted nor evicted twice
-    assert evicted(inbox, 1) == ["y"]
-    evictor.ask(Touch("z"))  # a round trip: everything before it was handled
-    assert inbox.empty()
+def test_each_tick_runs_one_pass(stand_in: pykka.ActorRef[_Nobody]) -> None:
+    passes: queue.SimpleQueue[str] = queue.SimpleQueue()
+    evictor = Evictor.start(ChildContext(stand_in, "evictor", 1), lambda: passes.put(threading.current_thread().name))
+    evictor.tell(TICK)
+    evictor.ask(TICK)
+    assert passes.qsize() == 2
+    assert evictor.proxy().passes.get() == 2

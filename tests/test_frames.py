@@ -79,6 +79,38 @@ def test_frame_size_limit() -> None:
     assert refused(big, max_bytes=1000).code is ErrorCode.FRAME_TOO_LARGE
 
 
+def test_an_oversized_frame_echoes_its_ids_from_its_first_bytes_only() -> None:
+    huge = encode("mcp", sid="s-9", msg={"jsonrpc": "2.0", "id": 41, "method": "m", "params": {"x": "y" * 10_000_000}})
+    error = refused(huge, max_bytes=1_000_000)
+    assert (error.code, error.sid, error.id, error.data) == (ErrorCode.FRAME_TOO_LARGE, "s-9", 41, {"limit": 1_000_000})
+    late = pack({"v": 1, "t": "close", "pad": "z" * 200_000, "sid": "s-late", "ref": 7})
+    error = refused(late, max_bytes=100_000)
+    assert (error.sid, error.ref) == (None, None), "fields past the first 64 KiB are not looked for"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        [{}] * 200_000,  # one array, longer than the limit
+        [[{}] * 50_000] * 4,  # arrays under the limit, too many maps all told
+        [{"k": [0] * 1000}] * 150,  # maps and arrays, deep down
+    ],
+    ids=["one-long-array", "many-maps", "nested"],
+)
+def test_a_frame_with_too_many_elements_is_refused_before_it_is_built(payload: Any) -> None:
+    data = encode("mcp", sid="s", msg={"jsonrpc": "2.0", "id": 3, "method": "m", "params": {"p": payload}})
+    error = refused(data, max_items=100_000)
+    assert error.code is ErrorCode.BAD_FRAME and "more than 100000 elements" in error.message
+    assert (error.sid, error.id, error.data) == ("s", 3, {"limit": 100_000})
+
+
+def test_a_large_frame_within_the_element_limit_decodes() -> None:
+    msg = {"jsonrpc": "2.0", "id": 1, "method": "m", "params": {"rows": [[i, str(i)] for i in range(30_000)]}}
+    data = encode("mcp", sid="s", msg=msg)
+    assert len(data) > 64 * 1024
+    assert decode(data, CLIENT_TO_DAEMON, max_items=100_000)["msg"] == msg
+
+
 def test_direction_matters() -> None:
     assert refused(encode("opened", ref=1, sid="s", server="x")).code is ErrorCode.UNKNOWN_TYPE
 

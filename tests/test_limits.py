@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.deadlines import DeadlineHeap
+from actors.deadlines import Wakeups
 from actors.limits import GlobalPending, SoftLimit, TokenBucket
 from actors.options import Limits
 from actors.pending import PendingTable
@@ -48,17 +48,38 @@ def test_timeout_for_methods() -> None:
     assert Limits(request_timeout=5).timeout_for("initialize") == 30
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.floats(0, 100), st.sampled_from("abcde")), max_size=50), st.floats(0, 100))
-def test_deadline_heap_pops_exactly_the_due_keys(pushes: list[tuple[float, str]], now: float) -> None:
-    heap: DeadlineHeap[str, int] = DeadlineHeap()
-    for n, (at, key) in enumerate(pushes):
-        heap.push(at, key, n)
-    due = heap.pop_due(now)
-    assert set(due) == {key for at, key in pushes if at <= now}
-    for key, value in due.items():
-        assert value == max(n for n, (at, k) in enumerate(pushes) if k == key and at <= now)
-    assert heap.next_at() is None or heap.next_at() > now
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.booleans(), st.floats(0, 100), st.sampled_from("abcde")), max_size=60),
+    st.floats(0, 100),
+)
+def test_wakeups_pop_exactly_the_keys_whose_latest_time_is_due(
+    steps: list[tuple[bool, float, str]], now: float
+) -> None:
+    wakeups: Wakeups[str] = Wakeups()
+    latest: dict[str, float] = {}
+    for discard, at, key in steps:
+        if discard:
+            wakeups.discard(key)
+            latest.pop(key, None)
+        else:
+            wakeups.set(key, at)
+            latest[key] = at
+    due = wakeups.pop_due(now)
+    assert sorted(due) == sorted(key for key, at in latest.items() if at <= now)
+    assert [latest[key] for key in due] == sorted(latest[key] for key in due), "earliest first"
+    left = {key: at for key, at in latest.items() if at > now}
+    assert len(wakeups) == len(left)
+    assert wakeups.next_at() == (min(left.values()) if left else None)
+
+
+def test_wakeups_of_discarded_keys_leave_nothing_behind() -> None:
+    wakeups: Wakeups[int] = Wakeups()
+    for i in range(10_000):  # sessions that ask for a wake-up and finish before it comes
+        wakeups.set(i, 1000.0 + i)
+        wakeups.discard(i)
+    assert len(wakeups) == 0 and wakeups.heap_size < 200
+    assert wakeups.pop_due(1e9) == []
 
 
 def test_pending_table_expires_in_deadline_order_and_stays_small() -> None:

@@ -199,7 +199,7 @@ def test_metrics_counters_are_exact_after_known_traffic(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_events_of_a_session_opened_used_evicted_and_closed_in_order() -> None:
-    daemon = start_daemon(["--max-sessions", "1"])
+    daemon = start_daemon(["--max-sessions", "1", "--evict-after-idle", "0"])  # the used session may be evicted
     env = {**daemon.env, "PATH": f"{TROUPE.parent}{os.pathsep}{os.environ['PATH']}"}
     watcher = subprocess.Popen(
         [str(TROUPE), "events", "--topic", "session."], env=env, stdout=subprocess.PIPE, text=True

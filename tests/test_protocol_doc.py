@@ -314,6 +314,9 @@ class _Outbox:
     def stats_now(self) -> HubStats:
         return HubStats()
 
+    def connection(self, which: int, peer: bytes) -> None:
+        return None  # not a real socket: no connection to describe
+
     def answers(self) -> list[dict[str, Any]]:
         decoded = [frames.decode(data, frames.DAEMON_TO_CLIENT) for data in list(self.front)]
         return [frame for frame in decoded if frame["t"] == "ctl"]

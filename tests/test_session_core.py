@@ -306,6 +306,15 @@ def test_idle_session_is_closed_by_its_wake_up() -> None:
     assert SessionClosed("idle", "session closed (idle)") in out and StopServer("idle") in out
 
 
+def test_a_request_timeout_does_not_restart_the_idle_clock() -> None:
+    """docs/limits.rst: the -32001 is the daemon's message, not traffic of either peer."""
+    core = legacy_active(Limits(idle_timeout=10, request_timeout=30))
+    core.receive_from_client(req(5, "tools/call"), 2.0)  # last traffic at 2 s; pending until 32 s
+    out = core.wake(32.0)
+    assert error_of(out)["code"] == jsonrpc.REQUEST_TIMEOUT
+    assert SessionClosed("idle", "session closed (idle)") in out, "idle since 2 s: closed at the same tick"
+
+
 def test_pending_requests_keep_a_session_from_idling() -> None:
     core = legacy_active(Limits(idle_timeout=10, request_timeout=100))
     core.receive_from_client(req(1, "tools/call"), 0.0)

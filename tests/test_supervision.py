@@ -910,7 +910,7 @@ def test_a_hundred_janitor_crashes_leak_no_threads_or_actors() -> None:
     refs: list[pykka.ActorRef[Any]] = []
 
     def start_janitor(context: ChildContext) -> pykka.ActorRef[Any]:
-        ref = Janitor.start(context)
+        ref = Janitor.start(context, lambda _now: None)
         refs.append(ref)
         return ref
 
@@ -951,14 +951,17 @@ def test_a_start_function_that_raises_on_restart_is_retried_or_escalated() -> No
     starts or the supervisor gives up (stopping its children and escalating). The supervisor itself must
     not die of it and leave its other children running unsupervised."""
     tree: Tree
+    assigned = threading.Event()  # the supervisor starts b from its own thread, maybe before `tree` is set
 
     def start_b(context: ChildContext) -> pykka.ActorRef[Any]:
+        assert assigned.wait(5)
         if context.incarnation == 2:
             tree.events.put(("start-failed", context.child_id, context.incarnation))
             raise OSError("no resources for b today")
         return tree.start_probe(context)
 
     tree = Tree(["a", "b"], policy(intensity=5), start_functions={"b": start_b})
+    assigned.set()
     tree.wait_status("running", a=(1, "running"), b=(1, "running"))
     tree.supervisor.tell(Forward("b", Crash()))
     wait_for(lambda: ("start-failed", "b", 2) in drain(tree.events), 5, "b's failing restart")

@@ -77,7 +77,8 @@ def test_janitor_crash_is_restarted_and_still_expires_on_time() -> None:
 
 @pytest.mark.timeout(120)
 def test_evictor_crash_during_a_burst_of_openings_keeps_the_bound() -> None:
-    daemon = start_daemon(["--enable-fault-injection", "--max-sessions", "3"])
+    # evict_after_idle 0: sessions just used may be evicted, so the burst exercises eviction (not refusal)
+    daemon = start_daemon(["--enable-fault-injection", "--max-sessions", "3", "--evict-after-idle", "0"])
     try:
         with daemon.client() as first, daemon.client() as second:
             old = [first.open("example") for _ in range(3)]

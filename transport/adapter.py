@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
@@ -42,6 +43,10 @@ _SHUTDOWN_GRACE: Final = 2.0
 """Seconds the shutdown waits beyond ``stop_timeout + term_timeout``."""
 _BATCH: Final = 512
 """Frames taken from the socket per wake-up, so the mailbox is not starved."""
+_OUTBOX_HIGH: Final = 2000
+"""Frames waiting for the daemon at which every server's output stops being read."""
+_OUTBOX_LOW: Final = 200
+"""... and below which it is read again."""
 
 
 class Adapter:
@@ -84,6 +89,12 @@ class Adapter:
             term_timeout=term_timeout,
         )
         self._sessions: dict[str, ServerProcess] = {}
+        self._paused: set[str] = set()
+        """Sessions whose client is not reading (the daemon said ``pause``): their output waits in the server."""
+        self._outbox: deque[bytes] = deque()
+        """Frames the socket did not take yet (the daemon is slow): sent in order, never dropped."""
+        self._choked = False
+        """The outbox is long: no server's output is read until it drains."""
         self._socket: zmq.Socket[bytes] | None = None
         self._parent_pid = os.getppid()
         self.adapter_id = adapter_id or secrets.token_hex(8)
@@ -131,7 +142,10 @@ class Adapter:
         poller.register(monitor, zmq.POLLIN)
         poller.register(self._mailbox.fileno(), zmq.POLLIN)
         while not self._finished():
+            poller.register(self._socket, zmq.POLLIN | (zmq.POLLOUT if self._outbox else 0))
             ready = dict(poller.poll(self._poll_timeout_ms()))
+            if self._outbox and ready.get(self._socket, 0) & zmq.POLLOUT:
+                self._flush_outbox()
             if monitor in ready:
                 self._drain_monitor(monitor)
             if self._socket in ready:
@@ -190,6 +204,12 @@ class Adapter:
                 self._to_server(frame["sid"], frame["msg"])
             case "close":
                 self._close(frame["sid"], frame["reason"])
+            case "pause":
+                self._paused.add(frame["sid"])
+                self._apply_reading(frame["sid"])
+            case "resume":
+                self._paused.discard(frame["sid"])
+                self._apply_reading(frame["sid"])
             case "error":
                 self._on_error(frame)
 
@@ -209,6 +229,7 @@ class Adapter:
             self._send_exited(sid, None, f"spawn failed: {exc}")
             return
         self._sessions[sid] = process
+        self._apply_reading(sid)
         log.info("session %s: started server pid %d", sid, process.pid)
         self._send("spawned", sid=sid, pid=process.pid)
 
@@ -253,6 +274,7 @@ class Adapter:
                     log.debug("session %s: output after the session ended, dropped", sid)
             case ("exited", sid, code, reason):
                 self._sessions.pop(sid, None)
+                self._paused.discard(sid)
                 log.info("session %s: server %s", sid, reason)
                 self._send_exited(sid, code, reason)
             case ("stop", reason):
@@ -291,14 +313,37 @@ class Adapter:
         self._send_bytes(frame_type, data)
 
     def _send_bytes(self, frame_type: str, data: bytes) -> None:
-        """Never block the loop: a daemon that stops reading must not freeze every session."""
+        """Never block the loop (a daemon that stops reading must not freeze every session), never drop:
+        what the socket does not take waits in the outbox, and while that is long no server output is read."""
         assert self._socket is not None
-        try:
-            self._socket.send(data, zmq.NOBLOCK)
-        except zmq.Again:
-            level = logging.DEBUG if frame_type == "heartbeat" else logging.WARNING
-            log.log(
-                level, "the daemon is not taking frames (not connected, or queue full); dropped a %r frame", frame_type
-            )
-            return
         self._last_sent = time.monotonic()
+        if frame_type == "heartbeat" and self._outbox:
+            return  # the frames waiting already say we are alive once they go
+        self._outbox.append(data)
+        self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        assert self._socket is not None
+        outbox = self._outbox
+        while outbox:
+            try:
+                self._socket.send(outbox[0], zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            outbox.popleft()
+        choked = len(outbox) >= _OUTBOX_HIGH or (self._choked and len(outbox) > _OUTBOX_LOW)
+        if choked != self._choked:
+            self._choked = choked
+            log.log(
+                logging.WARNING if choked else logging.INFO,
+                "the daemon is %s; %s reading server output",
+                "not taking frames (not connected, or slow)" if choked else "taking frames again",
+                "stopped" if choked else "resumed",
+            )
+            for sid in self._sessions:
+                self._apply_reading(sid)
+
+    def _apply_reading(self, sid: str) -> None:
+        process = self._sessions.get(sid)
+        if process is not None:
+            process.set_reading(not self._choked and sid not in self._paused)

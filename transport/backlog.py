@@ -8,11 +8,12 @@ sent 10,000 ``close`` frames before reading lost about 8,000 ``closed``
 answers). The hub does not drop such a frame: it holds it here, sends every
 later frame for that peer after it, and retries on every turn of its loop.
 
-A peer that takes nothing for ``timeout`` seconds is taken to be gone (libzmq
-answers the same ``EHOSTUNREACH`` for a peer that disconnected): what is held
-for it is dropped and counted. A peer may have at most ``max_bytes`` held;
-beyond that new frames are refused, so a client that stops reading cannot
-grow the daemon without bound.
+What is held is bounded twice: ``max_bytes`` per peer and ``max_total``
+across all peers. A frame that would pass either bound is not taken
+(`hold` returns False) and the hub gives up on that peer (`give_up`): what
+was held for it is dropped and counted, and the daemon closes its sessions.
+How long a peer may hold frames is not bounded here: whether it is still
+there is the hub's to know (its connection table), not this table's.
 """
 
 from __future__ import annotations
@@ -24,17 +25,17 @@ from dataclasses import dataclass, field
 
 @dataclass(slots=True)
 class _Held:
-    since: float
-    """When this peer last took a frame (or its first frame was held)."""
     frames: deque[bytes] = field(default_factory=deque)
     size: int = 0
 
 
 class Backlog:
-    def __init__(self, max_bytes: int, timeout: float) -> None:
+    def __init__(self, max_bytes: int, max_total: int | None = None) -> None:
         self.max_bytes = max_bytes
-        self.timeout = timeout
+        self.max_total = max_bytes if max_total is None else max_total
         self._held: dict[Hashable, _Held] = {}
+        self.total = 0
+        """Bytes held for all peers."""
 
     def __bool__(self) -> bool:
         return bool(self._held)
@@ -46,32 +47,47 @@ class Backlog:
         """Frames held for all peers."""
         return sum(len(held.frames) for held in self._held.values())
 
-    def hold(self, peer: Hashable, data: bytes, now: float) -> bool:
-        """Keep ``data`` for ``peer`` behind what is held already; False if its backlog is full."""
+    def held_bytes(self, peer: Hashable) -> int:
         held = self._held.get(peer)
-        if held is None:
-            held = self._held[peer] = _Held(now)
-        if held.size + len(data) > self.max_bytes:
+        return held.size if held is not None else 0
+
+    def largest(self) -> Hashable | None:
+        """The peer with the most bytes held."""
+        return max(self._held, key=lambda peer: self._held[peer].size, default=None)
+
+    def hold(self, peer: Hashable, data: bytes) -> bool:
+        """Keep ``data`` for ``peer`` behind what is held already; False if a bound would be passed."""
+        held = self._held.get(peer)
+        if (held.size if held else 0) + len(data) > self.max_bytes or self.total + len(data) > self.max_total:
             return False
+        if held is None:
+            held = self._held[peer] = _Held()
         held.frames.append(data)
         held.size += len(data)
+        self.total += len(data)
         return True
 
-    def flush(self, send: Callable[[Hashable, bytes], bool], now: float) -> list[tuple[Hashable, int]]:
+    def flush(self, send: Callable[[Hashable, bytes], bool]) -> list[Hashable]:
         """Send what each peer takes, oldest first, until ``send`` returns False.
 
-        Returns the peers given up on (nothing taken for ``timeout`` seconds)
-        with the number of frames dropped for each.
+        Returns the peers whose frames have all gone.
         """
-        given_up: list[tuple[Hashable, int]] = []
+        drained: list[Hashable] = []
         for peer, held in list(self._held.items()):
             frames = held.frames
             while frames and send(peer, frames[0]):
-                held.size -= len(frames.popleft())
-                held.since = now
+                size = len(frames.popleft())
+                held.size -= size
+                self.total -= size
             if not frames:
                 del self._held[peer]
-            elif now - held.since >= self.timeout:
-                del self._held[peer]
-                given_up.append((peer, len(frames)))
-        return given_up
+                drained.append(peer)
+        return drained
+
+    def give_up(self, peer: Hashable) -> int:
+        """Drop what is held for ``peer``; returns how many frames."""
+        held = self._held.pop(peer, None)
+        if held is None:
+            return 0
+        self.total -= held.size
+        return len(held.frames)

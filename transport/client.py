@@ -21,14 +21,16 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+import weakref
 from collections import deque
 from typing import Any, Self
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
-from transport import jsonrpc
+from transport import dealer, jsonrpc
 from transport.frames import DAEMON_TO_CLIENT, FrameError, decode, encode
-from transport.runtime import default_front_endpoint, ipc_path
+from transport.runtime import default_front_endpoint
 
 log = logging.getLogger("troupe.client")
 
@@ -78,32 +80,52 @@ class SessionClosed(TroupeError):
 
 
 class Client:
-    """A connection to the troupe daemon's front socket."""
+    """A connection to the troupe daemon's front socket.
 
-    def __init__(self, endpoint: str | None = None, *, timeout: float = 30.0) -> None:
+    ``connect_timeout`` bounds how long a daemon that cannot be reached is
+    waited for (a tcp endpoint nobody listens on); ``heartbeat_timeout``, off
+    by default, drops the connection when the daemon sends nothing at all for
+    that long (a frozen daemon, a lost network). A daemon that exits is
+    noticed at once either way: whatever is being waited for raises
+    `DaemonUnavailable`.
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        heartbeat_timeout: float = 0.0,
+    ) -> None:
         self.endpoint = endpoint or default_front_endpoint()
         self.timeout = timeout
-        path = ipc_path(self.endpoint)
-        if path is not None and not path.exists():
-            raise DaemonUnavailable(
-                f"no troupe daemon at {self.endpoint} (socket file missing); start one with `troupe serve`"
-            )
+        self.connect_timeout = connect_timeout
+        problem = dealer.unreachable(self.endpoint)
+        if problem is not None:
+            raise DaemonUnavailable(f"{problem}; start one with `troupe serve`, or give the endpoint it serves on")
         self._ctx = zmq.Context()
         self._socket = self._ctx.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 1000)
+        dealer.configure(self._socket, timeout_ms=round(heartbeat_timeout * 1000))
+        self._monitor = self._socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         try:
             self._socket.connect(self.endpoint)
         except zmq.ZMQError as exc:
-            self._socket.close()
-            self._ctx.term()
+            self._close_sockets()
             raise DaemonUnavailable(
                 f"cannot connect to {self.endpoint!r} ({exc}); an endpoint looks like "
                 "ipc:///run/user/1000/troupe/front.sock or tcp://127.0.0.1:5555"
             ) from None
+        self._started = time.monotonic()
         self._refs = itertools.count(1)
         self._replies: dict[int | str, dict[str, Any]] = {}
-        self._sessions: dict[str, Session] = {}
-        self._heard = False
+        self._sessions: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictionary()
+        """Weak: a session the caller dropped is read by nobody, and a Client and its Sessions must
+        not form a cycle (collected together, the context could be terminated before its sockets
+        are closed, and libzmq's term would then wait forever)."""
+        self._connected = False
+        self._lost = False
 
     # -- public ----------------------------------------------------------------------
 
@@ -132,9 +154,17 @@ class Client:
         return self.control("health", timeout=timeout)
 
     def close(self) -> None:
-        """Close the connection (sessions not closed first end when the daemon expires them)."""
-        self._socket.close()
+        """Close the connection; the daemon closes the sessions still open on it."""
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        self._socket.disable_monitor()
+        self._monitor.close(linger=0)
+        self._socket.close(linger=0 if self._lost_or_never_connected() else 1000)
         self._ctx.term()
+
+    def _lost_or_never_connected(self) -> bool:
+        return getattr(self, "_lost", True) or not getattr(self, "_connected", False)
 
     def __enter__(self) -> Self:
         return self
@@ -145,6 +175,8 @@ class Client:
     # -- plumbing ----------------------------------------------------------------------
 
     def _send(self, data: bytes) -> None:
+        if self._lost:
+            raise DaemonUnavailable(f"the connection to the troupe daemon at {self.endpoint} was lost")
         self._socket.send(data)
 
     def _deadline(self, timeout: float | None) -> float:
@@ -157,21 +189,54 @@ class Client:
         return self._replies.pop(ref)
 
     def _pump(self, deadline: float, what: str) -> None:
-        """Receive and file one frame, or raise `Timeout` at the deadline."""
-        remaining_ms = (deadline - time.monotonic()) * 1000
-        if remaining_ms <= 0 or not self._socket.poll(remaining_ms, zmq.POLLIN):
-            if not self._heard:
-                raise DaemonUnavailable(
-                    f"no answer from a troupe daemon at {self.endpoint} while {what}; is `troupe serve` running?"
-                )
-            raise Timeout(f"timed out while {what}")
-        self._heard = True
+        """Receive and file one frame; `Timeout` at the deadline, `DaemonUnavailable` if the daemon is gone."""
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
+        while True:
+            self._check_connection(what)
+            remaining = deadline - time.monotonic()
+            if not self._connected:
+                remaining = min(remaining, self._started + self.connect_timeout - time.monotonic())
+            ready = dict(poller.poll(max(0, remaining) * 1000)) if remaining > 0 else {}
+            if self._monitor in ready:
+                self._drain_monitor()
+            if self._socket in ready:
+                break
+            if not ready:
+                self._drain_monitor()
+                self._check_connection(what)
+                if not self._connected:
+                    raise DaemonUnavailable(
+                        f"no troupe daemon answers at {self.endpoint} (not connected) while {what}; "
+                        "is `troupe serve` running there?"
+                    )
+                raise Timeout(f"timed out while {what}")
         try:
             frame = decode(self._socket.recv(), DAEMON_TO_CLIENT)
         except FrameError as exc:
             log.warning("ignored a bad frame from the daemon: %s", exc)
             return
         self._file(frame)
+
+    def _drain_monitor(self) -> None:
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)["event"]
+            if event == zmq.EVENT_CONNECTED:
+                self._connected = True
+            elif event == zmq.EVENT_DISCONNECTED and self._connected:
+                self._lost = True
+
+    def _check_connection(self, what: str) -> None:
+        if self._lost and not self._socket.poll(0, zmq.POLLIN):  # what arrived before the loss is read first
+            raise DaemonUnavailable(f"lost the connection to the troupe daemon at {self.endpoint} while {what}")
+        if not self._connected and time.monotonic() >= self._started + self.connect_timeout:
+            self._drain_monitor()
+            if not self._connected:
+                raise DaemonUnavailable(
+                    f"no troupe daemon answers at {self.endpoint} (not connected after {self.connect_timeout:g}s) "
+                    f"while {what}; is `troupe serve` running there?"
+                )
 
     def _file(self, frame: dict[str, Any]) -> None:
         kind, sid = frame["t"], frame.get("sid")

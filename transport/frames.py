@@ -11,6 +11,7 @@ legal one way (``opened`` from the daemon) is refused the other way.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Mapping
 from enum import StrEnum
@@ -138,6 +139,8 @@ DAEMON_TO_ADAPTER: Final[Mapping[str, Schema]] = {
     "spawn": {"sid": (STR, True)},
     "mcp": {"sid": (STR, True), "msg": (MAP, True)},
     "close": {"sid": (STR, True), "reason": (STR, True)},
+    "pause": {"sid": (STR, True)},
+    "resume": {"sid": (STR, True)},
     "error": DAEMON_TO_CLIENT["error"],
 }
 
@@ -162,17 +165,33 @@ def encode(frame_type: str, /, **fields: Any) -> bytes:
     return _packers.pack(body)
 
 
-def decode(data: bytes, schemas: Mapping[str, Schema], *, max_bytes: int | None = None) -> dict[str, Any]:
+MAX_ITEMS: Final = 50_000
+"""Default for ``max_items``: elements (map entries and array items, all levels) in one frame."""
+SMALL_FRAME: Final = 64 * 1024
+"""Frames up to this size are decoded without counting elements: they cannot hold more than
+this many, so their decoded size is bounded already, and counting costs time on the hot path."""
+_PEEK_BYTES: Final = 64 * 1024
+"""How much of an oversized frame is read to echo its ``ref``, ``sid`` and message ``id``."""
+
+
+def decode(
+    data: bytes, schemas: Mapping[str, Schema], *, max_bytes: int | None = None, max_items: int = MAX_ITEMS
+) -> dict[str, Any]:
     """Decode and validate one frame against a direction's schema table.
 
     Returns the frame as a dict (``v`` and ``t`` included). Unknown extra fields
     are ignored so newer peers can add optional fields. Raises `FrameError`
     with the most specific code that applies and whatever ``ref``/``sid`` it
     could read.
+
+    The work and memory one frame can cost are bounded before anything is
+    built: a frame over ``max_bytes`` is refused after reading at most its
+    first 64 KiB (for the fields to echo), and a frame holding more than
+    ``max_items`` elements is refused as soon as the count passes the limit.
     """
     if max_bytes is not None and len(data) > max_bytes:
         raise _too_large(data, max_bytes)
-    body = _unpack_map(data)
+    body = _unpack_map(data, max_items)
     ref = _echo(body.get("ref"), REF)
     sid = _echo(body.get("sid"), STR)
     version = body.get("v")
@@ -201,31 +220,108 @@ def decode(data: bytes, schemas: Mapping[str, Schema], *, max_bytes: int | None 
 
 
 def _too_large(data: bytes, max_bytes: int) -> FrameError:
-    """The error for an oversized frame; it echoes ref/sid/id when decoding costs at most 4x the limit."""
-    ref = sid = msg_id = None
-    if len(data) <= 4 * max_bytes:
-        try:
-            body = _unpack_map(data)
-        except FrameError:
-            body = {}
-        ref, sid = _echo(body.get("ref"), REF), _echo(body.get("sid"), STR)
-        msg = body.get("msg")
-        msg_id = _echo(msg.get("id"), REF) if isinstance(msg, dict) else None
+    """The error for an oversized frame, echoing what its first 64 KiB say of ``ref``, ``sid`` and ``id``."""
+    ref, sid, msg_id = peek_ids(data)
     message = (
         f"frame is {len(data)} bytes, over the limit of {max_bytes} bytes; "
         "send smaller messages or raise max_frame_bytes in the daemon config"
     )
-    return FrameError(ErrorCode.FRAME_TOO_LARGE, message, ref=ref, sid=sid, id=msg_id)
+    return FrameError(ErrorCode.FRAME_TOO_LARGE, message, ref=ref, sid=sid, id=msg_id, data={"limit": max_bytes})
 
 
-def _unpack_map(data: bytes) -> dict[str, Any]:
+def peek_ids(data: bytes) -> tuple[int | str | None, str | None, int | str | None]:
+    """``(ref, sid, msg.id)`` read from the start of a frame without decoding the rest of it."""
+    found: dict[str, Any] = {}
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=_PEEK_BYTES)
+    unpacker.feed(data[:_PEEK_BYTES])
     try:
-        body = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        for _ in range(min(unpacker.read_map_header(), 16)):
+            key = unpacker.unpack()
+            if key == "msg":
+                for _ in range(min(unpacker.read_map_header(), 16)):
+                    if unpacker.unpack() == "id":
+                        found["id"] = unpacker.unpack()
+                        break
+                    unpacker.skip()
+                break
+            if key in ("ref", "sid"):
+                found[key] = unpacker.unpack()
+            else:
+                unpacker.skip()
+    except Exception:  # noqa: BLE001 - whatever was found before the frame went wrong is still worth echoing
+        pass
+    return _echo(found.get("ref"), REF), _echo(found.get("sid"), STR), _echo(found.get("id"), REF)
+
+
+class _TooManyItems(Exception):
+    pass
+
+
+def _unpack_map(data: bytes, max_items: int = MAX_ITEMS) -> dict[str, Any]:
+    try:
+        if len(data) <= SMALL_FRAME:
+            body = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        else:
+            body = _unpack_counted(data, max_items)
+    except _TooManyItems:
+        ref, sid, msg_id = peek_ids(data)
+        raise FrameError(
+            ErrorCode.BAD_FRAME,
+            f"frame holds more than {max_items} elements (map entries and array items); "
+            "send smaller messages or raise max_frame_items in the daemon config",
+            ref=ref,
+            sid=sid,
+            id=msg_id,
+            data={"limit": max_items},
+        ) from None
     except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types
         raise FrameError(ErrorCode.BAD_FRAME, f"frame is not valid msgpack ({type(exc).__name__}: {exc})") from None
     if not isinstance(body, dict):
         raise FrameError(ErrorCode.BAD_FRAME, f"frame must be a msgpack map, got {type(body).__name__}")
     return body
+
+
+def _unpack_counted(data: bytes, max_items: int) -> Any:
+    """Decode, stopping as soon as more than ``max_items`` elements were built.
+
+    Each container counts its entries or items when msgpack has built it (its hook;
+    an empty one counts as an item of its parent), and no
+    single container may be larger than the limit, so at most about twice
+    the limit's worth of objects exists when the frame is refused.
+    """
+    left = [max_items]
+
+    def count_map(value: dict[str, Any]) -> dict[str, Any]:
+        left[0] -= len(value)
+        if left[0] < 0:
+            raise _TooManyItems
+        return value
+
+    def count_list(value: list[Any]) -> list[Any]:
+        left[0] -= len(value)
+        if left[0] < 0:
+            raise _TooManyItems
+        return value
+
+    collecting = gc.isenabled()
+    gc.disable()  # msgpack builds no cycles: collections triggered by its allocations would only cost time
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            object_hook=count_map,
+            list_hook=count_list,
+            max_map_len=max_items,
+            max_array_len=max_items,
+        )
+    except ValueError as exc:
+        if "exceeds max_" in str(exc):
+            raise _TooManyItems from None
+        raise
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _echo(value: object, kind: _Kind) -> Any:

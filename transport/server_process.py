@@ -4,7 +4,10 @@ Each `ServerProcess` runs two threads and shares nothing mutable with the
 adapter loop that created it:
 
 * the reader owns stdout: every JSON object line becomes ``("mcp", sid, msg)``
-  for the adapter, and at end of file it tells the writer;
+  for the adapter, and at end of file it tells the writer; while the adapter
+  has it paused (`set_reading`) it reads nothing, so a server that writes
+  faster than its client reads blocks on its own full pipe, as it would
+  talking to that client directly;
 * the writer owns stdin and the process lifecycle (only it waits or signals):
   it writes the lines the adapter queues and, on a stop request or when the
   server closes stdout, runs the MCP stdio shutdown (close stdin, SIGTERM,
@@ -99,6 +102,9 @@ class ServerProcess:
         self._inbox: queue.SimpleQueue[_WriterItem] = queue.SimpleQueue()
         self._backlog: deque[bytes] = deque()
         self._stop_queued = False
+        self._may_read = threading.Event()
+        """Set while the reader may read stdout (a one-way signal from the adapter loop, not shared state)."""
+        self._may_read.set()
         self._proc = _spawn(command, env, cwd)
         self._stdin: IO[bytes] = self._proc.stdin  # type: ignore[assignment]
         self._stdout: IO[bytes] = self._proc.stdout  # type: ignore[assignment]
@@ -122,9 +128,17 @@ class ServerProcess:
 
     def stop(self) -> None:
         """Ask the writer to shut the process down; ``exited`` follows. Idempotent."""
+        self._may_read.set()  # what it writes while it stops still counts, and its end of file must be seen
         if not self._stop_queued:
             self._stop_queued = True
             self._inbox.put(_Marker.STOP)
+
+    def set_reading(self, reading: bool) -> None:
+        """Pause (False) or resume (True) reading the server's stdout."""
+        if reading or self._stop_queued:
+            self._may_read.set()
+        else:
+            self._may_read.clear()
 
     def _start_threads(self, command: Sequence[str]) -> None:
         name = f"{self.sid[:8]}-{self.pid}"
@@ -167,8 +181,9 @@ class ServerProcess:
     # reader thread
 
     def _read_loop(self) -> None:
+        may_read = self._may_read.wait
         try:
-            for line in self._stdout:
+            while may_read() and (line := self._stdout.readline()):
                 self._read_line(line)
         except (OSError, ValueError) as exc:
             log.warning("session %s: reading server stdout failed: %s", self.sid, exc)

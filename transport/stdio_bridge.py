@@ -48,9 +48,9 @@ from typing import Any, BinaryIO, Final
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from transport import frames, jsonrpc
+from transport import dealer, frames, jsonrpc
 from transport.mailbox import Mailbox
-from transport.runtime import RuntimeDirError, default_front_endpoint, ipc_path
+from transport.runtime import RuntimeDirError, default_front_endpoint
 
 log = logging.getLogger("troupe.connect")
 
@@ -272,16 +272,15 @@ class StdioBridge:
         except RuntimeDirError as exc:
             log.error("cannot find the troupe daemon's endpoint: %s", exc)
             return None
-        path = ipc_path(endpoint)
-        if path is not None and not path.exists():
-            log.error("no troupe daemon at %s (socket file missing); start one with `troupe serve`", endpoint)
+        problem = dealer.unreachable(endpoint)
+        if problem is not None:
+            log.error("%s; start one with `troupe serve`, or pass the endpoint it serves on with --endpoint", problem)
             return None
         return endpoint
 
     def _make_socket(self, context: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
         socket = context.socket(zmq.DEALER)
-        socket.heartbeat_ivl = 1000
-        socket.heartbeat_timeout = 3000
+        dealer.configure(socket)  # no timeout of its own: a client not reading stdout must not cut the session
         return socket
 
     @contextlib.contextmanager

@@ -1,0 +1,72 @@
+"""A small stdio MCP server (legacy era) that can flood its client with notifications.
+
+Written with plain JSON lines, not the SDK, so that it writes as fast as a
+pipe takes: a test of flow control needs a server that can outrun its client.
+
+Tools:
+
+* ``flood(count)``: sends ``count`` ``notifications/message`` (level
+  ``info``, ``data`` = the number), then returns the text ``"flooded <count>"``.
+* ``echo(text)``: returns ``text``.
+
+Writes block when stdout's pipe is full, as they would for any server whose
+client stops reading.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+_out = sys.stdout.buffer
+
+
+def send(msg: dict[str, Any]) -> None:
+    _out.write(json.dumps(msg, separators=(",", ":")).encode() + b"\n")
+
+
+def result(request_id: Any, text: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "result": {"content": [{"type": "text", "text": text}]}}
+
+
+def handle(msg: dict[str, Any]) -> None:
+    method, request_id = msg.get("method"), msg.get("id")
+    if request_id is None or method is None:
+        return
+    params = msg.get("params") or {}
+    if method == "initialize":
+        send(
+            {
+                "jsonrpc": "2.0",
+                "id": request_id,
+                "result": {
+                    "protocolVersion": params.get("protocolVersion", "2025-11-25"),
+                    "capabilities": {"tools": {}, "logging": {}},
+                    "serverInfo": {"name": "flood", "version": "1"},
+                },
+            }
+        )
+    elif method == "tools/call" and params.get("name") == "flood":
+        count = int(params.get("arguments", {}).get("count", 0))
+        for n in range(count):
+            send({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": n}})
+        send(result(request_id, f"flooded {count}"))
+    elif method == "tools/call" and params.get("name") == "echo":
+        send(result(request_id, str(params.get("arguments", {}).get("text", ""))))
+    elif method == "ping":
+        send({"jsonrpc": "2.0", "id": request_id, "result": {}})
+    else:
+        send({"jsonrpc": "2.0", "id": request_id, "error": {"code": -32601, "message": f"no method {method}"}})
+    _out.flush()
+
+
+def main() -> None:
+    for line in sys.stdin.buffer:
+        if line.strip():
+            handle(json.loads(line))
+        _out.flush()
+
+
+if __name__ == "__main__":
+    main()

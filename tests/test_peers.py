@@ -103,6 +103,10 @@ def test_admissions_never_followed_by_a_message_are_forgotten_and_ended_ids_are_
     for i in range(100):
         table.admitted(f"a{i}".encode(), "", "NULL", "", now=float(i))
     assert table.expire(now=100.0) == 41  # admitted at 0..40 s: 60 s or older
+    small = PeerTable(max_admitted=10)
+    for i in range(25):
+        small.admitted(f"x{i}".encode(), "", "NULL", "", now=0.0)
+    assert len(small._admitted) == 10 and b"x24" in small._admitted and b"x0" not in small._admitted
     for fd in range(ENDED_KEPT + 10):
         identity = f"c{fd}".encode()
         table.accepted_fd(fd)

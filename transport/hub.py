@@ -184,7 +184,7 @@ class Hub:
         self._monitors: list[zmq.Socket[bytes]] = []
         self._zap: zmq.Socket[bytes] | None = None
         self._zap_replies: deque[tuple[float, list[bytes]]] = deque()
-        self._peers = (PeerTable(), PeerTable())
+        self._peers = tuple(PeerTable(max_admitted=2 * limit) for limit in self.options.max_connections)
         self._ready: Future[None] = Future()
         self._ident: int | None = None
         self._soon: deque[Callable[[], object]] = deque()

@@ -68,6 +68,9 @@ class PeerTable:
     _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _by_fd: dict[int, Connection] = field(default_factory=dict)
     _by_identity: dict[bytes, Connection] = field(default_factory=dict)
+    max_admitted: int = 8192
+    """Admissions kept at most (a peer that connects and leaves without a word leaves one for
+    `ADMISSION_TTL`); beyond, the oldest is forgotten."""
     _admitted: dict[bytes, _Admission] = field(default_factory=dict)
     _ended: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     accepted: int = 0
@@ -83,6 +86,8 @@ class PeerTable:
     def admitted(self, identity: bytes, address: str, mechanism: str, user: str, now: float) -> None:
         """ZAP let a connection in under ``identity``."""
         self._admitted[identity] = _Admission(address, mechanism, user, now)
+        if len(self._admitted) > self.max_admitted:
+            del self._admitted[next(iter(self._admitted))]
 
     def seen(self, identity: bytes, fd: int | None) -> Connection | None:
         """The first message from ``identity`` came in on ``fd``: bind them.

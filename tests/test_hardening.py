@@ -402,9 +402,10 @@ command = ["{python}", "{program}"]
 
 
 @contextmanager
-def flood_daemon() -> Iterator[RunningDaemon]:
+def flood_daemon(daemon_table: str = "") -> Iterator[RunningDaemon]:
     config = Path(f"/tmp/trp-flood-{os.getpid()}-{time.monotonic_ns()}.toml")
-    config.write_text(FLOOD_CONFIG.format(python=sys.executable, program=PROGRAMS / "flood_server.py"))
+    text = FLOOD_CONFIG.format(python=sys.executable, program=PROGRAMS / "flood_server.py")
+    config.write_text(f"[daemon]\n{daemon_table}\n{text}" if daemon_table else text)
     daemon = start_daemon(["--config", str(config), "--rate-per-session", "0", "--request-timeout", "300"])
     try:
         yield daemon
@@ -448,6 +449,47 @@ def test_paused_clients_get_every_notification_and_their_result() -> None:
             stats = client.control("stats")
         assert not stats["frames"]["dropped"], stats["frames"]["dropped"]
         assert (largest - baseline) < 96 * 1024, f"daemon RSS {baseline} kB -> {largest} kB with 3 paused clients"
+
+
+@pytest.mark.timeout(120)
+def test_a_client_over_its_share_of_the_backlog_is_given_up_and_told_why() -> None:
+    with flood_daemon("send_backlog_bytes = 8192") as daemon:
+        innocent = Client(daemon.front, timeout=30)
+        calm = innocent.open("flood")
+        calm.initialize()
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        greedy = ctx.socket(zmq.DEALER)
+        greedy.setsockopt(zmq.RCVHWM, 10)
+        greedy.setsockopt(zmq.HEARTBEAT_IVL, 1000)  # alive, but not reading
+        greedy.setsockopt(zmq.HEARTBEAT_TIMEOUT, 0)  # never its own timeout (docs/protocol.rst, "Liveness")
+        greedy.connect(daemon.front)
+        sid = open_raw(greedy, server="flood")
+        greedy.send(encode("mcp", sid=sid, msg=jsonrpc.request(0, "initialize", {"protocolVersion": "2025-11-25"})))
+        assert "result" in receive(greedy)["msg"]
+        greedy.send(encode("mcp", sid=sid, msg=jsonrpc.notification("notifications/initialized")))
+        flood = {"name": "flood", "arguments": {"count": 200_000}}
+        greedy.send(encode("mcp", sid=sid, msg=jsonrpc.request(1, "tools/call", flood)))
+
+        def given_up() -> bool:
+            with daemon.client() as client:
+                return client.control("stats")["sessions"]["closed"].get("client_not_reading", 0) == 1
+
+        wait_for(given_up, 60, "the daemon to give up on the client that does not read")
+        with daemon.client() as client:
+            stats = client.control("stats")
+        assert stats["frames"]["dropped"].get("front_not_reading", 0) > 0, stats["frames"]
+        assert stats["backlog_bytes"] <= 8192
+        echo = calm.request("tools/call", {"name": "echo", "arguments": {"text": "still here"}})
+        assert echo["content"][0]["text"] == "still here", "the other client carries on"
+        frames, seq = [], 0
+        while greedy.poll(2000):  # what it reads now: the frames before the give-up, then the end
+            frames.append(msgpack.unpackb(greedy.recv()))
+        assert frames[-1]["t"] == "closed" and frames[-1]["reason"] == "client_not_reading", frames[-1]
+        seqs = [f["seq"] for f in frames if f["t"] == "mcp"]
+        seq = seqs[-1] if seqs else 0
+        assert seq < 200_000 and seqs == sorted(seqs), "frames were dropped, and the gap shows in seq"
+        innocent.close()
+        ctx.destroy(linger=0)
 
 
 # -- 6. vanished clients ----------------------------------------------------------

@@ -38,6 +38,8 @@ def adapter_command(server: ServerConfig, back: str, adapter_id: str, config: Da
     cmd += ["--heartbeat-ms", str(config.heartbeat_ms)]
     cmd += ["--capacity", str(server.capacity), "--stop-timeout", str(server.stop_timeout)]
     cmd += ["--term-timeout", str(server.term_timeout), "--exit-with-parent"]
+    cmd += ["--max-message-bytes", str(config.max_server_frame_bytes)]
+    cmd += ["--max-message-items", str(config.max_server_frame_items)]
     if server.cwd:
         cmd += ["--cwd", server.cwd]
     return [*cmd, "--", *server.command]

@@ -18,7 +18,9 @@ from actors.config import LIMIT_KEYS, LOG_LEVELS, ConfigError, load
 from actors.daemon import Daemon, DaemonError
 from actors.options import LIMIT_HELP, Limits
 from transport.client import Client, DaemonUnavailable, FrameRefused, RequestError, TroupeError
-from transport.runtime import RuntimeDirError, default_back_endpoint
+from transport import discovery
+from transport.runtime import BACK_SOCKET, FRONT_SOCKET, RuntimeDirError, ipc_endpoint
+from transport.server_process import MAX_LINE_BYTES, MAX_LINE_CONTAINERS
 
 EXIT_OK = 0
 EXIT_REQUEST_FAILED = 1
@@ -118,13 +120,26 @@ def _parser() -> argparse.ArgumentParser:
     adapter.add_argument("--log-format", choices=("text", "json"), help="default: text")
     adapter.add_argument("--heartbeat-ms", type=int, default=1000, help="heartbeat interval (default 1000)")
     adapter.add_argument("--adapter-id", help="identity kept across reconnects (default: a random one)")
+    adapter.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=MAX_LINE_BYTES,
+        help=f"largest message taken from a server; a larger reply is answered with -32013 (default {MAX_LINE_BYTES})",
+    )
+    adapter.add_argument(
+        "--max-message-items",
+        type=int,
+        default=MAX_LINE_CONTAINERS,
+        help=f"most JSON objects and arrays in one server message (default {MAX_LINE_CONTAINERS})",
+    )
     adapter.set_defaults(func=_adapter)
 
     call = sub.add_parser("call", help="open a session, initialize, send one request, print its result")
     call.add_argument("server")
     call.add_argument("method")
     call.add_argument("--params", default=None, help="request params as a JSON object")
-    call.add_argument("--endpoint", help="the daemon's front endpoint (default: the runtime directory's)")
+    call.add_argument("--endpoint", help="the daemon's front endpoint (default: found as docs/configuration.rst says)")
+    call.add_argument("--runtime-dir", metavar="DIR", help="the daemon's runtime directory (instead of --endpoint)")
     call.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each reply (default 30)")
     call.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     call.set_defaults(func=_call)
@@ -133,11 +148,20 @@ def _parser() -> argparse.ArgumentParser:
         "connect", help="be an MCP stdio server for an MCP client: bridge stdin/stdout to a session of SERVER"
     )
     connect.add_argument("server")
-    connect.add_argument("--endpoint", help="the daemon's front endpoint (default: the runtime directory's)")
+    connect.add_argument(
+        "--endpoint", help="the daemon's front endpoint (default: found as docs/configuration.rst says)"
+    )
+    connect.add_argument("--runtime-dir", metavar="DIR", help="the daemon's runtime directory (instead of --endpoint)")
     connect.add_argument(
         "--open-timeout", type=float, default=10.0, help="seconds to wait for the session (default 10)"
     )
     connect.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="stderr only (default warning)")
+    connect.add_argument(
+        "--no-server-stderr",
+        dest="server_stderr",
+        action="store_false",
+        help="do not copy the server's stderr to this process's stderr (copied by default)",
+    )
     connect.set_defaults(func=_connect)
 
     operator_cli.add_commands(sub)
@@ -233,7 +257,7 @@ def _adapter(args: argparse.Namespace) -> int:
             "adapter needs the server command after --, e.g. troupe adapter echo -- python3 server.py", EXIT_USAGE
         )
     try:
-        endpoint = args.endpoint or default_back_endpoint()
+        endpoint = args.endpoint or discovery.find(BACK_SOCKET)
     except RuntimeDirError as exc:
         return _fail(str(exc), EXIT_USAGE)
     adapter = Adapter(
@@ -247,6 +271,8 @@ def _adapter(args: argparse.Namespace) -> int:
         exit_with_parent=args.exit_with_parent,
         heartbeat_ms=args.heartbeat_ms,
         adapter_id=args.adapter_id,
+        max_message_bytes=args.max_message_bytes,
+        max_message_items=args.max_message_items,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _n, _f: adapter.request_stop())
@@ -261,7 +287,7 @@ def _call(args: argparse.Namespace) -> int:
     if params is not None and not isinstance(params, dict):
         return _fail('--params must be a JSON object, e.g. \'{"name": "echo"}\'', EXIT_USAGE)
     try:
-        with Client(args.endpoint, timeout=args.timeout) as client:
+        with Client(_front(args), timeout=args.timeout) as client:
             result = _one_request(client, args.server, args.method, params)
     except RequestError as exc:
         what = "initialize" if isinstance(exc, InitializeFailed) else args.method
@@ -280,6 +306,13 @@ def _call(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _front(args: argparse.Namespace) -> str | None:
+    """The front endpoint the command was given (``--endpoint``, or ``--runtime-dir``'s), or None to look for it."""
+    if args.endpoint or not args.runtime_dir:
+        return args.endpoint
+    return ipc_endpoint(Path(args.runtime_dir), FRONT_SOCKET)
+
+
 def _control(endpoint: str | None, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
     with Client(endpoint, timeout=10) as client:
         return client.control(op, args)
@@ -289,7 +322,9 @@ def _connect(args: argparse.Namespace) -> int:
     from transport.stdio_bridge import StdioBridge
 
     try:
-        bridge = StdioBridge(args.server, args.endpoint, open_timeout=args.open_timeout)
+        bridge = StdioBridge(
+            args.server, _front(args), open_timeout=args.open_timeout, server_stderr=args.server_stderr
+        )
     except RuntimeDirError as exc:
         return _fail(str(exc), EXIT_UNAVAILABLE)
     return bridge.run()

@@ -8,6 +8,7 @@ accepted form, rather than ignored.
 
 from __future__ import annotations
 
+import re
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -18,6 +19,9 @@ from typing import Any
 from actors.options import ON_EXIT_POLICIES, Limits
 from actors.supervision import Strategy, SupervisorPolicy
 from transport.runtime import BACK_SOCKET, EVENTS_SOCKET, FRONT_SOCKET, ipc_endpoint, runtime_dir
+
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ConfigError(ValueError):
@@ -44,6 +48,9 @@ class ServerConfig:
     """When a session's server process ends: ``fail`` the session, or ``restart`` the process."""
     max_restarts: int = 3
     """Server restarts per session (``on_exit = "restart"``) before the session fails anyway."""
+    pass_env: tuple[str, ...] = ()
+    """Environment variables a session may bring for its own server process (``open`` ``env``, sent by
+    ``troupe connect`` from its environment); none by default."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,11 @@ class DaemonConfig:
     beyond that its connection is cut before the frame is read."""
     max_frame_items: int = 50_000
     """Elements (map entries and array items, all levels) one client frame may hold."""
+    max_server_frame_bytes: int = 32 * 1024 * 1024
+    """Largest message a server may send (a tool result, a resource); a larger one is answered,
+    to whoever waits for it, with JSON-RPC error -32013 naming this limit."""
+    max_server_frame_items: int = 1_000_000
+    """Elements one server message may hold (the adapter counts its JSON objects and arrays)."""
     startup_timeout: float = 15.0
     """Seconds to wait for the configured adapters to register before serving anyway."""
     shutdown_timeout: float = 10.0
@@ -73,10 +85,10 @@ class DaemonConfig:
     """Seconds without a frame or heartbeat from an adapter before its sessions are handled as lost."""
     respawn_timeout: float = 15.0
     """Seconds a restarting session waits for an adapter of its server to (re)register."""
-    send_backlog_bytes: int = 16 * 1024 * 1024
+    send_backlog_bytes: int = 64 * 1024 * 1024
     """Bytes of frames the daemon holds for one peer that is not reading, beyond its socket queue;
     beyond, the peer is given up on (a client's sessions are closed, reason ``client_not_reading``)."""
-    send_backlog_total: int = 128 * 1024 * 1024
+    send_backlog_total: int = 256 * 1024 * 1024
     """Bytes of frames the daemon holds for all such peers together; beyond, the one holding most is given up on."""
     log_level: str = "info"
     gil_switch_interval: float = 0.005
@@ -97,6 +109,9 @@ class DaemonConfig:
     """Seconds the janitor and evictor get to stop (OTP's worker default)."""
     fault_injection: bool = False
     """Allow the ``inject_fault`` control operation."""
+    discoverable: bool = True
+    """Write ``~/.local/state/troupe/daemon.json`` (where this daemon serves) while it runs, so that
+    clients given no endpoint find it in any environment (see `transport.discovery`)."""
     adapter_intensity: int = 3
     """Restarts of one server's adapter processes allowed within ``adapter_period``."""
     adapter_period: float = 60.0
@@ -114,6 +129,8 @@ DAEMON_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "back": ((str,), "a ZMQ endpoint"),
     "max_frame_bytes": ((int,), "a positive integer (bytes)"),
     "max_frame_items": ((int,), "a positive integer (map entries and array items in one frame)"),
+    "max_server_frame_bytes": ((int,), "a positive integer (bytes)"),
+    "max_server_frame_items": ((int,), "a positive integer"),
     "client_timeout": ((int, float), "seconds > 0"),
     "max_client_connections": ((int,), "a positive integer"),
     "startup_timeout": ((int, float), "seconds, >= 0"),
@@ -130,6 +147,7 @@ DAEMON_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "metrics_address": ((str,), "host:port, e.g. '127.0.0.1:9464'"),
     "audit_log": ((str,), "a file path"),
     "fault_injection": ((bool,), "true or false"),
+    "discoverable": ((bool,), "true or false"),
 }
 SUPERVISOR_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "strategy": ((str,), "one of one_for_one, one_for_all, rest_for_one"),
@@ -151,6 +169,7 @@ SERVER_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "term_timeout": ((int, float), "seconds, >= 0"),
     "on_exit": ((str,), "fail or restart"),
     "max_restarts": ((int,), "an integer >= 0"),
+    "pass_env": ((list,), "a list of environment variable names, e.g. ['GITHUB_TOKEN']"),
 }
 
 
@@ -217,9 +236,11 @@ def _limits(table: object, path: Path) -> dict[str, Any]:
     timeouts = table.pop("timeouts", {}) if isinstance(table, dict) else {}
     values = _checked(table, LIMIT_KEYS, f"{path}: [limits]")
     if not isinstance(timeouts, dict) or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in timeouts.values()
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in timeouts.values()
     ):
-        raise ConfigError(f'{path}: [limits.timeouts] maps method names to seconds > 0, e.g. "tools/call" = 300')
+        raise ConfigError(
+            f'{path}: [limits.timeouts] maps method names to seconds >= 0 (0: no timeout), e.g. "tools/call" = 300'
+        )
     values["timeouts"] = timeouts
     return values
 
@@ -243,8 +264,7 @@ def _build_limits(values: dict[str, Any]) -> Limits:
     for name in LIMIT_KEYS:
         if name != "on_session_limit" and getattr(limits, name) < 0:
             raise ConfigError(f"limits: {name} must be >= 0")
-    if limits.request_timeout <= 0 or limits.initialize_timeout <= 0:
-        raise ConfigError("limits: request_timeout and initialize_timeout must be > 0 seconds")
+
     if not 0 < limits.soft_limit_ratio <= 1:
         raise ConfigError("limits: soft_limit_ratio must be in (0, 1]")
     for name in (
@@ -295,7 +315,12 @@ def _servers(table: object, path: Path) -> dict[str, ServerConfig]:
         env = values.get("env", {})
         if not all(isinstance(v, str) for v in env.values()):
             raise ConfigError(f"{where}: env values must be strings")
-        server = ServerConfig(name=name, command=tuple(command), **values)
+        pass_env = values.pop("pass_env", [])
+        if not all(isinstance(n, str) and ENV_NAME.fullmatch(n) and not n.startswith("TROUPE_") for n in pass_env):
+            raise ConfigError(
+                f"{where}: pass_env must be {SERVER_KEYS['pass_env'][1]} (letters, digits, _; no TROUPE_)"
+            )
+        server = ServerConfig(name=name, command=tuple(command), pass_env=tuple(pass_env), **values)
         _check_server(server, where)
         servers[name] = server
     return servers
@@ -330,6 +355,12 @@ def _build(daemon: dict[str, Any], servers: dict[str, ServerConfig]) -> DaemonCo
         raise ConfigError("send_backlog_bytes must be > 0 and send_backlog_total at least send_backlog_bytes")
     if config.max_frame_items <= 0 or config.client_timeout <= 0 or config.max_client_connections <= 0:
         raise ConfigError("max_frame_items, client_timeout and max_client_connections must be > 0")
+    if config.max_server_frame_bytes <= 0 or config.max_server_frame_items <= 0:
+        raise ConfigError("max_server_frame_bytes and max_server_frame_items must be > 0")
+    if config.send_backlog_bytes < config.max_server_frame_bytes:
+        raise ConfigError(
+            "send_backlog_bytes must be at least max_server_frame_bytes: a peer must be able to wait for one"
+        )
     if (
         config.adapter_timeout * 1000 < 2 * config.heartbeat_ms
         or config.client_timeout * 1000 < 2 * config.heartbeat_ms

@@ -71,6 +71,8 @@ class ControlPlane:
             "stats": self._stats,
             "sessions.list": self._sessions_list,
             "sessions.show": self._sessions_show,
+            "sessions.logs": self._sessions_logs,
+            "servers": self._servers,
             "sessions.close": self._sessions_close,
             "sessions.cleanup": self._sessions_cleanup,
             "inject_fault": self._inject_fault,
@@ -105,13 +107,15 @@ class ControlPlane:
 
     # -- gathering snapshots ---------------------------------------------------------
 
-    def gather(self, routes: list[Route], finish: Callable[[list[dict[str, Any]], int], None]) -> None:
+    def gather(
+        self, routes: list[Route], finish: Callable[[list[dict[str, Any]], int], None], *, stderr: bool = False
+    ) -> None:
         gid = next(self._ids)
         gather = _Gather(0, time.monotonic() + GATHER_TIMEOUT, finish)
         self._gathers[gid] = gather
         for route in routes:
             try:
-                route.actor.tell(Describe(partial(self._from_actor, gid)))
+                route.actor.tell(Describe(partial(self._from_actor, gid), stderr))
             except pykka.ActorDeadError:
                 continue
             gather.expected += 1
@@ -215,6 +219,29 @@ class ControlPlane:
                 self.error(peer, ref, ErrorCode.UNKNOWN_SESSION, f"session {args['sid']!r} ended meanwhile")
 
         self.gather([route], finish)
+
+    def _sessions_logs(self, peer: bytes, ref: Ref, args: dict[str, Any]) -> None:
+        """The last lines the session's server wrote to stderr (at most ``STDERR_KEPT``)."""
+        route = self._route(args)
+
+        def finish(snapshots: list[dict[str, Any]], _missing: int) -> None:
+            if snapshots:
+                self.reply(peer, ref, {"sid": args["sid"], "lines": snapshots[0].get("stderr", [])})
+            else:
+                self.error(peer, ref, ErrorCode.UNKNOWN_SESSION, f"session {args['sid']!r} ended meanwhile")
+
+        self.gather([route], finish, stderr=True)
+
+    def _servers(self, peer: bytes, ref: Ref, _args: dict[str, Any]) -> None:
+        """The servers served now: adapters registered, and the variables a session may bring (pass_env)."""
+        router = self._router
+        adapters: Counter[str] = Counter(a.server for a in router.adapters.values())
+        names = set(adapters) | set(router.pass_env)
+        servers = {
+            name: {"adapters": adapters[name], "pass_env": sorted(router.pass_env.get(name, ()))}
+            for name in sorted(names)
+        }
+        self.reply(peer, ref, {"servers": servers})
 
     def _sessions_close(self, peer: bytes, ref: Ref, args: dict[str, Any]) -> None:
         route = self._route(args)

@@ -35,11 +35,15 @@ from actors.options import ServerPolicy
 from actors.router import Router, RouterOptions
 from actors.supervision import ChildSpec
 from actors.supervisor import ChildContext, Supervisor
+from transport import discovery
 from transport.hub import BACK, EVENTS, FRONT, Hub, HubOptions
 from transport.runtime import ensure_private_dir, ipc_path
 
 log = logging.getLogger("troupe.daemon")
 
+
+SERVER_FRAME_MARGIN = 64 * 1024
+"""Bytes an adapter's ``mcp`` frame may take beyond the server's message: the envelope around it."""
 
 EXIT_ESCALATED = 70
 """Exit status after the supervisor escalated (EX_SOFTWARE)."""
@@ -59,16 +63,20 @@ class Daemon:
                 backlog_bytes=config.send_backlog_bytes,
                 backlog_total=config.send_backlog_total,
                 front_max_message=4 * config.max_frame_bytes,
+                back_max_message=2 * (config.max_server_frame_bytes + SERVER_FRAME_MARGIN),
                 max_connections=(config.max_client_connections, HubOptions().max_connections[1]),
             )
         )
         policies = {s.name: ServerPolicy(s.on_exit, s.max_restarts) for s in config.servers.values()}
         options = RouterOptions(
-            config.max_frame_bytes,
-            config.max_frame_items,
-            config.limits,
-            config.fault_injection,
-            policies,
+            max_frame_bytes=config.max_frame_bytes,
+            max_frame_items=config.max_frame_items,
+            max_server_frame_bytes=config.max_server_frame_bytes + SERVER_FRAME_MARGIN,
+            max_server_frame_items=config.max_server_frame_items,
+            limits=config.limits,
+            fault_injection=config.fault_injection,
+            server_policies=policies,
+            pass_env={s.name: frozenset(s.pass_env) for s in config.servers.values()},
             adapter_timeout=config.adapter_timeout,
             respawn_timeout=config.respawn_timeout,
         )
@@ -108,6 +116,13 @@ class Daemon:
         self.adapters.start()
         self._await_adapters()
         self.front_endpoint = self.hub.bind(FRONT, self.config.front)
+        if (
+            self.config.discoverable
+            and discovery.write_pointer(self.front_endpoint, self.back_endpoint, self.events_endpoint) is None
+        ):
+            log.warning(
+                "could not write %s: clients given no endpoint may not find this daemon", discovery.pointer_path()
+            )
         log.info(
             "serving on %s (adapters on %s); servers: %s",
             self.front_endpoint,
@@ -216,6 +231,8 @@ class Daemon:
             self.supervisor.stop(block=True, timeout=self.config.child_shutdown_timeout * 2 + 1)
         pykka.ActorRegistry.stop_all(block=True, timeout=2)
         self.hub.stop()
+        if self.config.discoverable:
+            discovery.remove_pointer()
         for lock in self._locks:
             Path(lock.name.removesuffix(".lock")).unlink(missing_ok=True)
             lock.close()

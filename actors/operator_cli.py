@@ -30,6 +30,7 @@ def add_commands(sub: Any) -> None:
     listing.add_argument("--server", help="only sessions of this server")
     listing.add_argument("--state", help="only sessions in this state (initializing, active, shutting_down)")
     _command(verbs, "show", "everything the session actor keeps", _sessions_show).add_argument("sid")
+    _command(verbs, "logs", "the last lines the session's server wrote to stderr", _sessions_logs).add_argument("sid")
     _command(verbs, "close", "close a session (reason: operator)", _sessions_close).add_argument("sid")
     cleanup = _command(verbs, "cleanup", "close sessions older (or idle longer) than a duration", _sessions_cleanup)
     cleanup.add_argument("--older-than", required=True, metavar="DURATION", help="e.g. 90s, 30m, 12h, 7d")
@@ -47,7 +48,9 @@ def _command(
     sub: Any, name: str, text: str, func: Callable[[argparse.Namespace], int], *, json_flag: bool = True
 ) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=text, description=text)
-    parser.add_argument("--endpoint", help="the daemon's front endpoint (default: the runtime directory's)")
+    parser.add_argument(
+        "--endpoint", help="the daemon's front endpoint (default: found as docs/configuration.rst says)"
+    )
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=func)
@@ -106,6 +109,13 @@ def session_table(result: dict[str, Any]) -> str:
     if result.get("missing"):
         lines.append(f"({result['missing']} sessions did not answer in time)")
     return "\n".join(lines) if len(rows) > 1 else "no open sessions"
+
+
+def _sessions_logs(args: argparse.Namespace) -> int:
+    result = _call(args, "sessions.logs", {"sid": args.sid})
+    if isinstance(result, int):
+        return result
+    return _print(args, result, lambda r: "\n".join(r["lines"]) if r["lines"] else "(nothing on stderr yet)")
 
 
 def _sessions_show(args: argparse.Namespace) -> int:

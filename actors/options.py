@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Limits:
-    request_timeout: float = 30.0
-    """Seconds a request may wait for its response (either direction)."""
+    request_timeout: float = 0.0
+    """Seconds a request may wait for its response (either direction); 0 = no timeout, as talking
+    to the server directly (clients time their requests themselves)."""
     timeouts: Mapping[str, float] = field(default_factory=dict)
-    """Per-method overrides of ``request_timeout``, e.g. ``{"tools/call": 300}``."""
-    initialize_timeout: float = 30.0
-    """Timeout of ``initialize``, which includes the server process's start-up
-    (an SDK server spends about a second importing); ``timeouts`` overrides it."""
+    """Per-method timeouts, overriding ``request_timeout``, e.g. ``{"tools/call": 300}``."""
+    initialize_timeout: float = 0.0
+    """Timeout of ``initialize``, which includes the server process's start-up; 0 = none;
+    ``timeouts`` overrides it."""
     progress_resets_timeout: bool = True
     """A progress notification restarts its request's timeout."""
     max_pending_per_session: int = 1000
@@ -33,8 +34,9 @@ class Limits:
     """Sessions one client connection may hold at once; 0 = no limit."""
     soft_limit_ratio: float = 0.8
     """Fraction of a limit at which a warning is logged, once per crossing."""
-    rate_per_session: float = 100.0
-    """Requests per second a session may send (token bucket refill rate); 0 = no limit."""
+    rate_per_session: float = 0.0
+    """Requests per second a session may send (token bucket refill rate); 0 = no limit (the default:
+    a client may send as fast as its server answers)."""
     rate_burst: int = 200
     """Token bucket size for ``rate_per_session``."""
     open_rate_per_client: float = 20.0
@@ -75,8 +77,8 @@ initialized, probed and (with ``notifications/cancelled`` and ``close``, which
 are never limited) cancelled and closed."""
 
 LIMIT_HELP: dict[str, str] = {
-    "request_timeout": "seconds a request may wait for its response",
-    "initialize_timeout": "seconds initialize may take, server start-up included",
+    "request_timeout": "seconds a request may wait for its response; 0 = no timeout",
+    "initialize_timeout": "seconds initialize may take, server start-up included; 0 = no timeout",
     "progress_resets_timeout": "a progress notification restarts its request's timeout (true/false)",
     "max_pending_per_session": "pending client requests one session may have",
     "max_pending_total": "pending client requests across all sessions",

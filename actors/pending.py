@@ -5,7 +5,7 @@ spaces (sampling/createMessage, roots/list and elicitation/create come from the
 server), so a session keeps two `PendingTable` s and matches a response only
 against the table of the direction its request went.
 
-Each request has a deadline. The table keeps a heap of deadlines with lazy
+Each request has a deadline, unless its timeout is 0 (none). The table keeps a heap of deadlines with lazy
 deletion, so finding what is due costs O(k log n) for k due requests; the heap
 is rebuilt when stale entries outnumber live ones, so it stays O(n) in size.
 """
@@ -13,6 +13,7 @@ is rebuilt when stale entries outnumber live ones, so it stays O(n) in size.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -46,11 +47,13 @@ class PendingTable:
     ) -> PendingRequest:
         if request_id in self._by_id:
             raise KeyError(f"request id {request_id!r} is already pending")
-        entry = PendingRequest(request_id, method, now, timeout, now + timeout, progress_token)
+        deadline = now + timeout if timeout > 0 else math.inf
+        entry = PendingRequest(request_id, method, now, timeout, deadline, progress_token)
         self._by_id[request_id] = entry
         if progress_token is not None:
             self._by_token[progress_token] = request_id
-        self._push(entry)
+        if timeout > 0:
+            self._push(entry)
         return entry
 
     def pop(self, request_id: RequestId) -> PendingRequest | None:
@@ -69,7 +72,7 @@ class PendingTable:
         if entry is None:
             return None
         entry.progress_count += 1
-        if extend:
+        if extend and entry.timeout > 0:
             entry.deadline = now + entry.timeout
             self._push(entry)
         return entry

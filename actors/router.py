@@ -38,12 +38,14 @@ from actors.session import (
     Rebound,
     ServerExited,
     ServerStarted,
+    ServerStderr,
     SessionActor,
     SessionLinks,
     Wake,
 )
 from actors.session_core import SessionCore
 from actors.supervisor import TICK, Forward
+from transport import jsonrpc
 from transport.frames import ADAPTER_TO_DAEMON, CLIENT_TO_DAEMON, MAX_ITEMS, ErrorCode, FrameError, decode, encode
 from transport.hub import BACK, FRONT, Hub
 
@@ -85,18 +87,25 @@ class Route:
     client: bytes
     adapter: AdapterLink
     closing: bool = False
+    env: dict[str, str] | None = None
+    """What the session brought for its server's environment (``open`` ``env``): every spawn gets it."""
 
 
 @dataclass(frozen=True)
 class RouterOptions:
     max_frame_bytes: int = 4 * 1024 * 1024
     max_frame_items: int = MAX_ITEMS
-    """Elements (map entries and array items) one frame may hold."""
+    """Elements (map entries and array items) one client frame may hold."""
+    max_server_frame_bytes: int = 32 * 1024 * 1024 + 64 * 1024
+    """Largest frame an adapter may send (a server's message and its envelope)."""
+    max_server_frame_items: int = 1_000_000
     limits: Limits = field(default_factory=Limits)
     fault_injection: bool = False
     """Allow the ``inject_fault`` control operation (tests, drills); off by default."""
     server_policies: Mapping[str, ServerPolicy] = field(default_factory=dict)
     """``on_exit`` policy per server name; servers not listed fail their sessions."""
+    pass_env: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """Environment variables a session of each server may bring (``[servers.NAME] pass_env``)."""
     adapter_timeout: float = 5.0
     """Seconds of silence (no frame, no heartbeat) after which an adapter counts as lost."""
     respawn_timeout: float = 15.0
@@ -121,6 +130,7 @@ class Router:
         self.version = version
         self.observers = observers or Observers()
         self.fault_injection = options.fault_injection
+        self.pass_env = options.pass_env
         self.supervisor = supervisor
         """Tells the supervisor; children are reached through it by id (`Forward`)."""
         self.sessions: dict[str, Route] = {}
@@ -248,13 +258,15 @@ class Router:
             raise FrameError(ErrorCode.SHUTTING_DOWN, "the daemon is shutting down; try again later", ref=ref)
         client = self._admit_open(peer, ref)
         adapter = self._pick_adapter(server, ref)
+        env = self._session_env(server, frame.get("env"), ref)
         self._make_room(ref)
         sid = secrets.token_urlsafe(16)
         policy = self._options.server_policies.get(server)
         now = time.monotonic()
-        core = SessionCore(sid, server, now, self._limits, policy)
-        actor = SessionActor.start(core, Peers(peer, adapter.peer, ref, client.label), self._links)
-        self.sessions[sid] = Route(actor, peer, adapter)
+        core = SessionCore(sid, server, now, self._limits, policy, expire_idle=frame.get("expire_idle", False))
+        peers = Peers(peer, adapter.peer, ref, client.label, stderr=frame.get("stderr", False))
+        actor = SessionActor.start(core, peers, self._links)
+        self.sessions[sid] = Route(actor, peer, adapter, env=env)
         self.recency.touch(sid, self.now)
         adapter.sessions.add(sid)
         client.sessions.add(sid)
@@ -263,9 +275,29 @@ class Router:
             log.warning(
                 "%d sessions open, over %d%% of max_sessions (%d)", self.open_sessions, ratio, self._limits.max_sessions
             )
-        self._hub.send_back(adapter.peer, encode("spawn", sid=sid))
+        self._hub.send_back(adapter.peer, encode("spawn", sid=sid, env=env))
         if client.blocked:
             self._hub.send_back(adapter.peer, encode("pause", sid=sid))
+
+    def _session_env(self, server: str, env: dict[str, Any] | None, ref: int | str) -> dict[str, str] | None:
+        """The variables a session brings for its server, if the server's ``pass_env`` names them all."""
+        if not env:
+            return None
+        allowed = self._options.pass_env.get(server, frozenset())
+        refused = sorted(name for name in env if name not in allowed)
+        if refused:
+            names = ", ".join(repr(name)[:80] for name in refused[:5])
+            raise FrameError(
+                ErrorCode.FORBIDDEN,
+                f"server {server!r} takes no {names} from its sessions; the variables it takes are its "
+                f"pass_env in the daemon's config: {sorted(allowed) or 'none'}",
+                ref=ref,
+            )
+        if not all(isinstance(v, str) and len(v) <= MAX_ENV_VALUE for v in env.values()):
+            raise FrameError(
+                ErrorCode.BAD_ARGS, f"open: env values must be strings of at most {MAX_ENV_VALUE} bytes", ref=ref
+            )
+        return env
 
     @property
     def open_sessions(self) -> int:
@@ -415,11 +447,15 @@ class Router:
 
     def on_back(self, peer: bytes, data: bytes) -> None:
         try:
-            frame = decode(data, ADAPTER_TO_DAEMON, max_bytes=self._options.max_frame_bytes, max_items=2**31)
+            o = self._options
+            frame = decode(
+                data, ADAPTER_TO_DAEMON, max_bytes=o.max_server_frame_bytes, max_items=o.max_server_frame_items
+            )
         except FrameError as exc:
             self.errors[f"adapter_{exc.code}"] += 1
             log.warning("refused a frame from adapter %s: %s", self._adapter_label(peer), exc)
             self._hub.send_back(peer, exc.to_frame())
+            self._answer_refused_reply(peer, exc, len(data))
             return
         if frame["t"] == "register":
             self._register(peer, frame)
@@ -432,6 +468,9 @@ class Router:
         kind = frame["t"]
         if kind == "heartbeat":
             return
+        if kind == "unregister":
+            self._adapter_left(adapter, frame["reason"])
+            return
         route = self.sessions.get(frame["sid"])
         if route is None or route.adapter is not adapter:
             log.debug("late %s frame from adapter %s for session %s", kind, adapter.server, frame["sid"])
@@ -443,12 +482,39 @@ class Router:
             self.recency.touch(frame["sid"], self.now)
         elif kind == "spawned":
             message = ServerStarted(frame["pid"])
+        elif kind == "stderr":
+            message = ServerStderr(frame["line"])
         else:
             message = ServerExited(frame.get("code"), frame["reason"])
         try:
             route.actor.tell(message)
         except pykka.ActorDeadError:
             log.debug("session %s ended before its %s frame arrived", frame["sid"], kind)
+
+    def _answer_refused_reply(self, peer: bytes, exc: FrameError, size: int) -> None:
+        """A server's message refused for its size: whoever waits for it hears so now, not never.
+
+        The refusal read the frame's ``sid`` and message ``id`` from its first bytes; the session treats
+        the answer as the server's response (a request of the server with that id is not answered: the
+        server is told by the error frame its adapter got)."""
+        route = self.sessions.get(exc.sid) if exc.sid is not None else None
+        if route is None or route.adapter.peer != peer or exc.id is None:
+            return
+        limit = (exc.data or {}).get("limit")
+        what = (
+            f"{size} bytes, over the limit of {limit} bytes" if exc.code == ErrorCode.FRAME_TOO_LARGE else "too large"
+        )
+        answer = jsonrpc.error(
+            exc.id,
+            jsonrpc.MESSAGE_TOO_LARGE,
+            f"troupe: the server's response is {what} (max_server_frame_bytes / max_server_frame_items in the "
+            "daemon's config); ask for less, or have the limit raised",
+            {"limit": limit, "size": size},
+        )
+        try:
+            route.actor.tell(FromServer(answer))
+        except pykka.ActorDeadError:
+            pass
 
     def _register(self, peer: bytes, frame: dict[str, Any]) -> None:
         adapter_id, server = frame.get("adapter_id"), frame["server"]
@@ -496,6 +562,13 @@ class Router:
         for link in [a for a in self.adapters.values() if a.adapter_id == adapter_id]:
             self._adapter_lost(link, reason)
 
+    def _adapter_left(self, link: AdapterLink, reason: str) -> None:
+        """An adapter said it leaves (``unregister``): not lost, gone; its sessions follow their ``on_exit``."""
+        log.info("adapter of server %r (pid %s) left: %s", link.server, link.pid, reason)
+        self.adapters.pop(link.peer, None)
+        for sid in list(link.sessions):
+            self._tell_route(sid, ServerExited(None, f"adapter stopped: {reason}"))
+
     def _adapter_lost(self, link: AdapterLink, reason: str) -> None:
         """Forget an adapter; each of its sessions follows its server's ``on_exit`` policy."""
         log.error("adapter of server %r (pid %s) lost: %s", link.server, link.pid, reason)
@@ -522,7 +595,7 @@ class Router:
             adapter.sessions.add(sid)
             route.adapter = adapter
             self._tell_route(sid, Rebound(adapter.peer))
-        self._hub.send_back(adapter.peer, encode("spawn", sid=sid))
+        self._hub.send_back(adapter.peer, encode("spawn", sid=sid, env=route.env))
         client = self.clients.get(route.client)
         if client is not None and client.blocked:
             self._hub.send_back(adapter.peer, encode("pause", sid=sid))
@@ -676,6 +749,9 @@ class Router:
     def actors(self) -> list[pykka.ActorRef[SessionActor]]:
         return [route.actor for route in self.sessions.values()]
 
+
+MAX_ENV_VALUE = 32 * 1024
+"""Longest value of a variable a session brings for its server."""
 
 _LOST = {"disconnected": "is gone (connection ended)", "not_reading": "stopped reading"}
 

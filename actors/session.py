@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -98,6 +99,13 @@ class ServerExited:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerStderr:
+    """A line the server process wrote to its stderr (rate-limited by its adapter)."""
+
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
 class Rebound:
     """From the router: the session's server is now behind the adapter ``peer``."""
 
@@ -125,6 +133,8 @@ class Describe:
     """Ask for a snapshot of the session: returned to an ``ask``, or passed to ``reply``."""
 
     reply: Callable[[dict[str, Any]], None] | None = None
+    stderr: bool = False
+    """Include the last lines its server wrote to stderr (``stderr``: a list of strings)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +144,8 @@ class Peers:
     open_ref: int | str
     client_label: str = ""
     """How operators see the client's connection; its routing id is never shown."""
+    stderr: bool = False
+    """The client asked for its server's stderr lines (``stderr`` frames)."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,10 @@ class SessionLinks:
     to_child: Callable[[str, object], None]
     """Delivers a message to the current incarnation of a supervised child (by id)."""
     observers: Observers = field(default_factory=Observers)
+
+
+STDERR_KEPT = 200
+"""Lines of its server's stderr a session keeps for ``sessions.show`` (``troupe sessions logs``)."""
 
 
 class SessionActor(LoopActor):
@@ -161,6 +177,7 @@ class SessionActor(LoopActor):
         self._reported_pending = 0
         self._reported_finished = False
         self._opened_at = time.time()
+        self._stderr: deque[str] = deque(maxlen=STDERR_KEPT)
         self._to_client: Callable[[bytes, bytes], None] = links.outbox.send_front
         """Sends a frame to the client; once its connection has ended, to nowhere (such frames are not
         drops: nobody could read them). What the session does for the record still happens."""
@@ -190,6 +207,10 @@ class SessionActor(LoopActor):
                 self._emit(core.server_started(pid, now))
             case ServerExited(code, reason, restartable):
                 self._emit(core.server_exited(code, reason, now, restartable=restartable))
+            case ServerStderr(line):
+                self._stderr.append(line)
+                if self._peers.stderr:
+                    self._to_client(self._peers.client, encode("stderr", sid=core.sid, line=line))
             case Rebound(adapter):
                 self._peers = replace(self._peers, adapter=adapter)
             case CloseSession(reason, ref):
@@ -201,13 +222,15 @@ class SessionActor(LoopActor):
                     self._unopened_close(ref)
             case Forgotten():
                 self.stop()
-            case Describe(reply):
+            case Describe(reply, stderr):
                 snapshot = {
                     **core.describe(now),
                     "client": self._peers.client_label,
                     "opened_at": self._opened_at,
                     "restarts": core.restarts,
                 }
+                if stderr:
+                    snapshot["stderr"] = list(self._stderr)
                 if reply is None:
                     return snapshot
                 reply(snapshot)

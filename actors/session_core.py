@@ -92,9 +92,20 @@ class SessionCore:
     """One MCP session: state machine, eras, correlation both ways, limits, clean endings."""
 
     def __init__(
-        self, sid: str, server: str, now: float, limits: Limits | None = None, policy: ServerPolicy | None = None
+        self,
+        sid: str,
+        server: str,
+        now: float,
+        limits: Limits | None = None,
+        policy: ServerPolicy | None = None,
+        *,
+        expire_idle: bool = True,
     ) -> None:
+        """``expire_idle``: close the session after ``idle_timeout`` without traffic. The daemon sets it
+        only for sessions whose client asked (``open`` ``expire_idle``): a client that is connected and
+        alive keeps its sessions however long they are idle."""
         self.sid = sid
+        self.expire_idle = expire_idle
         self.server = server
         self.limits = limits = limits or Limits()
         self.policy = policy or ServerPolicy()
@@ -118,6 +129,9 @@ class SessionCore:
         self._wake_at: float | None = None
         self._initialize_msg: dict[str, Any] | None = None
         self._respawn: _Respawn | None = None
+        self._pipelined: list[object] = []
+        """What the client sent after ``initialize`` and before its result (a fast client does not wait):
+        held in order and handled once the result has passed, as a server reading them in turn would."""
 
     @property
     def state(self) -> State:
@@ -256,11 +270,13 @@ class SessionCore:
         return [*outputs, StopServer("failed"), Finished()]
 
     def _fail_pending(self, message: str, data: dict[str, Any]) -> list[Output]:
-        """Answer every pending request in both directions, and requests held for a restart: never silence."""
+        """Answer every pending request in both directions, and requests held (for a restart, or behind a
+        pending ``initialize``): never silence."""
         text = f"Connection closed: {message}"
         code = jsonrpc.CONNECTION_CLOSED
-        held = self._respawn.held if self._respawn is not None else []
+        held = [*(self._respawn.held if self._respawn is not None else []), *self._pipelined]
         self._respawn = None
+        self._pipelined = []
         held_answers: list[Output] = [
             ToClient(jsonrpc.error(request_id, code, text, {**data, "method": body.get("method")}))
             for body in held
@@ -288,6 +304,8 @@ class SessionCore:
                 outputs.append(ToServer(_cancel(p)))
         for p in self.from_server.expire(now):
             outputs += [ToServer(_timed_out(p)), ToClient(_cancel(p))]
+        if self._pipelined and not self._handshake_pending():  # initialize timed out: the rest goes on
+            outputs += self._release_pipelined(now)
         if self._idle_deadline() is not None and now >= self._idle_deadline():  # type: ignore[operator]
             return outputs + self.close("idle", now)
         return self._scheduled(outputs)
@@ -303,7 +321,9 @@ class SessionCore:
         return min(times) if times else None
 
     def _idle_deadline(self) -> float | None:
-        if self.limits.idle_timeout <= 0 or self.from_client or self.from_server or not self._started:
+        if not (self.expire_idle and self._started) or self.limits.idle_timeout <= 0:
+            return None
+        if self.from_client or self.from_server:
             return None
         return self.last_activity + self.limits.idle_timeout
 
@@ -326,7 +346,9 @@ class SessionCore:
             message = f"session {self.sid} is {self.state.value}; open a new session"
             return [Refuse(ErrorCode.SESSION_CLOSED, message, _id_of(body))]
         if self._respawn is not None:
-            return self._hold(body)
+            return self._hold(body, self._respawn.held)
+        if self._handshake_pending() and not self._cancels_initialize(body):
+            return self._hold(body, self._pipelined)
         try:
             msg = jsonrpc.classify(body)
         except InvalidMessage as exc:
@@ -341,19 +363,40 @@ class SessionCore:
             return self._drop("client", f"response to unknown or finished server request id {msg.id!r}")
         return self._scheduled([ToServer(msg.body)])
 
-    def _hold(self, body: object) -> list[Output]:
-        """Keep a client message until the restarted server is ready for it."""
-        held = self._respawn.held  # type: ignore[union-attr]
+    def _handshake_pending(self) -> bool:
+        """The legacy ``initialize`` is out and its result has not come back yet."""
+        return (
+            self._initialize_id is not None and not self._initialized_result and self._initialize_id in self.from_client
+        )
+
+    def _cancels_initialize(self, body: object) -> bool:
+        """A ``notifications/cancelled`` for the pending ``initialize``: refused at once, not held."""
+        if not isinstance(body, dict) or body.get("method") != "notifications/cancelled":
+            return False
+        params = body.get("params")
+        return isinstance(params, dict) and _id_of({"id": params.get("requestId")}) == self._initialize_id
+
+    def _hold(self, body: object, held: list[object]) -> list[Output]:
+        """Keep a client message until the server is ready for it (its handshake, or its restart)."""
         if len(held) >= self.limits.max_pending_per_session:
+            what = "the server is restarting" if held is not self._pipelined else "initialize is still pending"
             return [
                 Refuse(
                     ErrorCode.SERVER_BUSY,
-                    "the server is restarting and this session holds too many messages already; retry shortly",
+                    f"{what} and this session holds too many messages already; retry shortly",
                     _id_of(body),
                 )
             ]
         held.append(body)
         return []
+
+    def _release_pipelined(self, now: float) -> list[Output]:
+        """The handshake's result has passed: handle what the client sent meanwhile, in order."""
+        held, self._pipelined = self._pipelined, []
+        outputs: list[Output] = []
+        for body in held:
+            outputs += self.receive_from_client(body, now)
+        return outputs
 
     def _client_request(self, msg: Message, now: float, over_global: tuple[int, int] | None) -> list[Output]:
         assert msg.id is not None and msg.method is not None
@@ -488,7 +531,7 @@ class SessionCore:
         try:
             msg = jsonrpc.classify(body)
         except InvalidMessage as exc:
-            return self._drop("server", f"invalid JSON-RPC from server: {exc.reason}")
+            return self._invalid_from_server(body, exc, now)
         self.last_activity = now
         self.info.frames["server_to_client"] += 1
         if msg.kind is Kind.REQUEST:
@@ -503,7 +546,23 @@ class SessionCore:
         if msg.id == self._deciding_id:
             self._decide_era(msg)
         outcome = "error" if msg.kind is Kind.ERROR else "result"
-        return self._scheduled([ToClient(msg.body), RequestDone(pending.method, now - pending.sent_at, outcome)])
+        outputs: list[Output] = [ToClient(msg.body), RequestDone(pending.method, now - pending.sent_at, outcome)]
+        if self._pipelined and not self._handshake_pending():
+            outputs += self._release_pipelined(now)
+        return self._scheduled(outputs)
+
+    def _invalid_from_server(self, body: object, exc: InvalidMessage, now: float) -> list[Output]:
+        """Not valid JSON-RPC: dropped, but a client request it was the response to is answered, not left."""
+        outputs = self._drop("server", f"invalid JSON-RPC from server: {exc.reason}")
+        is_call = isinstance(body, dict) and "method" in body
+        pending = self.from_client.pop(exc.id) if exc.id is not None and not is_call else None
+        if pending is None:
+            return outputs
+        text = f"troupe: the server's response is not valid JSON-RPC ({exc.reason}); it was not forwarded"
+        answer = jsonrpc.error(pending.id, jsonrpc.INTERNAL_ERROR, text, {"method": pending.method})
+        return self._scheduled(
+            [*outputs, ToClient(answer), RequestDone(pending.method, now - pending.sent_at, "error")]
+        )
 
     def _server_request(self, msg: Message, now: float) -> list[Output]:
         assert msg.id is not None and msg.method is not None

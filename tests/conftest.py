@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 from transport.client import Client, DaemonUnavailable
 
@@ -80,7 +81,11 @@ def start_daemon(
     runtime = Path(tempfile.mkdtemp(prefix="trp-", dir="/tmp"))
     if front is not None:
         args = [*(args or []), "--front", front]
-    full_env = {**os.environ, "TROUPE_RUNTIME_DIR": str(runtime), **(env or {})}
+    # A home of its own: the daemon's pointer file (~/.local/state/troupe) must not send another test's
+    # clients, or the user's, to this daemon.
+    home = runtime / "home"
+    home.mkdir()
+    full_env = {**os.environ, "TROUPE_RUNTIME_DIR": str(runtime), "HOME": str(home), **(env or {})}
     log_path = runtime / "daemon.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -146,6 +151,19 @@ def finish(daemon: RunningDaemon) -> None:
 
 
 @pytest.fixture
+def ctx() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
+    """A ZeroMQ context for a test's raw sockets, destroyed when the test ends, failed or not.
+
+    (Left to the garbage collector, a context can be terminated before its sockets are closed, and
+    libzmq's terminate then waits for ever.)"""
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        yield context
+    finally:
+        context.destroy(linger=0)
+
+
+@pytest.fixture
 def daemon() -> Iterator[RunningDaemon]:
     """A fresh daemon on the embedded default (serving the example server)."""
     running = start_daemon()
@@ -167,7 +185,7 @@ def shared_daemon() -> Iterator[RunningDaemon]:
 
 def server_pids(daemon: RunningDaemon) -> set[int]:
     """Live example-server processes started under this daemon (found through /proc)."""
-    marker = f"TROUPE_RUNTIME_DIR={daemon.runtime_dir}".encode()
+    marker = f"HOME={daemon.env['HOME']}".encode()  # its own (TROUPE_* variables do not reach servers)
     pids = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

@@ -45,7 +45,7 @@ def test_timeout_for_methods() -> None:
     assert limits.timeout_for("tools/list") == 5
     assert limits.timeout_for("tools/call") == 60
     assert limits.timeout_for("initialize") == 9
-    assert Limits(request_timeout=5).timeout_for("initialize") == 30
+    assert Limits(request_timeout=5).timeout_for("initialize") == 0, "initialize has its own timeout: none by default"
 
 
 @settings(max_examples=300, deadline=None)

@@ -328,6 +328,7 @@ SID = "<sid>"
 CTL_ARGS: dict[str, dict[str, Any]] = {
     "inject_fault": {"target": "janitor"},
     "sessions.show": {"sid": SID},
+    "sessions.logs": {"sid": SID},
     "sessions.close": {"sid": SID},
     "sessions.cleanup": {"older_than_s": 0},
 }

@@ -19,7 +19,10 @@ def test_stderr_lines_are_tagged_and_rate_limited(caplog: pytest.LogCaptureFixtu
     events: queue.SimpleQueue[tuple] = queue.SimpleQueue()
     caplog.set_level(logging.INFO, logger="troupe.server")
     process = ServerProcess("sid-chatty", [sys.executable, "-c", CHATTY], events.put, stop_timeout=0.5)
-    assert events.get(timeout=10)[0] == "exited"  # it exits by itself once done writing
+    reported = []
+    while (event := events.get(timeout=10))[0] != "exited":  # it exits by itself once done writing
+        assert event[:2] == ("stderr", "sid-chatty")
+        reported.append(event[2])
     wait_for(lambda: any("suppressed" in r.getMessage() for r in caplog.records), 10, "the summary line")
     lines = [r.getMessage() for r in caplog.records if r.name == "troupe.server"]
     tagged = [m for m in lines if m.startswith(f"session sid-chatty pid {process.pid}: line ")]
@@ -27,3 +30,4 @@ def test_stderr_lines_are_tagged_and_rate_limited(caplog: pytest.LogCaptureFixtu
     assert len(tagged) <= 2 * STDERR_LINES_PER_SECOND  # at most two one-second windows here
     suppressed = sum(int(m.split(": ")[1].split()[0]) for m in lines if "stderr lines suppressed" in m)
     assert len(tagged) + suppressed == 200
+    assert reported == [m.split(": ", 1)[1] for m in tagged], "the lines logged are the lines reported, in order"

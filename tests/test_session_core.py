@@ -148,12 +148,34 @@ def test_before_the_handshake_only_ping_and_initialize_pass() -> None:
     assert isinstance(refused, Refuse) and refused.code is ErrorCode.NOT_INITIALIZED
 
 
-def test_initialized_before_the_initialize_result_is_refused() -> None:
+def test_what_a_fast_client_sends_before_the_initialize_result_waits_for_it() -> None:
+    """A client may pipeline ``notifications/initialized`` (and more) right after ``initialize``: a server
+    reading its stdin in turn would see the result go out first, so the session holds them until then."""
     core = started()
     core.receive_from_client(INIT, 1.0)
-    [refused] = core.receive_from_client(note("notifications/initialized"), 1.1)
-    assert isinstance(refused, Refuse) and refused.code is ErrorCode.NOT_INITIALIZED
+    assert fx(core.receive_from_client(note("notifications/initialized"), 1.1)) == []
+    assert fx(core.receive_from_client(req(1, "tools/list"), 1.2)) == []
     assert core.state is State.INITIALIZING
+    out = fx(core.receive_from_server(INIT_RESULT, 1.3))
+    assert out == [ToClient(INIT_RESULT), ToServer(note("notifications/initialized")), ToServer(req(1, "tools/list"))]
+    assert core.state is State.ACTIVE and 1 in core.from_client
+
+
+def test_held_messages_are_answered_when_the_handshake_fails_or_the_session_ends() -> None:
+    core = started()
+    core.receive_from_client(INIT, 1.0)
+    core.receive_from_client(note("notifications/initialized"), 1.1)
+    core.receive_from_client(req(1, "tools/list"), 1.2)
+    out = core.receive_from_server(jsonrpc.error(0, -32602, "unsupported version"), 1.3)
+    refused = [o for o in out if isinstance(o, Refuse)]
+    assert [r.code for r in refused] == [ErrorCode.NOT_INITIALIZED], "initialized without a result: refused"
+    [held] = [o.msg for o in out if isinstance(o, ToClient) and o.msg.get("id") == 1]
+    assert held["error"]["code"] == jsonrpc.NOT_INITIALIZED, "the request: not allowed before the handshake"
+    ended = started()
+    ended.receive_from_client(INIT, 1.0)
+    ended.receive_from_client(req(2, "tools/list"), 1.1)
+    answers = [o.msg for o in ended.close("client", 2.0) if isinstance(o, ToClient)]
+    assert sorted(a["id"] for a in answers) == [0, 2], "the pending initialize and the held request"
 
 
 def test_server_before_initialized_may_only_ping_and_log() -> None:

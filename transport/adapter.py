@@ -31,7 +31,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from transport import frames
 from transport.mailbox import Mailbox
-from transport.server_process import ProcessEvent, ServerProcess, SpawnError
+from transport.server_process import MAX_LINE_BYTES, MAX_LINE_CONTAINERS, ProcessEvent, ServerProcess, SpawnError
 
 log = logging.getLogger("troupe.adapter")
 
@@ -66,8 +66,11 @@ class Adapter:
         exit_with_parent: bool = False,
         heartbeat_ms: int = 1000,
         adapter_id: str | None = None,
+        max_message_bytes: int = MAX_LINE_BYTES,
+        max_message_items: int = MAX_LINE_CONTAINERS,
     ) -> None:
-        """``capacity`` 0 means unlimited; ``env`` replaces the servers' environment (None inherits)."""
+        """``capacity`` 0 means unlimited; ``env`` replaces the servers' environment (None: the adapter's);
+        either way troupe's own ``TROUPE_*`` variables are left out."""
         if not command:
             raise ValueError("command must name a program to run")
         if capacity < 0:
@@ -79,14 +82,16 @@ class Adapter:
         self.heartbeat_ms = heartbeat_ms
         self._shutdown_timeout = stop_timeout + term_timeout + _SHUTDOWN_GRACE
         self._mailbox: Mailbox[_Item] = Mailbox()
+        self._base_env = dict(os.environ if env is None else env)
         self._start_process = functools.partial(
             ServerProcess,
             command=list(command),
             report=self._mailbox.put,
-            env=env,
             cwd=cwd,
             stop_timeout=stop_timeout,
             term_timeout=term_timeout,
+            max_line=max_message_bytes,
+            max_containers=max_message_items,
         )
         self._sessions: dict[str, ServerProcess] = {}
         self._paused: set[str] = set()
@@ -101,6 +106,7 @@ class Adapter:
         """Stable across reconnects, so the daemon can tell a reconnect from a new adapter."""
         self._last_sent = 0.0
         self._stopping = False
+        self._stop_reason = ""
         self._deadline = 0.0
 
     def request_stop(self, reason: str = "stop requested") -> None:
@@ -118,6 +124,8 @@ class Adapter:
             try:
                 self._loop(monitor)
                 self._report_abandoned()
+                self._send("unregister", reason=self._stop_reason or "stopped")
+                self._flush_outbox()
             finally:
                 self._socket.disable_monitor()
                 monitor.close(linger=0)
@@ -199,7 +207,7 @@ class Adapter:
             case "registered":
                 log.info("registered with the daemon as %r", frame["server"])
             case "spawn":
-                self._spawn(frame["sid"])
+                self._spawn(frame["sid"], frame.get("env"))
             case "mcp":
                 self._to_server(frame["sid"], frame["msg"])
             case "close":
@@ -213,7 +221,7 @@ class Adapter:
             case "error":
                 self._on_error(frame)
 
-    def _spawn(self, sid: str) -> None:
+    def _spawn(self, sid: str, session_env: dict[str, Any] | None = None) -> None:
         if sid in self._sessions:
             log.warning("session %s: spawn repeated, the server is already running", sid)
             self._send("spawned", sid=sid, pid=self._sessions[sid].pid)
@@ -223,7 +231,7 @@ class Adapter:
             self._send_exited(sid, None, f"spawn refused: {refusal}")
             return
         try:
-            process = self._start_process(sid)
+            process = self._start_process(sid, env=self._env_for(session_env))
         except SpawnError as exc:
             log.warning("session %s: %s", sid, exc)
             self._send_exited(sid, None, f"spawn failed: {exc}")
@@ -232,6 +240,15 @@ class Adapter:
         self._apply_reading(sid)
         log.info("session %s: started server pid %d", sid, process.pid)
         self._send("spawned", sid=sid, pid=process.pid)
+
+    def _env_for(self, session_env: dict[str, Any] | None) -> dict[str, str]:
+        """A server's environment: the adapter's (or the one it was given) without troupe's own
+        ``TROUPE_*`` variables, plus what the session brought (names the daemon let through: pass_env)."""
+        env = {k: v for k, v in self._base_env.items() if not k.startswith("TROUPE_")}
+        for name, value in (session_env or {}).items():
+            if isinstance(name, str) and isinstance(value, str):
+                env[name] = value
+        return env
 
     def _spawn_refusal(self) -> str | None:
         if self._stopping:
@@ -272,6 +289,9 @@ class Adapter:
                     self._send("mcp", sid=sid, msg=msg)
                 else:
                     log.debug("session %s: output after the session ended, dropped", sid)
+            case ("stderr", sid, line):
+                if sid in self._sessions:
+                    self._send("stderr", sid=sid, line=line)
             case ("exited", sid, code, reason):
                 self._sessions.pop(sid, None)
                 self._paused.discard(sid)
@@ -283,6 +303,7 @@ class Adapter:
     def _begin_shutdown(self, reason: str) -> None:
         if self._stopping:
             return
+        self._stop_reason = reason
         log.info("adapter shutting down (%s): stopping %d server(s)", reason, len(self._sessions))
         self._stopping = True
         self._deadline = time.monotonic() + self._shutdown_timeout

@@ -21,7 +21,6 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-import weakref
 from collections import deque
 from typing import Any, Self
 
@@ -30,7 +29,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from transport import dealer, jsonrpc
 from transport.frames import DAEMON_TO_CLIENT, FrameError, decode, encode
-from transport.runtime import default_front_endpoint
+from transport import discovery
 
 log = logging.getLogger("troupe.client")
 
@@ -98,13 +97,18 @@ class Client:
         connect_timeout: float = 5.0,
         heartbeat_timeout: float = 0.0,
     ) -> None:
-        self.endpoint = endpoint or default_front_endpoint()
+        try:
+            self.endpoint = endpoint or discovery.find()
+        except discovery.NotFound as exc:
+            raise DaemonUnavailable(str(exc)) from None
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         problem = dealer.unreachable(self.endpoint)
         if problem is not None:
             raise DaemonUnavailable(f"{problem}; start one with `troupe serve`, or give the endpoint it serves on")
-        self._ctx = zmq.Context()
+        # The process's shared context: closing a Client closes its sockets, and no context of its own can
+        # be left to a garbage collector that might terminate it before its sockets (which never returns).
+        self._ctx = zmq.Context.instance()
         self._socket = self._ctx.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 1000)
         dealer.configure(self._socket, timeout_ms=round(heartbeat_timeout * 1000))
@@ -120,19 +124,31 @@ class Client:
         self._started = time.monotonic()
         self._refs = itertools.count(1)
         self._replies: dict[int | str, dict[str, Any]] = {}
-        self._sessions: weakref.WeakValueDictionary[str, Session] = weakref.WeakValueDictionary()
-        """Weak: a session the caller dropped is read by nobody, and a Client and its Sessions must
-        not form a cycle (collected together, the context could be terminated before its sockets
-        are closed, and libzmq's term would then wait forever)."""
+        self._sessions: dict[str, Session] = {}
         self._connected = False
         self._lost = False
 
     # -- public ----------------------------------------------------------------------
 
-    def open(self, server: str, *, timeout: float | None = None) -> Session:
-        """Open a session to the server named ``server``; its process starts now."""
+    def open(
+        self,
+        server: str,
+        *,
+        timeout: float | None = None,
+        expire_idle: bool = False,
+        env: dict[str, str] | None = None,
+        stderr: bool = False,
+    ) -> Session:
+        """Open a session to the server named ``server``; its process starts now.
+
+        The session lasts until it is closed or this connection ends; with ``expire_idle`` the daemon
+        also closes it after its ``idle_timeout`` without traffic. ``env``: variables for this session's
+        server process, among those its ``pass_env`` names (the daemon refuses others). ``stderr``: the
+        lines the server writes to stderr arrive in `Session.stderr`.
+        """
         ref = next(self._refs)
-        self._send(encode("open", ref=ref, server=server))
+        fields = {"expire_idle": expire_idle or None, "env": env or None, "stderr": stderr or None}
+        self._send(encode("open", ref=ref, server=server, **fields))
         reply = self._await_reply(ref, timeout, f"opening a session to {server!r}")
         if reply["t"] == "error":
             raise FrameRefused(reply["code"], reply["message"], reply.get("data"))
@@ -161,7 +177,6 @@ class Client:
         self._socket.disable_monitor()
         self._monitor.close(linger=0)
         self._socket.close(linger=0 if self._lost_or_never_connected() else 1000)
-        self._ctx.term()
 
     def _lost_or_never_connected(self) -> bool:
         return getattr(self, "_lost", True) or not getattr(self, "_connected", False)
@@ -249,6 +264,8 @@ class Client:
             session._deliver(frame["msg"], frame["seq"])
         elif kind == "closed":
             session._closed(frame["reason"], frame.get("message", ""))
+        elif kind == "stderr":
+            session.stderr.append(frame["line"])
         else:
             session._refused(FrameRefused(frame["code"], frame["message"], frame.get("data")), frame.get("id"))
 
@@ -268,6 +285,8 @@ class Session:
         self._responses: dict[jsonrpc.RequestId, dict[str, Any] | FrameRefused] = {}
         self._inbox: deque[dict[str, Any]] = deque()
         self._seq = 0
+        self.stderr: deque[str] = deque(maxlen=1000)
+        """What the server wrote to stderr, when the session was opened with ``stderr=True`` (the last 1000 lines)."""
 
     @property
     def closed(self) -> bool:

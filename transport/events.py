@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import zmq
 
-from transport.runtime import default_events_endpoint
+from transport import discovery
+from transport.runtime import EVENTS_SOCKET
 
 
 def subscribe(endpoint: str | None = None, prefix: str = "") -> Iterator[bytes]:
@@ -20,7 +21,7 @@ def subscribe(endpoint: str | None = None, prefix: str = "") -> Iterator[bytes]:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt_string(zmq.SUBSCRIBE, prefix)
     try:
-        sock.connect(endpoint or default_events_endpoint())
+        sock.connect(endpoint or discovery.find(EVENTS_SOCKET))
         while True:
             _topic, payload = sock.recv_multipart()
             yield payload

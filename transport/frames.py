@@ -12,6 +12,7 @@ legal one way (``opened`` from the daemon) is refused the other way.
 from __future__ import annotations
 
 import gc
+import json
 import threading
 from collections.abc import Mapping
 from enum import StrEnum
@@ -105,15 +106,21 @@ Schema = Mapping[str, tuple[_Kind, bool]]
 """Field name -> (kind, required)."""
 
 CLIENT_TO_DAEMON: Final[Mapping[str, Schema]] = {
-    "open": {"ref": (REF, True), "server": (STR, True)},
-    "mcp": {"sid": (STR, False), "msg": (MAP, True)},
+    "open": {
+        "ref": (REF, True),
+        "server": (STR, True),
+        "expire_idle": (BOOL, False),
+        "env": (MAP, False),
+        "stderr": (BOOL, False),
+    },
+    "mcp": {"sid": (STR, False), "msg": (MAP, False), "json": (STR, False)},
     "close": {"sid": (STR, True), "ref": (REF, False)},
     "ctl": {"op": (STR, True), "ref": (REF, True), "args": (MAP, False)},
 }
 
 DAEMON_TO_CLIENT: Final[Mapping[str, Schema]] = {
     "opened": {"ref": (REF, True), "sid": (STR, True), "server": (STR, True)},
-    "mcp": {"sid": (STR, True), "seq": (INT, True), "msg": (MAP, True)},
+    "mcp": {"sid": (STR, True), "seq": (INT, True), "msg": (MAP, False), "json": (STR, False)},
     "closed": {"sid": (STR, True), "reason": (STR, True), "message": (STR, False), "ref": (REF, False)},
     "error": {
         "code": (STR, True),
@@ -124,20 +131,23 @@ DAEMON_TO_CLIENT: Final[Mapping[str, Schema]] = {
         "data": (MAP, False),
     },
     "ctl": {"ref": (REF, True), "ok": (BOOL, True), "result": (MAP, False), "error": (MAP, False)},
+    "stderr": {"sid": (STR, True), "line": (STR, True)},
 }
 
 ADAPTER_TO_DAEMON: Final[Mapping[str, Schema]] = {
     "register": {"server": (STR, True), "capacity": (INT, True), "pid": (INT, False), "adapter_id": (STR, False)},
     "heartbeat": {},
     "spawned": {"sid": (STR, True), "pid": (INT, True)},
-    "mcp": {"sid": (STR, True), "msg": (MAP, True)},
+    "mcp": {"sid": (STR, True), "msg": (MAP, False), "json": (STR, False)},
     "exited": {"sid": (STR, True), "code": (INT, False), "reason": (STR, True)},
+    "stderr": {"sid": (STR, True), "line": (STR, True)},
+    "unregister": {"reason": (STR, True)},
 }
 
 DAEMON_TO_ADAPTER: Final[Mapping[str, Schema]] = {
     "registered": {"server": (STR, True)},
-    "spawn": {"sid": (STR, True)},
-    "mcp": {"sid": (STR, True), "msg": (MAP, True)},
+    "spawn": {"sid": (STR, True), "env": (MAP, False)},
+    "mcp": {"sid": (STR, True), "msg": (MAP, False), "json": (STR, False)},
     "close": {"sid": (STR, True), "reason": (STR, True)},
     "pause": {"sid": (STR, True)},
     "resume": {"sid": (STR, True)},
@@ -157,12 +167,27 @@ _packers: Final = _Packers()
 
 
 def encode(frame_type: str, /, **fields: Any) -> bytes:
-    """Encode one frame; fields whose value is ``None`` are left out."""
+    """Encode one frame; fields whose value is ``None`` are left out.
+
+    An ``mcp`` frame whose message msgpack cannot carry (an integer beyond 64
+    bits, a string that is not valid Unicode, such as a lone surrogate: both
+    valid JSON) carries it as JSON text in ``json`` instead of ``msg``.
+    """
     body: dict[str, Any] = {"v": VERSION, "t": frame_type}
     for name, value in fields.items():
         if value is not None:
             body[name] = value
+    try:
+        return _packers.pack(body)
+    except (OverflowError, UnicodeEncodeError):
+        if frame_type != "mcp" or "msg" not in body:
+            raise
+    body["json"] = _json_text(body.pop("msg"))
     return _packers.pack(body)
+
+
+_json_text: Final = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
+"""ASCII JSON: a lone surrogate travels as its ``\\udXXX`` escape."""
 
 
 MAX_ITEMS: Final = 50_000
@@ -216,7 +241,39 @@ def decode(
             sid=sid,
         )
     _check_fields(frame_type, body, schema, ref, sid)
+    if frame_type == "mcp":
+        _message_of(body, ref, sid, max_items)
     return body
+
+
+def _message_of(body: dict[str, Any], ref: int | str | None, sid: str | None, max_items: int) -> None:
+    """An ``mcp`` frame carries its message in ``msg`` or, as JSON text, in ``json``: always ``msg`` once decoded."""
+    if "json" not in body:
+        if "msg" not in body:
+            raise FrameError(
+                ErrorCode.BAD_FRAME, "'mcp' frame needs 'msg' (a map) or 'json' (a string)", ref=ref, sid=sid
+            )
+        return
+    text = body.pop("json")
+    if "msg" in body:
+        raise FrameError(ErrorCode.BAD_FRAME, "'mcp' frame carries both 'msg' and 'json'; send one", ref=ref, sid=sid)
+    if text.count("{") + text.count("[") > max_items:
+        message = f"'mcp' frame's json holds more than {max_items} maps and arrays; send smaller messages"
+        raise FrameError(ErrorCode.BAD_FRAME, message, ref=ref, sid=sid, data={"limit": max_items})
+    try:
+        msg = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise FrameError(
+            ErrorCode.BAD_FRAME, f"'mcp' frame's json is not valid JSON ({type(exc).__name__}: {exc})", ref=ref, sid=sid
+        ) from None
+    if not isinstance(msg, dict):
+        message = f"'mcp' frame's json must be a JSON object, got {type(msg).__name__}"
+        raise FrameError(ErrorCode.BAD_FRAME, message, ref=ref, sid=sid)
+    body["msg"] = msg
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _too_large(data: bytes, max_bytes: int) -> FrameError:

@@ -28,6 +28,9 @@ RATE_LIMITED: Final = -32011
 """troupe: the session's request rate limit is exceeded; ``data: {retry_after_ms, rate, burst}``."""
 NOT_INITIALIZED: Final = -32012
 """troupe: the request is not allowed before the session's handshake completes; ``data: {state, era}``."""
+MESSAGE_TOO_LARGE: Final = -32013
+"""troupe: a message is larger than troupe carries (a server's reply over ``max_server_frame_bytes``);
+``data: {limit, size}`` (bytes), or ``{limit, items}`` for one holding too many maps and arrays."""
 UNSUPPORTED_PROTOCOL_VERSION: Final = -32022
 """MCP 2026-07-28: ``data: {supported, requested}``."""
 

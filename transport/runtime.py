@@ -5,7 +5,11 @@ directory, and client commands look for it in the same place:
 
 1. ``$TROUPE_RUNTIME_DIR`` if set;
 2. else ``$XDG_RUNTIME_DIR/troupe`` if ``XDG_RUNTIME_DIR`` is set;
-3. else ``<tempdir>/troupe-<uid>``.
+3. else ``/run/user/<uid>/troupe`` if ``/run/user/<uid>`` exists and is the user's;
+4. else ``<tempdir>/troupe-<uid>``.
+
+Clients that were given no endpoint look in all of these, and at the daemon's
+pointer file (`transport.discovery`).
 
 The directory is created with mode 0700 and refused if another user owns it
 or others can reach it, since anyone who can open the sockets can use every
@@ -17,6 +21,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
@@ -31,14 +36,33 @@ class RuntimeDirError(RuntimeError):
     """The runtime directory cannot be used safely."""
 
 
-def runtime_dir(environ: os._Environ[str] | dict[str, str] | None = None) -> Path:
-    """The runtime directory path (not created)."""
+def runtime_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The runtime directory path (not created): the first of `candidate_dirs`."""
+    return candidate_dirs(environ)[0]
+
+
+def candidate_dirs(environ: Mapping[str, str] | None = None) -> list[Path]:
+    """Where a daemon's runtime directory may be, in order (see the module docstring).
+
+    ``TROUPE_RUNTIME_DIR`` set: that one alone. Otherwise ``$XDG_RUNTIME_DIR/troupe`` if set, then
+    ``/run/user/<uid>/troupe`` if ``/run/user/<uid>`` exists and is the user's, then the temp-dir
+    fallback: a client started with a minimal environment still finds a daemon started from a desktop
+    session, whose ``XDG_RUNTIME_DIR`` is that ``/run/user/<uid>``.
+    """
     env = os.environ if environ is None else environ
     if env.get("TROUPE_RUNTIME_DIR"):
-        return Path(env["TROUPE_RUNTIME_DIR"])
+        return [Path(env["TROUPE_RUNTIME_DIR"])]
+    dirs = []
     if env.get("XDG_RUNTIME_DIR"):
-        return Path(env["XDG_RUNTIME_DIR"]) / "troupe"
-    return Path(tempfile.gettempdir()) / f"troupe-{os.getuid()}"
+        dirs.append(Path(env["XDG_RUNTIME_DIR"]) / "troupe")
+    run_user = Path(f"/run/user/{os.getuid()}")
+    try:
+        if run_user.stat().st_uid == os.getuid():
+            dirs.append(run_user / "troupe")
+    except OSError:
+        pass
+    dirs.append(Path(tempfile.gettempdir()) / f"troupe-{os.getuid()}")
+    return list(dict.fromkeys(dirs))
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -64,21 +88,6 @@ def ipc_endpoint(directory: Path, name: str) -> str:
             "sockets; set TROUPE_RUNTIME_DIR to a shorter directory"
         )
     return f"ipc://{path}"
-
-
-def default_front_endpoint() -> str:
-    """Where clients find the daemon when no endpoint is given."""
-    return ipc_endpoint(runtime_dir(), FRONT_SOCKET)
-
-
-def default_back_endpoint() -> str:
-    """Where adapters find the daemon when no endpoint is given."""
-    return ipc_endpoint(runtime_dir(), BACK_SOCKET)
-
-
-def default_events_endpoint() -> str:
-    """Where ``troupe events`` subscribes when no endpoint is given."""
-    return ipc_endpoint(runtime_dir(), EVENTS_SOCKET)
 
 
 def ipc_path(endpoint: str) -> Path | None:

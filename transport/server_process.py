@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import queue
+import re
 import select
 import shlex
 import signal
@@ -37,15 +38,27 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, Final, Literal
 
+from transport import jsonrpc
+
 log = logging.getLogger("troupe.adapter")
 server_log = logging.getLogger("troupe.server")
 
+MAX_LINE_BYTES: Final = 32 * 1024 * 1024
+"""Longest stdout line taken from a server by default (the daemon's ``max_server_frame_bytes``)."""
+MAX_LINE_CONTAINERS: Final = 1_000_000
+"""Most JSON objects and arrays one line may hold by default (``max_server_frame_items``)."""
+_HEAD_BYTES: Final = 4096
+"""How much of a refused line is kept to find its id."""
+_ID: Final = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)')
 STDERR_LINES_PER_SECOND: Final = 20
 """Server stderr lines logged per second and session; the rest are counted and summarised."""
 
 McpEvent = tuple[Literal["mcp"], str, dict[str, Any]]
 ExitedEvent = tuple[Literal["exited"], str, int | None, str]
-ProcessEvent = McpEvent | ExitedEvent
+StderrEvent = tuple[Literal["stderr"], str, str]
+ProcessEvent = McpEvent | ExitedEvent | StderrEvent
+STDERR_LINE_CHARS: Final = 2000
+"""Longest stderr line kept (the rest of a longer one is cut)."""
 
 _WRITABLE_POLL_MS: Final = 100
 """How often a writer blocked on a full stdin pipe looks for a stop request."""
@@ -89,8 +102,13 @@ class ServerProcess:
         cwd: str | None = None,
         stop_timeout: float = 2.0,
         term_timeout: float = 2.0,
+        max_line: int = MAX_LINE_BYTES,
+        max_containers: int = MAX_LINE_CONTAINERS,
     ) -> None:
         """Start the process and its threads; raise `SpawnError` if it cannot start.
+
+        A stdout line over ``max_line`` bytes, or holding more than ``max_containers`` JSON objects and
+        arrays, is not forwarded: if it names a request id it is answered (`refusal_for`), else logged.
 
         ``env`` replaces the environment as in `subprocess.Popen` (None inherits).
         ``report`` must be safe to call from any thread (e.g. `Mailbox.put`).
@@ -99,6 +117,8 @@ class ServerProcess:
         self._report = report
         self._stop_timeout = stop_timeout
         self._term_timeout = term_timeout
+        self._max_line = max_line
+        self._max_containers = max_containers
         self._inbox: queue.SimpleQueue[_WriterItem] = queue.SimpleQueue()
         self._backlog: deque[bytes] = deque()
         self._stop_queued = False
@@ -121,10 +141,14 @@ class ServerProcess:
         """Queue one JSON-RPC message for the server's stdin.
 
         Raises `TypeError` or `ValueError` if ``msg`` is not representable as
-        JSON (bytes values, non-finite floats, lone surrogates).
+        JSON (bytes values, non-finite floats).
         """
-        line = json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        self._inbox.put(line.encode("utf-8") + b"\n")
+        text = json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        try:
+            line = text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: valid JSON only as its \udXXX escape
+            line = json.dumps(msg, separators=(",", ":"), allow_nan=False).encode("ascii")
+        self._inbox.put(line + b"\n")
 
     def stop(self) -> None:
         """Ask the writer to shut the process down; ``exited`` follows. Idempotent."""
@@ -154,10 +178,14 @@ class ServerProcess:
     # stderr thread
 
     def _stderr_loop(self) -> None:
+        """Each line to the log (``troupe.server``) and to the adapter (``stderr`` events), rate-limited."""
         stderr: IO[bytes] = self._proc.stderr  # type: ignore[assignment]
         window, logged, suppressed = time.monotonic(), 0, 0
         try:
-            for raw in stderr:
+            while raw := stderr.readline(STDERR_LINE_CHARS * 4):
+                if not raw.endswith(b"\n"):
+                    while (rest := stderr.readline(1 << 16)) and not rest.endswith(b"\n"):
+                        pass  # the rest of an over-long line
                 now = time.monotonic()
                 if now - window >= 1.0:
                     if suppressed:
@@ -169,8 +197,9 @@ class ServerProcess:
                     suppressed += 1
                     continue
                 logged += 1
-                line = raw.decode("utf-8", "replace").rstrip()
+                line = raw.decode("utf-8", "replace").rstrip()[:STDERR_LINE_CHARS]
                 server_log.info("session %s pid %d: %s", self.sid, self.pid, line)
+                self._report(("stderr", self.sid, line))
         except (OSError, ValueError):
             pass
         finally:
@@ -181,10 +210,15 @@ class ServerProcess:
     # reader thread
 
     def _read_loop(self) -> None:
-        may_read = self._may_read.wait
+        may_read, limit = self._may_read.wait, self._max_line
         try:
-            while may_read() and (line := self._stdout.readline()):
-                self._read_line(line)
+            while may_read() and (line := self._stdout.readline(limit + 1)):
+                if len(line) > limit and not line.endswith(b"\n"):
+                    self._refuse_line(line[:_HEAD_BYTES], len(line) + self._skip_rest_of_line(), "size")
+                elif line.count(b"{") + line.count(b"[") > self._max_containers:
+                    self._refuse_line(line[:_HEAD_BYTES], len(line), "items")
+                else:
+                    self._read_line(line)
         except (OSError, ValueError) as exc:
             log.warning("session %s: reading server stdout failed: %s", self.sid, exc)
         finally:
@@ -203,6 +237,29 @@ class ServerProcess:
             return
         text = line.decode("utf-8", "replace").rstrip("\r\n")
         log.warning("session %s: server wrote a line that is not a JSON object, skipped: %r", self.sid, text[:200])
+
+    def _skip_rest_of_line(self) -> int:
+        """Read on to the end of an over-long line without keeping it; returns how many bytes that was."""
+        skipped = 0
+        while chunk := self._stdout.readline(1 << 20):
+            skipped += len(chunk)
+            if chunk.endswith(b"\n"):
+                break
+        return skipped
+
+    def _refuse_line(self, head: bytes, size: int, why: str) -> None:
+        refusal = refusal_for(head, size, self._max_line if why == "size" else self._max_containers, why)
+        if refusal is None:
+            log.warning(
+                "session %s: skipped a %d-byte line from the server (over its %s limit; no id)", self.sid, size, why
+            )
+            return
+        to, answer = refusal
+        log.warning("session %s: a %d-byte message of the server is over its %s limit; answered", self.sid, size, why)
+        if to == "client":
+            self._report(("mcp", self.sid, answer))  # in place of the server's response
+        else:
+            self.send(answer)
 
     # writer thread
 
@@ -283,6 +340,29 @@ class ServerProcess:
             except queue.Empty:
                 log.warning("session %s: server stdout still open after exit (a child holds it?)", self.sid)
                 return
+
+
+def refusal_for(head: bytes, size: int, limit: int, why: str) -> tuple[str, dict[str, Any]] | None:
+    """Who to tell, and what, about a server message too large to carry, from its first bytes.
+
+    A response (no ``method``) is answered to the client, as the server's own answer would have been;
+    a request of the server is answered to the server. Without a readable ``id`` there is nobody to
+    answer. Returns ``("client" | "server", message)`` or None.
+    """
+    found = _ID.search(head)
+    if found is None:
+        return None
+    request_id: Any = json.loads(found.group(1))
+    what = f"{size} bytes, over the limit of {limit} bytes" if why == "size" else f"more than {limit} maps and arrays"
+    data = {"limit": limit, "size": size} if why == "size" else {"limit": limit, "items": limit + 1}
+    if b'"method"' in head[: found.start()] or b'"method"' in head[found.end() :]:
+        text = f"troupe: this request is {what} (the adapter's max message size); it was not sent to the client"
+        return "server", jsonrpc.error(request_id, jsonrpc.MESSAGE_TOO_LARGE, text, data)
+    text = (
+        f"troupe: the server's response is {what} (max_server_frame_bytes / max_server_frame_items in the "
+        "daemon's config); ask for less, or have the limit raised"
+    )
+    return "client", jsonrpc.error(request_id, jsonrpc.MESSAGE_TOO_LARGE, text, data)
 
 
 def _exit_reason(returncode: int, cause: _Marker, escalation: signal.Signals | None) -> str:

@@ -48,9 +48,9 @@ from typing import Any, BinaryIO, Final
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from transport import dealer, frames, jsonrpc
+from transport import dealer, discovery, frames, jsonrpc
 from transport.mailbox import Mailbox
-from transport.runtime import RuntimeDirError, default_front_endpoint
+from transport.runtime import RuntimeDirError
 
 log = logging.getLogger("troupe.connect")
 
@@ -149,11 +149,11 @@ def parse_line(line: bytes) -> dict[str, Any]:
 
 
 def encode_mcp(sid: str, msg: dict[str, Any]) -> bytes:
-    """The ``mcp`` frame for ``msg``; `Rejected` if msgpack cannot carry a value of it."""
+    """The ``mcp`` frame for ``msg`` (as JSON text when msgpack cannot carry it); `Rejected` if neither can."""
     try:
         return frames.encode("mcp", sid=sid, msg=msg)
     except (OverflowError, ValueError, TypeError) as exc:
-        reason = f"the message holds a value msgpack cannot carry ({exc}); integers must fit in 64 bits"
+        reason = f"the message cannot be carried ({type(exc).__name__}: {exc})"
         raise Rejected(reason, _refusal(msg, _request_id(msg), f"Invalid Request: {reason}")) from None
 
 
@@ -162,7 +162,7 @@ def render(msg: dict[str, Any]) -> bytes:
     try:
         text = json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         return (text + "\n").encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate (only in ids echoed from the client): escape it
+    except UnicodeEncodeError:  # a lone surrogate: valid JSON only as its \udXXX escape
         return (json.dumps(msg, separators=(",", ":"), allow_nan=False) + "\n").encode("ascii")
 
 
@@ -203,6 +203,7 @@ class StdioBridge:
         stdout: BinaryIO | None = None,
         open_timeout: float = 10.0,
         close_timeout: float = 5.0,
+        server_stderr: bool = True,
     ) -> None:
         """``endpoint`` None means the daemon's default; ``stdout`` None means ``sys.stdout.buffer``."""
         self.server = server
@@ -210,10 +211,13 @@ class StdioBridge:
         self.stdin_fd = stdin_fd
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout
+        self.server_stderr = server_stderr
+        """Ask for the server's stderr lines and write them to this process's stderr (``[server] ...``)."""
         self._stdout = stdout if stdout is not None else sys.stdout.buffer
         self._stdout_open = True
         self._mailbox: Mailbox[str] = Mailbox()
         self._refs = itertools.count(1)
+        self._servers_ref = next(self._refs)
         self._open_ref = next(self._refs)
         self._close_ref: int | None = None
         self._phase = Phase.OPENING
@@ -268,9 +272,9 @@ class StdioBridge:
 
     def _resolve_endpoint(self) -> str | None:
         try:
-            endpoint = self.endpoint = self.endpoint or default_front_endpoint()
-        except RuntimeDirError as exc:
-            log.error("cannot find the troupe daemon's endpoint: %s", exc)
+            endpoint = self.endpoint = self.endpoint or discovery.find()
+        except RuntimeDirError as exc:  # NotFound among them: it lists where it looked
+            log.error("%s", exc)
             return None
         problem = dealer.unreachable(endpoint)
         if problem is not None:
@@ -305,7 +309,8 @@ class StdioBridge:
         poller = zmq.Poller()
         poller.register(monitor, zmq.POLLIN)
         poller.register(self._mailbox.fileno(), zmq.POLLIN)
-        self._send(frames.encode("open", ref=self._open_ref, server=self.server))
+        # Which variables the server takes from its sessions (pass_env): asked first, sent with the open.
+        self._send(frames.encode("ctl", ref=self._servers_ref, op="servers"))
         self._deadline = time.monotonic() + self.open_timeout
         while self._exit is None:
             poller.register(socket, zmq.POLLIN | (zmq.POLLOUT if self._outbox else 0))
@@ -420,6 +425,10 @@ class StdioBridge:
 
     def _on_frame(self, frame: dict[str, Any]) -> None:
         match frame["t"]:
+            case "ctl" if frame["ref"] == self._servers_ref:
+                self._send_open(frame)
+            case "stderr" if frame["sid"] == self._sid:
+                self._server_stderr(frame["line"])
             case "opened":
                 self._on_opened(frame)
             case "mcp":
@@ -430,6 +439,19 @@ class StdioBridge:
                 self._on_error(frame)
             case other:
                 log.debug("ignored a %s frame from the daemon", other)
+
+    def _send_open(self, servers: dict[str, Any]) -> None:
+        """Open the session, bringing this process's values of the variables the server takes (never logged)."""
+        described = (servers.get("result") or {}).get("servers", {}).get(self.server) if servers.get("ok") else None
+        names = described.get("pass_env", []) if isinstance(described, dict) else []
+        env = {name: os.environ[name] for name in names if isinstance(name, str) and name in os.environ}
+        if env:
+            log.info("bringing %d variable(s) for the server: %s", len(env), ", ".join(sorted(env)))
+        self._send(
+            frames.encode(
+                "open", ref=self._open_ref, server=self.server, env=env or None, stderr=self.server_stderr or None
+            )
+        )
 
     def _on_opened(self, frame: dict[str, Any]) -> None:
         if frame["ref"] != self._open_ref or self._phase is not Phase.OPENING:
@@ -470,8 +492,19 @@ class StdioBridge:
             self._exit = EXIT_SESSION_ENDED
         self._fail_pending(f"Connection closed: {message or frame['reason']}", {"reason": frame["reason"]})
 
+    def _server_stderr(self, line: str) -> None:
+        """The server's stderr line, as the client would have seen it from the server itself."""
+        try:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
     def _on_error(self, frame: dict[str, Any]) -> None:
         code, message, ref = frame["code"], frame["message"], frame.get("ref")
+        if ref is not None and ref == self._servers_ref:
+            self._send_open({"ok": False})  # a daemon that cannot say: open without variables
+            return
         if ref is not None and ref == self._open_ref and self._phase is Phase.OPENING:
             log.error(
                 "the troupe daemon at %s refused to open a session to %r: %s: %s",

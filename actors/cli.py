@@ -21,6 +21,7 @@ from transport.client import Client, DaemonUnavailable, FrameRefused, RequestErr
 from transport import discovery
 from transport.runtime import BACK_SOCKET, FRONT_SOCKET, RuntimeDirError, ipc_endpoint
 from transport.server_process import MAX_LINE_BYTES, MAX_LINE_CONTAINERS
+from transport.stdio_bridge import MAX_LINE_BYTES as CONNECT_MAX_LINE_BYTES
 
 EXIT_OK = 0
 EXIT_REQUEST_FAILED = 1
@@ -122,13 +123,13 @@ def _parser() -> argparse.ArgumentParser:
     adapter.add_argument("--adapter-id", help="identity kept across reconnects (default: a random one)")
     adapter.add_argument(
         "--max-message-bytes",
-        type=int,
+        type=_positive_int,
         default=MAX_LINE_BYTES,
         help=f"largest message taken from a server; a larger reply is answered with -32013 (default {MAX_LINE_BYTES})",
     )
     adapter.add_argument(
         "--max-message-items",
-        type=int,
+        type=_positive_int,
         default=MAX_LINE_CONTAINERS,
         help=f"most JSON objects and arrays in one server message (default {MAX_LINE_CONTAINERS})",
     )
@@ -156,6 +157,12 @@ def _parser() -> argparse.ArgumentParser:
         "--open-timeout", type=float, default=10.0, help="seconds to wait for the session (default 10)"
     )
     connect.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="stderr only (default warning)")
+    connect.add_argument(
+        "--max-line-bytes",
+        type=_positive_int,
+        default=CONNECT_MAX_LINE_BYTES,
+        help=f"longest stdin line taken; a longer request is answered with -32013 (default {CONNECT_MAX_LINE_BYTES})",
+    )
     connect.add_argument(
         "--no-server-stderr",
         dest="server_stderr",
@@ -220,6 +227,13 @@ def _method_timeouts(items: list[str]) -> dict[str, float] | None:
 
 def _setup_logging(level: str, fmt: str = "text") -> None:
     logs.setup(level, fmt)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def _fail(message: str, code: int) -> int:
@@ -323,7 +337,11 @@ def _connect(args: argparse.Namespace) -> int:
 
     try:
         bridge = StdioBridge(
-            args.server, _front(args), open_timeout=args.open_timeout, server_stderr=args.server_stderr
+            args.server,
+            _front(args),
+            open_timeout=args.open_timeout,
+            server_stderr=args.server_stderr,
+            max_line_bytes=args.max_line_bytes,
         )
     except RuntimeDirError as exc:
         return _fail(str(exc), EXIT_UNAVAILABLE)

@@ -30,6 +30,7 @@ from actors.options import PRIORITY_METHODS, Limits, ServerPolicy
 from actors.recency import Recency
 from actors.refusals import RefusalLog
 from actors.session import (
+    ClientFrameRefused,
     CloseSession,
     Forgotten,
     FromClient,
@@ -442,6 +443,25 @@ class Router:
         if self.refusals.note(peer, self.client_label(peer), code, self.now):
             log.info("refused a frame from client %s: %s", self.client_label(peer), exc)
         self._hub.send_front(peer, exc.to_frame())
+        if exc.too_big:
+            self._answer_server_for(peer, exc)
+
+    def _answer_server_for(self, peer: bytes, exc: FrameError) -> None:
+        """A client's frame refused for its size may have been a response a server waits for: tell the session."""
+        route = self.sessions.get(exc.sid) if exc.sid is not None else None
+        if route is None or route.client != peer or exc.id is None:
+            return
+        limit = (exc.data or {}).get("limit")
+        answer = jsonrpc.error(
+            exc.id,
+            jsonrpc.MESSAGE_TOO_LARGE,
+            f"troupe: the client's response was {exc.message}; it never reached this server",
+            {"limit": limit},
+        )
+        try:
+            route.actor.tell(ClientFrameRefused(exc.id, answer))
+        except pykka.ActorDeadError:
+            pass
 
     # -- adapters ------------------------------------------------------------------
 

@@ -86,6 +86,16 @@ class FromServer:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientFrameRefused:
+    """From the router: a frame of the client naming message ``id`` was refused before decoding (its size).
+
+    If that message was the response to a request of the server, the server gets ``answer`` in its place."""
+
+    id: int | str
+    answer: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class ServerStarted:
     pid: int
 
@@ -201,6 +211,8 @@ class SessionActor(LoopActor):
                 self._counted = False
             case FromServer(msg):
                 self._emit(core.receive_from_server(msg, now))
+            case ClientFrameRefused(request_id, answer):
+                self._emit(core.client_response_refused(request_id, answer, now))
             case Wake():
                 self._emit(core.wake(now))
             case ServerStarted(pid):

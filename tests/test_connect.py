@@ -29,7 +29,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.types import CallToolResult, TextContent
 
 from transport import jsonrpc
-from transport.stdio_bridge import EXIT_UNAVAILABLE, LineBuffer, Rejected, StdioBridge, parse_line
+from transport.stdio_bridge import EXIT_UNAVAILABLE, LineBuffer, Overlong, Rejected, StdioBridge, parse_line
 
 
 def connect_command(daemon: RunningDaemon | None, server: str = "example", *, endpoint: str | None = None) -> list[str]:
@@ -363,8 +363,8 @@ def test_a_refused_request_gets_a_json_rpc_error(daemon: RunningDaemon) -> None:
         bridge.initialize()
         bridge.send(jsonrpc.request("big", "tools/call", {"name": "echo", "arguments": {"text": "x" * 5_000_000}}))
         refused = bridge.response("big")
-        assert refused["error"]["code"] == -32000
-        assert refused["error"]["data"] == {"troupe_code": "frame_too_large"}
+        assert refused["error"]["code"] == jsonrpc.MESSAGE_TOO_LARGE
+        assert refused["error"]["data"] == {"troupe_code": "frame_too_large", "limit": 4 * 1024 * 1024}
         bridge.send(jsonrpc.request(3, "tools/call", {"name": "echo", "arguments": {"text": "after"}}))
         assert bridge.response(3)["result"]["content"][0]["text"] == "after"
         bridge.close_stdin()
@@ -434,9 +434,11 @@ def test_line_buffer_splits_partial_lines_and_drops_overlong_ones() -> None:
     lines = LineBuffer(max_line=10)
     assert lines.feed(b'{"a"') == []
     assert lines.feed(b":1}\r\n\n12345") == [b'{"a":1}\r', b""]
-    assert lines.feed(b"67890123") == [None]  # over 10 bytes: dropped as it arrives
-    assert lines.feed(b"456\nok\n") == [b"ok"]
-    assert lines.feed(b"tail") == []
+    assert lines.feed(b"67890123") == []  # over 10 bytes: dropped as it arrives, told when it ends
+    assert lines.feed(b"456\nok\n") == [Overlong(16, None), b"ok"]
+    head, tail = b'{"params": {"id": 1, "x": "', b'long"}, "id": 9, "method": "m"}'
+    assert lines.feed(head) == []
+    assert lines.feed(tail + b"\ntail") == [Overlong(len(head + tail), {"params": {}, "id": 9, "method": "m"})]
     assert lines.finish() == [b"tail"]
 
 

@@ -79,13 +79,20 @@ def test_frame_size_limit() -> None:
     assert refused(big, max_bytes=1000).code is ErrorCode.FRAME_TOO_LARGE
 
 
-def test_an_oversized_frame_echoes_its_ids_from_its_first_bytes_only() -> None:
+def test_an_oversized_frame_echoes_its_ids_wherever_they_are() -> None:
     huge = encode("mcp", sid="s-9", msg={"jsonrpc": "2.0", "id": 41, "method": "m", "params": {"x": "y" * 10_000_000}})
     error = refused(huge, max_bytes=1_000_000)
     assert (error.code, error.sid, error.id, error.data) == (ErrorCode.FRAME_TOO_LARGE, "s-9", 41, {"limit": 1_000_000})
-    late = pack({"v": 1, "t": "close", "pad": "z" * 200_000, "sid": "s-late", "ref": 7})
+    assert error.too_big
+    late = pack({"v": 1, "t": "mcp", "msg": {"result": {"x": "y" * 200_000}, "jsonrpc": "2.0", "id": "r"}, "sid": "s"})
     error = refused(late, max_bytes=100_000)
-    assert (error.sid, error.ref) == (None, None), "fields past the first 64 KiB are not looked for"
+    assert (error.sid, error.id) == ("s", "r"), "an id after a large result (as the TypeScript SDK writes it)"
+    assert error.data == {"limit": 100_000, "response": True}, "a response: the daemon answers its requester"
+    as_text = pack({"v": 1, "t": "mcp", "sid": "s", "json": '{"result": {"x": "' + "y" * 200_000 + '"}, "id": 2}'})
+    assert refused(as_text, max_bytes=100_000).id == 2
+    bomb = b"\x84\xa1v\x01\xa1t\xa3mcp\xa3ref\xdd\x00\x10\x00\x00" + b"\xc0" * 0x100000 + b"\xa3sid\xa1s"
+    error = refused(bomb, max_bytes=100_000)
+    assert (error.ref, error.sid) == (None, "s"), "a value of a million elements is skipped, not built"
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import os
 import random
 import re
@@ -742,13 +743,8 @@ def too_many_elements(body: Any, size: int) -> bool:
 
 
 def ref_in_first_fields(body: Mapping[Any, Any]) -> bool:
-    """Whether the daemon finds ``ref`` in a frame it refuses to decode (it reads the first fields, up to ``msg``)."""
-    for key in itertools.islice(body, 16):
-        if key == "ref":
-            return True
-        if key == "msg":
-            return False
-    return False
+    """Whether the daemon finds ``ref`` in a frame it refuses to decode (it looks at the first 16 fields)."""
+    return "ref" in itertools.islice(body, 16)
 
 
 def valid_v1(body: Any, types: Mapping[str, Schema]) -> bool:
@@ -759,7 +755,24 @@ def valid_v1(body: Any, types: Mapping[str, Schema]) -> bool:
         and isinstance(body.get("t"), str)
         and body["t"] in types
         and fields_ok(body, types[body["t"]])
+        and (body["t"] != "mcp" or message_ok(body))
     )
+
+
+def message_ok(body: Mapping[Any, Any]) -> bool:
+    """An ``mcp`` frame's message: ``msg`` (a map) or ``json`` (JSON text of an object), not both."""
+    if ("msg" in body) == ("json" in body):
+        return False
+    if "msg" in body:
+        return True
+    try:
+        return isinstance(json.loads(body["json"], parse_constant=_no_constant), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def reply_expected(body: Any, size: int, mine: Callable[[str], bool]) -> bool:

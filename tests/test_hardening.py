@@ -396,7 +396,7 @@ command = ["{python}", "{program}"]
 @contextmanager
 def flood_daemon(daemon_table: str = "") -> Iterator[RunningDaemon]:
     config = Path(f"/tmp/trp-flood-{os.getpid()}-{time.monotonic_ns()}.toml")
-    text = FLOOD_CONFIG.format(python=sys.executable, program=PROGRAMS / "flood_server.py")
+    text = FLOOD_CONFIG.format(python=sys.executable, program=PROGRAMS / "plain_server.py")
     config.write_text(f"[daemon]\n{daemon_table}\n{text}" if daemon_table else text)
     daemon = start_daemon(["--config", str(config), "--rate-per-session", "0", "--request-timeout", "300"])
     try:

@@ -207,6 +207,16 @@ def test_response_matched_by_id_and_direction() -> None:
     assert len(core.from_client) == 0
 
 
+def test_a_client_response_refused_for_its_size_is_answered_to_the_server_in_its_place() -> None:
+    core = legacy_active()
+    core.receive_from_client(req(7), 2.0)
+    core.receive_from_server(req(7, "roots/list"), 2.1)
+    answer = jsonrpc.error(7, jsonrpc.MESSAGE_TOO_LARGE, "too large")
+    assert fx(core.client_response_refused(7, answer, 2.2)) == [ToServer(answer)]
+    assert len(core.from_server) == 0 and len(core.from_client) == 1, "the client's own request 7 still waits"
+    assert core.client_response_refused(7, answer, 2.3) == [], "said once; and a client request's id is no response"
+
+
 def test_unknown_and_repeated_responses_are_dropped_and_counted() -> None:
     core = legacy_active()
     core.receive_from_client(req(1), 2.0)

@@ -280,7 +280,8 @@ class Session:
         self.close_reason: str | None = None
         self.close_message = ""
         self.refusals: list[FrameRefused] = []
-        """Envelope errors about frames of this session that named no request id."""
+        """Envelope errors about frames of this session that named no request of this client (among them a
+        response of this client refused for its size: the server was told in its place)."""
         self._ids = itertools.count(1)
         self._responses: dict[jsonrpc.RequestId, dict[str, Any] | FrameRefused] = {}
         self._inbox: deque[dict[str, Any]] = deque()
@@ -391,7 +392,9 @@ class Session:
         self.close_message = message
 
     def _refused(self, error: FrameRefused, request_id: jsonrpc.RequestId | None) -> None:
-        if request_id is not None:
+        """An ``id`` names one of this client's requests, unless the refused message was a response
+        (``data.response``): the server's request it answered is answered by the daemon instead."""
+        if request_id is not None and not (error.data or {}).get("response"):
             self._responses[request_id] = error
         else:
             self.refusals.append(error)

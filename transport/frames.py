@@ -16,9 +16,11 @@ import json
 import threading
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgpack
+
+from transport.envelope import envelope_of
 
 VERSION: Final = 1
 """The envelope version this build speaks and accepts."""
@@ -67,8 +69,11 @@ class FrameError(Exception):
         sid: str | None = None,
         id: int | str | None = None,
         data: dict[str, Any] | None = None,
+        too_big: bool = False,
     ) -> None:
         super().__init__(f"{code}: {message}")
+        self.too_big = too_big
+        """Refused for its size or element count, before decoding: the frame itself may have been fine."""
         self.code = code
         self.message = message
         self.ref = ref
@@ -195,8 +200,6 @@ MAX_ITEMS: Final = 50_000
 SMALL_FRAME: Final = 64 * 1024
 """Frames up to this size are decoded without counting elements: they cannot hold more than
 this many, so their decoded size is bounded already, and counting costs time on the hot path."""
-_PEEK_BYTES: Final = 64 * 1024
-"""How much of an oversized frame is read to echo its ``ref``, ``sid`` and message ``id``."""
 
 
 def decode(
@@ -277,37 +280,98 @@ def _no_constant(name: str) -> Any:
 
 
 def _too_large(data: bytes, max_bytes: int) -> FrameError:
-    """The error for an oversized frame, echoing what its first 64 KiB say of ``ref``, ``sid`` and ``id``."""
-    ref, sid, msg_id = peek_ids(data)
+    """The error for an oversized frame, echoing what it says of ``ref``, ``sid`` and ``id`` (`peek_ids`)."""
+    echo = peek_ids(data)
     message = (
         f"frame is {len(data)} bytes, over the limit of {max_bytes} bytes; "
         "send smaller messages or raise max_frame_bytes in the daemon config"
     )
-    return FrameError(ErrorCode.FRAME_TOO_LARGE, message, ref=ref, sid=sid, id=msg_id, data={"limit": max_bytes})
+    return _refused_for_size(ErrorCode.FRAME_TOO_LARGE, message, echo, max_bytes)
 
 
-def peek_ids(data: bytes) -> tuple[int | str | None, str | None, int | str | None]:
-    """``(ref, sid, msg.id)`` read from the start of a frame without decoding the rest of it."""
+def _refused_for_size(code: ErrorCode, message: str, echo: Echo, limit: int) -> FrameError:
+    """``data`` says ``response: true`` when the refused message was a response: the requester waiting for it
+    is not the sender, and the daemon answers it in the sender's place."""
+    data: dict[str, Any] = {"limit": limit, "response": True} if echo.response else {"limit": limit}
+    return FrameError(code, message, ref=echo.ref, sid=echo.sid, id=echo.id, data=data, too_big=True)
+
+
+class Echo(NamedTuple):
+    """What a refused frame says of itself, for the ``error`` frame that answers it."""
+
+    ref: int | str | None
+    sid: str | None
+    id: int | str | None
+    """The ``id`` of the frame's message."""
+    response: bool
+    """The message has an ``id`` and no ``method``: a response to a request of the other side."""
+
+
+def peek_ids(data: bytes) -> Echo:
+    """`Echo` read from a frame without building the rest of it.
+
+    Values of other keys are skipped (msgpack's ``skip`` walks them in C, building nothing), so the
+    message's ``id`` is found wherever its encoder put it: a TypeScript client writes it after a
+    response's ``result``. A message carried as ``json`` text is read by its `envelope_of`. Only
+    ``mcp`` frames carry ``msg``, and they have no ``ref``: once ``sid``, the message's ``id`` and its
+    ``method`` are known, the rest of the frame is not walked (troupe's own encoders write them first).
+    """
     found: dict[str, Any] = {}
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=_PEEK_BYTES)
-    unpacker.feed(data[:_PEEK_BYTES])
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=max(len(data), 1))
+    unpacker.feed(data)
     try:
         for _ in range(min(unpacker.read_map_header(), 16)):
             key = unpacker.unpack()
             if key == "msg":
-                for _ in range(min(unpacker.read_map_header(), 16)):
-                    if unpacker.unpack() == "id":
-                        found["id"] = unpacker.unpack()
-                        break
-                    unpacker.skip()
-                break
-            if key in ("ref", "sid"):
-                found[key] = unpacker.unpack()
+                found["id"], found["response"], stopped = _peek_message(unpacker, data, walk_all="sid" not in found)
+                if stopped:
+                    break
+            elif key == "json" and isinstance(text := _small(unpacker, data, len(data)), str):
+                envelope = envelope_of(text.encode("utf-8", "surrogatepass")) or {}
+                found["id"], found["response"] = envelope.get("id"), "method" not in envelope
+            elif key in ("ref", "sid"):
+                found[key] = _small(unpacker, data)
             else:
                 unpacker.skip()
     except Exception:  # noqa: BLE001 - whatever was found before the frame went wrong is still worth echoing
         pass
-    return _echo(found.get("ref"), REF), _echo(found.get("sid"), STR), _echo(found.get("id"), REF)
+    msg_id = _echo(found.get("id"), REF)
+    return Echo(
+        _echo(found.get("ref"), REF), _echo(found.get("sid"), STR), msg_id, msg_id is not None and found["response"]
+    )
+
+
+def _peek_message(unpacker: msgpack.Unpacker, data: bytes, *, walk_all: bool) -> tuple[Any, bool, bool]:
+    """``(id, is a response, stopped inside)`` of the ``msg`` value that comes next. With ``walk_all``,
+    or when the message is a response, the unpacker ends past ``msg``; otherwise it stops as soon as
+    the ``id`` and ``method`` are both known."""
+    if data[unpacker.tell()] not in _MAP_TYPES:
+        unpacker.skip()
+        return None, False, False
+    msg_id, has_method = None, False
+    for _ in range(unpacker.read_map_header()):
+        key = _small(unpacker, data)
+        if key == "id":
+            msg_id = _small(unpacker, data)
+        else:
+            has_method = has_method or key == "method"
+            unpacker.skip()
+        if not walk_all and has_method and msg_id is not None:
+            return msg_id, False, True
+    return msg_id, not has_method, False
+
+
+_MAP_TYPES: Final = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
+"""The first bytes of a msgpack map: fixmap, map 16, map 32."""
+
+
+def _small(unpacker: msgpack.Unpacker, data: bytes, limit: int = SMALL_FRAME) -> Any:
+    """The next value if its encoding is at most ``limit`` bytes, else None: one that claims millions of
+    elements is skipped, never built."""
+    start = unpacker.tell()
+    unpacker.skip()
+    end = unpacker.tell()
+    return msgpack.unpackb(data[start:end], raw=False) if end - start <= limit else None
 
 
 class _TooManyItems(Exception):
@@ -321,16 +385,11 @@ def _unpack_map(data: bytes, max_items: int = MAX_ITEMS) -> dict[str, Any]:
         else:
             body = _unpack_counted(data, max_items)
     except _TooManyItems:
-        ref, sid, msg_id = peek_ids(data)
-        raise FrameError(
-            ErrorCode.BAD_FRAME,
+        message = (
             f"frame holds more than {max_items} elements (map entries and array items); "
-            "send smaller messages or raise max_frame_items in the daemon config",
-            ref=ref,
-            sid=sid,
-            id=msg_id,
-            data={"limit": max_items},
-        ) from None
+            "send smaller messages or raise max_frame_items in the daemon config"
+        )
+        raise _refused_for_size(ErrorCode.BAD_FRAME, message, peek_ids(data), max_items) from None
     except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types
         raise FrameError(ErrorCode.BAD_FRAME, f"frame is not valid msgpack ({type(exc).__name__}: {exc})") from None
     if not isinstance(body, dict):

@@ -78,7 +78,7 @@ def classify(body: object) -> Message:
     if not isinstance(body, dict):
         raise InvalidMessage(f"an MCP message must be a map, got {type(body).__name__}")
     raw_id = body.get("id")
-    msg_id = raw_id if _is_id(raw_id) else None
+    msg_id = raw_id if is_id(raw_id) else None
     if body.get("jsonrpc") != "2.0":
         raise InvalidMessage('field "jsonrpc" must be the string "2.0"', msg_id)
     if "id" in body and msg_id is None and not ("error" in body and raw_id is None):
@@ -184,7 +184,8 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_id(value: object) -> bool:
+def is_id(value: object) -> bool:
+    """Whether a value can be a JSON-RPC request id (a string or an integer)."""
     return isinstance(value, str) or _is_int(value)
 
 

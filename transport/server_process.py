@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import queue
-import re
 import select
 import shlex
 import signal
@@ -39,6 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, Final, Literal
 
 from transport import jsonrpc
+from transport.envelope import EnvelopeScan, envelope_of
 
 log = logging.getLogger("troupe.adapter")
 server_log = logging.getLogger("troupe.server")
@@ -47,9 +47,6 @@ MAX_LINE_BYTES: Final = 32 * 1024 * 1024
 """Longest stdout line taken from a server by default (the daemon's ``max_server_frame_bytes``)."""
 MAX_LINE_CONTAINERS: Final = 1_000_000
 """Most JSON objects and arrays one line may hold by default (``max_server_frame_items``)."""
-_HEAD_BYTES: Final = 4096
-"""How much of a refused line is kept to find its id."""
-_ID: Final = re.compile(rb'"id"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)')
 STDERR_LINES_PER_SECOND: Final = 20
 """Server stderr lines logged per second and session; the rest are counted and summarised."""
 
@@ -214,9 +211,12 @@ class ServerProcess:
         try:
             while may_read() and (line := self._stdout.readline(limit + 1)):
                 if len(line) > limit and not line.endswith(b"\n"):
-                    self._refuse_line(line[:_HEAD_BYTES], len(line) + self._skip_rest_of_line(), "size")
+                    scan = EnvelopeScan()
+                    scan.feed(line)
+                    size = len(line) + self._skip_rest_of_line(scan)
+                    self._refuse_line(scan.envelope, size, "size")
                 elif line.count(b"{") + line.count(b"[") > self._max_containers:
-                    self._refuse_line(line[:_HEAD_BYTES], len(line), "items")
+                    self._refuse_line(envelope_of(line), len(line), "items")
                 else:
                     self._read_line(line)
         except (OSError, ValueError) as exc:
@@ -238,17 +238,18 @@ class ServerProcess:
         text = line.decode("utf-8", "replace").rstrip("\r\n")
         log.warning("session %s: server wrote a line that is not a JSON object, skipped: %r", self.sid, text[:200])
 
-    def _skip_rest_of_line(self) -> int:
-        """Read on to the end of an over-long line without keeping it; returns how many bytes that was."""
+    def _skip_rest_of_line(self, scan: EnvelopeScan) -> int:
+        """Read on to the end of an over-long line, keeping only its envelope; returns how many bytes that was."""
         skipped = 0
         while chunk := self._stdout.readline(1 << 20):
             skipped += len(chunk)
+            scan.feed(chunk)
             if chunk.endswith(b"\n"):
                 break
         return skipped
 
-    def _refuse_line(self, head: bytes, size: int, why: str) -> None:
-        refusal = refusal_for(head, size, self._max_line if why == "size" else self._max_containers, why)
+    def _refuse_line(self, envelope: dict[str, Any] | None, size: int, why: str) -> None:
+        refusal = refusal_for(envelope, size, self._max_line if why == "size" else self._max_containers, why)
         if refusal is None:
             log.warning(
                 "session %s: skipped a %d-byte line from the server (over its %s limit; no id)", self.sid, size, why
@@ -342,20 +343,19 @@ class ServerProcess:
                 return
 
 
-def refusal_for(head: bytes, size: int, limit: int, why: str) -> tuple[str, dict[str, Any]] | None:
-    """Who to tell, and what, about a server message too large to carry, from its first bytes.
+def refusal_for(envelope: dict[str, Any] | None, size: int, limit: int, why: str) -> tuple[str, dict[str, Any]] | None:
+    """Who to tell, and what, about a server message too large to carry, from its `envelope_of`.
 
     A response (no ``method``) is answered to the client, as the server's own answer would have been;
     a request of the server is answered to the server. Without a readable ``id`` there is nobody to
     answer. Returns ``("client" | "server", message)`` or None.
     """
-    found = _ID.search(head)
-    if found is None:
+    if envelope is None or not jsonrpc.is_id(envelope.get("id")):
         return None
-    request_id: Any = json.loads(found.group(1))
+    request_id = envelope["id"]
     what = f"{size} bytes, over the limit of {limit} bytes" if why == "size" else f"more than {limit} maps and arrays"
     data = {"limit": limit, "size": size} if why == "size" else {"limit": limit, "items": limit + 1}
-    if b'"method"' in head[: found.start()] or b'"method"' in head[found.end() :]:
+    if "method" in envelope:
         text = f"troupe: this request is {what} (the adapter's max message size); it was not sent to the client"
         return "server", jsonrpc.error(request_id, jsonrpc.MESSAGE_TOO_LARGE, text, data)
     text = (

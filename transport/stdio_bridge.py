@@ -41,6 +41,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from enum import Enum
 from types import FrameType
 from typing import Any, BinaryIO, Final
@@ -49,6 +50,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from transport import dealer, discovery, frames, jsonrpc
+from transport.envelope import EnvelopeScan
 from transport.mailbox import Mailbox
 from transport.runtime import RuntimeDirError
 
@@ -59,7 +61,7 @@ EXIT_SESSION_ENDED: Final = 1
 EXIT_UNAVAILABLE: Final = 3
 
 MAX_LINE_BYTES: Final = 64 * 1024 * 1024
-"""Longest stdin line kept; longer ones are dropped (and answered) rather than buffered."""
+"""Longest stdin line kept; a longer one is dropped as it arrives and its request answered with -32013."""
 SERVER_ERROR: Final = -32000
 """JSON-RPC code for requests the daemon refused for a reason other than the message itself."""
 
@@ -86,46 +88,71 @@ class Rejected(Exception):
         self.response = response
 
 
+@dataclass(frozen=True, slots=True)
+class Overlong:
+    """A line longer than `LineBuffer.max_line`, in place of its bytes: its size and `EnvelopeScan` envelope."""
+
+    size: int
+    envelope: dict[str, Any] | None
+
+
 class LineBuffer:
     """Splits a byte stream into lines on ``\\n``, keeping a partial last line for the next chunk.
 
-    ``feed`` yields ``None`` in place of a line longer than ``max_line`` bytes:
-    its bytes are discarded as they arrive (up to the next newline) instead of
-    being buffered.
+    A line longer than ``max_line`` bytes is not buffered: from the moment it passes the limit its
+    bytes only feed an `EnvelopeScan`, and ``feed`` yields an `Overlong` in its place when it ends,
+    so that its sender can still be answered by id.
     """
 
     def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
         self.max_line = max_line
         self._partial = bytearray()
-        self._discarding = False
+        self._overlong: EnvelopeScan | None = None
+        self._overlong_size = 0
 
-    def feed(self, data: bytes) -> list[bytes | None]:
+    def feed(self, data: bytes) -> list[bytes | Overlong]:
         *complete, rest = data.split(b"\n")
-        lines: list[bytes | None] = []
+        lines: list[bytes | Overlong] = []
         for piece in complete:
-            if self._discarding:
-                self._discarding = False
-                continue
-            self._partial += piece
+            self._add(piece)
             lines.append(self._take())
-        if not self._discarding:
-            self._partial += rest
-            if len(self._partial) > self.max_line:
-                self._partial.clear()
-                self._discarding = True
-                lines.append(None)
+        self._add(rest)
         return lines
 
-    def finish(self) -> list[bytes | None]:
+    def finish(self) -> list[bytes | Overlong]:
         """At end of input: the last line if it had no newline."""
-        if self._discarding or not self._partial:
+        if self._overlong is None and not self._partial:
             return []
         return [self._take()]
 
-    def _take(self) -> bytes | None:
-        line = bytes(self._partial) if len(self._partial) <= self.max_line else None
-        self._partial.clear()
-        return line
+    def _add(self, piece: bytes) -> None:
+        if self._overlong is None:
+            self._partial += piece
+            if len(self._partial) <= self.max_line:
+                return
+            self._overlong = EnvelopeScan()
+            piece = bytes(self._partial)
+            self._partial.clear()
+        self._overlong.feed(piece)
+        self._overlong_size += len(piece)
+
+    def _take(self) -> bytes | Overlong:
+        if self._overlong is None:
+            line = bytes(self._partial)
+            self._partial.clear()
+            return line
+        taken = Overlong(self._overlong_size, self._overlong.envelope)
+        self._overlong, self._overlong_size = None, 0
+        return taken
+
+
+def _json_code(code: str, data: dict[str, Any]) -> int:
+    """The JSON-RPC error code for a request the daemon refused with envelope error ``code``."""
+    if code == frames.ErrorCode.INVALID_MESSAGE:
+        return jsonrpc.INVALID_REQUEST
+    if code == frames.ErrorCode.FRAME_TOO_LARGE or (code == frames.ErrorCode.BAD_FRAME and "limit" in data):
+        return jsonrpc.MESSAGE_TOO_LARGE
+    return SERVER_ERROR
 
 
 def parse_line(line: bytes) -> dict[str, Any]:
@@ -204,6 +231,7 @@ class StdioBridge:
         open_timeout: float = 10.0,
         close_timeout: float = 5.0,
         server_stderr: bool = True,
+        max_line_bytes: int = MAX_LINE_BYTES,
     ) -> None:
         """``endpoint`` None means the daemon's default; ``stdout`` None means ``sys.stdout.buffer``."""
         self.server = server
@@ -224,7 +252,7 @@ class StdioBridge:
         self._sid: str | None = None
         self._seq = 0
         self._deadline: float | None = None
-        self._lines = LineBuffer()
+        self._lines = LineBuffer(max_line_bytes)
         self._stdin_open = True
         self._stopping = False
         self._connected = False
@@ -524,11 +552,19 @@ class StdioBridge:
 
     def _on_session_error(self, frame: dict[str, Any]) -> None:
         """A frame of ours was refused: answer its request, if it was one, so the client is not left waiting."""
-        code, message, request_id = frame["code"], frame["message"], frame.get("id")
+        code, message, request_id, data = frame["code"], frame["message"], frame.get("id"), frame.get("data") or {}
+        if data.get("response"):
+            log.warning(
+                "the daemon refused the client's response %r to a request of the server (%s: %s); the server was "
+                "answered with an error in its place",
+                request_id,
+                code,
+                message,
+            )
+            return
         if request_id in self._pending:
             self._pending.discard(request_id)
-            json_code = jsonrpc.INVALID_REQUEST if code == frames.ErrorCode.INVALID_MESSAGE else SERVER_ERROR
-            self._write(jsonrpc.error(request_id, json_code, message, {"troupe_code": code}))
+            self._write(jsonrpc.error(request_id, _json_code(code, data), message, {"troupe_code": code, **data}))
         log.warning("the daemon refused a message of session %s (id %r): %s: %s", self._sid, request_id, code, message)
         if code in (frames.ErrorCode.UNKNOWN_SESSION, frames.ErrorCode.NOT_OWNER) and self._phase is Phase.OPEN:
             log.error("session %s is no longer ours (%s); exiting", self._sid, code)
@@ -557,11 +593,9 @@ class StdioBridge:
         if not data:
             self._on_stdin_eof()
 
-    def _on_line(self, line: bytes | None) -> None:
-        if line is None:
-            log.warning("stdin: dropped a line over %d bytes", self._lines.max_line)
-            message = f"Invalid Request: message over {self._lines.max_line} bytes"
-            self._write(jsonrpc.error(None, jsonrpc.INVALID_REQUEST, message))
+    def _on_line(self, line: bytes | Overlong) -> None:
+        if isinstance(line, Overlong):
+            self._answer_overlong(line)
             return
         line = line.strip()
         if not line:
@@ -570,6 +604,20 @@ class StdioBridge:
             self._queued.append(line)
         elif self._phase is Phase.OPEN:
             self._relay(line)
+
+    def _answer_overlong(self, line: Overlong) -> None:
+        """Answer a request too long to carry by its id; one without a readable envelope with id null.
+
+        A notification or a response that is too long has nobody to answer: it is logged only.
+        """
+        limit = self._lines.max_line
+        log.warning("stdin: dropped a %d-byte line, over the limit of %d bytes", line.size, limit)
+        envelope = line.envelope
+        if envelope is not None and not ("method" in envelope and jsonrpc.is_id(envelope.get("id"))):
+            return
+        request_id = None if envelope is None else envelope["id"]
+        message = f"troupe connect: the message is {line.size} bytes, over the limit of {limit} bytes; send less"
+        self._write(jsonrpc.error(request_id, jsonrpc.MESSAGE_TOO_LARGE, message, {"limit": limit, "size": line.size}))
 
     def _on_stdin_eof(self) -> None:
         log.info("stdin closed; closing the session")

@@ -1,13 +1,19 @@
-"""A small stdio MCP server (legacy era) that can flood its client with notifications.
+"""A small stdio MCP server (legacy era) written with plain JSON lines, not an SDK.
 
-Written with plain JSON lines, not the SDK, so that it writes as fast as a
-pipe takes: a test of flow control needs a server that can outrun its client.
+It starts in a few milliseconds, writes as fast as a pipe takes (a test of
+flow control needs a server that can outrun its client), and carries any
+JSON value unchanged (Python's ``json`` keeps integers of any size and lone
+surrogates).
 
 Tools:
 
 * ``flood(count)``: sends ``count`` ``notifications/message`` (level
   ``info``, ``data`` = the number), then returns the text ``"flooded <count>"``.
 * ``echo(text)``: returns ``text``.
+* ``mirror(...)``: returns its arguments, unchanged, as ``structuredContent``.
+* ``environ(names)``: returns ``{name: value or null}`` for the names asked, and
+  ``troupe`` = the names of the ``TROUPE_*`` variables it has.
+* ``stderr(text)``: writes ``text`` to stderr, then returns ``"written"``.
 
 Writes block when stdout's pipe is full, as they would for any server whose
 client stops reading.
@@ -16,6 +22,7 @@ client stops reading.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -54,6 +61,28 @@ def handle(msg: dict[str, Any]) -> None:
         send(result(request_id, f"flooded {count}"))
     elif method == "tools/call" and params.get("name") == "echo":
         send(result(request_id, str(params.get("arguments", {}).get("text", ""))))
+    elif method == "tools/call" and params.get("name") == "mirror":
+        send(
+            {
+                "jsonrpc": "2.0",
+                "id": request_id,
+                "result": {"content": [], "structuredContent": params.get("arguments")},
+            }
+        )
+    elif method == "tools/call" and params.get("name") == "environ":
+        names = params.get("arguments", {}).get("names", [])
+        seen = {name: os.environ.get(name) for name in names}
+        troupe = sorted(name for name in os.environ if name.startswith("TROUPE_"))
+        send(
+            {
+                "jsonrpc": "2.0",
+                "id": request_id,
+                "result": {"content": [], "structuredContent": {**seen, "troupe": troupe}},
+            }
+        )
+    elif method == "tools/call" and params.get("name") == "stderr":
+        print(params.get("arguments", {}).get("text", ""), file=sys.stderr, flush=True)
+        send(result(request_id, "written"))
     elif method == "ping":
         send({"jsonrpc": "2.0", "id": request_id, "result": {}})
     else:

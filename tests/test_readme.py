@@ -84,3 +84,41 @@ def test_call_reports_failures_on_stderr_with_exit_codes(daemon) -> None:  # typ
         timeout=30,
     )
     assert no_daemon.returncode == 3 and b"troupe serve" in no_daemon.stderr
+
+
+def literal_blocks() -> list[str]:
+    """README's ``::`` blocks, dedented."""
+    blocks, lines = [], README.splitlines()
+    for number, line in enumerate(lines):
+        if not line.rstrip().endswith("::"):
+            continue
+        body = []
+        for following in lines[number + 2 :]:
+            if following and not following.startswith("    "):
+                break
+            body.append(following[4:])
+        blocks.append("\n".join(body).strip())
+    return blocks
+
+
+def test_every_config_block_loads(tmp_path: Path) -> None:
+    from actors.config import load
+
+    tables = [block for block in literal_blocks() if block.startswith("[")]
+    assert len(tables) >= 2, "the servers example and the operator's [limits]"
+    for number, table in enumerate(tables):
+        path = tmp_path / f"readme-{number}.toml"
+        path.write_text(table)
+        load(path)
+
+
+def test_the_client_snippets_are_json_and_name_the_daemon_as_the_docs_say() -> None:
+    blocks = literal_blocks()
+    snippet = next(block for block in blocks if block.startswith("{"))
+    server = json.loads(snippet)["mcpServers"]["example"]
+    assert server["command"].endswith("/troupe") and server["args"] == ["connect", "example"]
+    variants = next(block for block in blocks if block.startswith('"args"'))
+    args = [json.loads("{" + line + "}")["args"] for line in variants.splitlines()]
+    assert [a[2] for a in args] == ["--runtime-dir", "--endpoint"]
+    help_text = subprocess.run([str(BIN / "troupe"), "connect", "--help"], capture_output=True, timeout=30).stdout
+    assert b"--runtime-dir" in help_text and b"--endpoint" in help_text

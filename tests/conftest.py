@@ -25,6 +25,11 @@ from transport.client import Client, DaemonUnavailable
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first: with tests spread over workers, a slow one started last is the run's tail."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
     """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout

@@ -156,6 +156,10 @@ def test_high_level_client(daemon: RunningDaemon, mode: str, version: str) -> No
 # -- raw pipes ---------------------------------------------------------------------------------
 
 
+DEADLINE = 60.0
+"""How long a read waits: generous, as a loaded 2-core CI machine needs (an example server's start took 15 s there)."""
+
+
 class RawBridge:
     """The bridge as a subprocess with pipes, read with deadlines."""
 
@@ -175,7 +179,7 @@ class RawBridge:
     def send(self, msg: dict[str, Any]) -> None:
         self.write(json.dumps(msg).encode() + b"\n")
 
-    def read(self, timeout: float = 15.0) -> dict[str, Any]:
+    def read(self, timeout: float = DEADLINE) -> dict[str, Any]:
         """The next stdout line, which must be one JSON-RPC message."""
         assert self.process.stdout is not None
         deadline = time.monotonic() + timeout
@@ -193,7 +197,7 @@ class RawBridge:
         assert msg["jsonrpc"] == "2.0"
         return msg
 
-    def response(self, request_id: jsonrpc.RequestId, timeout: float = 15.0) -> dict[str, Any]:
+    def response(self, request_id: jsonrpc.RequestId, timeout: float = DEADLINE) -> dict[str, Any]:
         """Read until the response to ``request_id``, skipping notifications."""
         while "method" in (msg := self.read(timeout)) or msg.get("id") != request_id:
             pass
@@ -225,7 +229,7 @@ class RawBridge:
         self.process.communicate()
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(150)
 def test_stdout_is_json_lines_only_and_bad_lines_are_answered(daemon: RunningDaemon) -> None:
     bridge = RawBridge(connect_command(daemon))
     try:
@@ -257,7 +261,7 @@ def test_stdout_is_json_lines_only_and_bad_lines_are_answered(daemon: RunningDae
     assert "not valid JSON" in stderr
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(150)
 def test_stdin_eof_answers_the_outstanding_request_and_closes_the_session(daemon: RunningDaemon) -> None:
     bridge = RawBridge(connect_command(daemon))
     try:
@@ -274,7 +278,7 @@ def test_stdin_eof_answers_the_outstanding_request_and_closes_the_session(daemon
     finally:
         bridge.kill()
     assert code == 0, stderr
-    assert elapsed < 3.0
+    assert elapsed < 10.0, "answered at once, not when the 30 s call ends"
     [answer] = [json.loads(line) for line in rest]
     assert answer["id"] == 2
     assert answer["error"]["code"] == jsonrpc.CONNECTION_CLOSED
@@ -283,7 +287,7 @@ def test_stdin_eof_answers_the_outstanding_request_and_closes_the_session(daemon
     wait_for(lambda: not server_pids(daemon), 10, "the server process to end")
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(150)
 def test_sigterm_closes_the_session_and_exits_0(daemon: RunningDaemon) -> None:
     bridge = RawBridge(connect_command(daemon))
     try:
@@ -296,7 +300,7 @@ def test_sigterm_closes_the_session_and_exits_0(daemon: RunningDaemon) -> None:
     wait_for(lambda: daemon.health()["sessions"] == 0, 10, "the session to be forgotten")
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(150)
 def test_daemon_shutdown_ends_the_bridge_with_status_1(daemon: RunningDaemon) -> None:
     bridge = RawBridge(connect_command(daemon))
     try:
@@ -311,7 +315,7 @@ def test_daemon_shutdown_ends_the_bridge_with_status_1(daemon: RunningDaemon) ->
     assert "shutdown" in stderr
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(150)
 def test_a_killed_daemon_answers_the_outstanding_request_and_exits_1() -> None:
     daemon = start_daemon()
     bridge = RawBridge(connect_command(daemon))
@@ -340,7 +344,7 @@ def test_a_killed_daemon_answers_the_outstanding_request_and_exits_1() -> None:
     assert "lost the connection" in stderr and daemon.front in stderr
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(150)
 def test_stdout_closed_by_the_client_closes_the_session(daemon: RunningDaemon) -> None:
     bridge = RawBridge(connect_command(daemon))
     try:
@@ -355,7 +359,7 @@ def test_stdout_closed_by_the_client_closes_the_session(daemon: RunningDaemon) -
     wait_for(lambda: daemon.health()["sessions"] == 0, 10, "the session to be forgotten")
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(150)
 def test_a_refused_request_gets_a_json_rpc_error(daemon: RunningDaemon) -> None:
     """The daemon refuses a frame over max_frame_bytes (4 MiB) with an error frame naming the request's id."""
     bridge = RawBridge(connect_command(daemon))

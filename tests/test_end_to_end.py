@@ -16,6 +16,7 @@ from transport.client import RequestError
 WORKER = ROOT / "tests" / "programs" / "session_worker.py"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_twenty_sessions_from_four_client_processes(daemon: RunningDaemon) -> None:
     env = {**daemon.env, "PYTHONPATH": str(ROOT)}

@@ -1346,6 +1346,7 @@ def fuzz_round(fuzzer: Fuzzer, stop_at: float, round_seed: int) -> None:
     run()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(FUZZ_SECONDS + 180)
 def test_fuzz_wire() -> None:
     daemon = start_daemon()

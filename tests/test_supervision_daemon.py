@@ -45,6 +45,7 @@ def closed_reason(session: Session, timeout: float = 15) -> str:
     return info.value.reason
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_janitor_crash_is_restarted_and_still_expires_on_time() -> None:
     daemon = start_daemon(["--enable-fault-injection", "--method-timeout", "tools/call=2", "--idle-timeout", "4"])

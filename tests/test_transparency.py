@@ -159,6 +159,7 @@ async def _python_sdk_add(args: list[str]) -> str:
         return content.text
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("per_user_places")
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("kind", ["desktop", "xdg-elsewhere", "troupe-runtime-dir"])
@@ -382,6 +383,7 @@ def test_an_attached_idle_session_stays_and_a_killed_clients_session_goes(tmp_pa
 # -- 5. defaults that do not change behaviour ---------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_with_defaults_a_long_silent_call_completes_and_a_fast_client_is_never_refused() -> None:
     daemon = start_daemon()

@@ -7,8 +7,9 @@ surrogates).
 
 Tools:
 
-* ``flood(count)``: sends ``count`` ``notifications/message`` (level
-  ``info``, ``data`` = the number), then returns the text ``"flooded <count>"``.
+* ``flood(count, pad=0)``: sends ``count`` ``notifications/message`` (level
+  ``info``, ``data`` = the number, or ``[number, "x" * pad]`` with a pad),
+  then returns the text ``"flooded <count>"``.
 * ``echo(text)``: returns ``text``.
 * ``mirror(...)``: returns its arguments, unchanged, as ``structuredContent``.
 * ``environ(names)``: returns ``{name: value or null}`` for the names asked, and
@@ -56,8 +57,10 @@ def handle(msg: dict[str, Any]) -> None:
         )
     elif method == "tools/call" and params.get("name") == "flood":
         count = int(params.get("arguments", {}).get("count", 0))
+        pad = "x" * int(params.get("arguments", {}).get("pad", 0))
         for n in range(count):
-            send({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": n}})
+            data = [n, pad] if pad else n
+            send({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": data}})
         send(result(request_id, f"flooded {count}"))
     elif method == "tools/call" and params.get("name") == "echo":
         send(result(request_id, str(params.get("arguments", {}).get("text", ""))))

@@ -1,24 +1,14 @@
-"""troupe's daemon: session actors, the router, configuration and the CLI.
+"""troupe's daemon side, in layers (each imports only the ones before it):
 
-Layering: `transport` (frames, hub, client library, adapter) knows nothing of
-this package; this package wires actors to the transport.
+* `core`: sans-IO decisions (session state machine and core, eras, limits,
+  deadlines, recency, supervision policy); the standard library and
+  `mcp_troupe.transport.wire` only;
+* `telemetry`: metrics, audit and event observers, logging set-up;
+* `shells`: the pykka actors, thin shells over the core;
+* `daemon`: configuration, the router and control plane, the wiring of hub,
+  actors and adapter processes;
+* `cli`: the ``troupe`` command line.
+
+Nothing is imported here: ``import mcp_troupe.actors.core.session`` loads the
+core alone.
 """
-
-from actors.config import DaemonConfig, ServerConfig, load
-from actors.daemon import Daemon
-from actors.session import SessionActor
-from actors.session_core import Era, SessionCore
-from actors.state import IllegalTransition, SessionStateMachine, State
-
-__all__ = [
-    "Daemon",
-    "DaemonConfig",
-    "Era",
-    "IllegalTransition",
-    "ServerConfig",
-    "SessionActor",
-    "SessionCore",
-    "SessionStateMachine",
-    "State",
-    "load",
-]

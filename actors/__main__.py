@@ -1,7 +1,7 @@
-"""``python -m actors``: the troupe command line."""
+"""``python -m mcp_troupe.actors``: the troupe command line."""
 
 import sys
 
-from actors.cli import main
+from mcp_troupe.actors.cli.main import main
 
 sys.exit(main())

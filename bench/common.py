@@ -1,8 +1,8 @@
 """Shared helpers of the benchmark harness: statistics, machine description, daemons.
 
-Nothing here imports the daemon's code except ``transport.client`` (to ask a
+Nothing here imports the daemon's code except ``mcp_troupe.transport.client`` (to ask a
 running daemon for ``health``); daemons are always separate processes started
-the way a user starts them (``python -m actors serve``).
+the way a user starts them (``python -m mcp_troupe.actors serve``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ SOURCE = Path(os.environ.get("TROUPE_BENCH_SOURCE") or ROOT).resolve()
 """The troupe source tree whose daemon, adapter and client are measured: this checkout, or
 another (``TROUPE_BENCH_SOURCE=/path/to/other/checkout``) to compare two versions."""
 _SCRIPT = Path(PYTHON).parent / "troupe"
-TROUPE = [str(_SCRIPT)] if _SCRIPT.exists() else [PYTHON, "-m", "actors"]
+TROUPE = [str(_SCRIPT)] if _SCRIPT.exists() else [PYTHON, "-m", "mcp_troupe.actors"]
 """How a user starts troupe: the ``troupe`` console script of this environment."""
 
 
@@ -220,7 +220,7 @@ class Daemon:
             return ""
 
     def health(self, timeout: float = 5.0) -> dict[str, Any]:
-        from transport.client import Client
+        from mcp_troupe.transport.client import Client
 
         with Client(self.front, timeout=timeout) as client:
             return client.health()
@@ -269,7 +269,7 @@ def start_daemon(args: Sequence[str] = (), *, config: str | None = None, wait: b
 
 def wait_serving(daemon: Daemon, servers: int = 0, timeout: float = 30.0, interval: float = 0.002) -> float:
     """Poll until ``health`` answers (with ``servers`` adapters); returns seconds since launch."""
-    from transport.client import DaemonUnavailable, TroupeError
+    from mcp_troupe.transport.client import DaemonUnavailable, TroupeError
 
     front = daemon.runtime_dir / "front.sock"
 

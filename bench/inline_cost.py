@@ -3,7 +3,7 @@
     python -m bench.inline_cost [--requests N]
 
 Builds the daemon's `Router` with a fake hub that runs everything on the
-calling thread (the session actors are `actors.loop_actor.LoopActor`s, so
+calling thread (the session actors are `mcp_troupe.actors.shells.loop_actor.LoopActor`s, so
 their messages run from the fake hub's run queue, as on the real hub's
 loop), registers a fake adapter, opens and
 initializes one session, then times N round trips of the benchmark's
@@ -69,8 +69,8 @@ class _Hub:
 
 
 def measure(requests: int = 20_000) -> dict[str, Any]:
-    from actors.options import Limits
-    from actors.router import Router, RouterOptions
+    from mcp_troupe.actors.core.options import Limits
+    from mcp_troupe.actors.daemon.router import Router, RouterOptions
 
     hub = _Hub()
     router = Router(hub, RouterOptions(limits=Limits(rate_per_session=0, open_rate_per_client=0)))  # type: ignore[arg-type]

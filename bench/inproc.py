@@ -2,7 +2,7 @@
 
 ``janitor``
     Measurement 5, the cost of one janitor pass as the hub's thread runs it
-    (`actors.deadlines.Wakeups.pop_due` plus one ``tell(Wake())`` to each due
+    (`mcp_troupe.actors.core.deadlines.Wakeups.pop_due` plus one ``tell(Wake())`` to each due
     session's `LoopActor`, on the loop thread) with N sessions waiting and 1 %
     of them due, at N = 1,000, 10,000 and 100,000; the same with a fixed 10
     sessions due; the cost per due session; and the work each woken session
@@ -10,7 +10,7 @@
     timeout error and the cancellation).
 ``supervisor``
     Measurement 6, from a janitor crash (`InjectFault` told to the
-    `actors.supervisor.Supervisor`) until the new janitor incarnation answers
+    `mcp_troupe.actors.shells.supervisor.Supervisor`) until the new janitor incarnation answers
     a message sent through the supervisor (`Forward`): a `Tick`, answered when
     the janitor runs its pass (here a probe that records the time).
     Baseline: starting a fresh janitor actor and getting the same answer.
@@ -79,7 +79,7 @@ class _Loop:
 def _session_refs(count: int) -> tuple[list[Any], _Loop]:
     """Refs of real, started-on-the-loop `LoopActor`s (what sessions are): a ``tell`` on the loop thread costs
     exactly what the pass pays in the daemon, an append to the actor's inbox and its scheduling."""
-    from actors.loop_actor import LoopActor
+    from mcp_troupe.actors.shells.loop_actor import LoopActor
 
     class Session(LoopActor):
         def on_receive(self, message: Any) -> Any:
@@ -94,8 +94,8 @@ def _session_refs(count: int) -> tuple[list[Any], _Loop]:
 
 def _janitor_pass(sessions: int, due: int, reps: int, refs: list[Any], loop: _Loop) -> list[int]:
     """Nanoseconds of one pass (``pop_due`` + ``tell(Wake())`` per due session) with ``sessions`` waiting."""
-    from actors.deadlines import Wakeups
-    from actors.session import Wake
+    from mcp_troupe.actors.core.deadlines import Wakeups
+    from mcp_troupe.actors.shells.session import Wake
 
     now = 1000.0
     rng = random.Random(sessions * 31 + due)
@@ -122,8 +122,8 @@ def _janitor_pass(sessions: int, due: int, reps: int, refs: list[Any], loop: _Lo
 
 def _session_wake(count: int) -> list[int]:
     """Nanoseconds of `SessionCore.wake` for a session with one request past its deadline."""
-    from actors.options import Limits
-    from actors.session_core import SessionCore
+    from mcp_troupe.actors.core.options import Limits
+    from mcp_troupe.actors.core.session import SessionCore
 
     limits = Limits(rate_per_session=0)
     cores = []
@@ -215,9 +215,9 @@ def janitor(quick: bool) -> dict[str, Any]:
 
 
 def supervisor(quick: bool) -> dict[str, Any]:
-    from actors.janitor import Janitor
-    from actors.supervision import ChildSpec, SupervisorPolicy
-    from actors.supervisor import TICK, ChildContext, Forward, InjectFault, Supervisor
+    from mcp_troupe.actors.core.supervision import ChildSpec, SupervisorPolicy
+    from mcp_troupe.actors.shells.janitor import Janitor
+    from mcp_troupe.actors.shells.supervisor import TICK, ChildContext, Forward, InjectFault, Supervisor
 
     crashes = 10 if quick else 100
     started = threading.Event()

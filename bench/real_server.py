@@ -4,12 +4,12 @@ Paths (each keeps one session open for the whole measurement):
 
 ``direct``
     The official SDK (this environment's, mcp 2.x) ``ClientSession`` over
-    stdio to ``python -m examples.server``: the baseline.
+    stdio to ``python -m mcp_troupe.examples.server``: the baseline.
 ``troupe_connect``
     The same SDK client over stdio to ``troupe connect example``, which carries
     each line through the daemon and its adapter to the same server.
 ``client_library``
-    ``transport.client`` (synchronous, in this process) through the daemon and
+    ``mcp_troupe.transport.client`` (synchronous, in this process) through the daemon and
     adapter to the same server.
 ``direct_sdk1``
     mcp-proxy's environment's SDK (mcp 1.x) over stdio to the same server:
@@ -50,7 +50,7 @@ from bench.common import (
 )
 
 DRIVER = BENCH / "sdk_driver.py"
-SERVER_COMMAND = [PYTHON, "-m", "examples.server"]
+SERVER_COMMAND = [PYTHON, "-m", "mcp_troupe.examples.server"]
 
 
 class Path_(Protocol):
@@ -98,10 +98,10 @@ class DriverPath:
 
 
 class LibraryPath:
-    """`transport.client` in this process."""
+    """`mcp_troupe.transport.client` in this process."""
 
     def __init__(self, front: str) -> None:
-        from transport.client import Client
+        from mcp_troupe.transport.client import Client
 
         self.client = Client(front, timeout=30)
         self.session = self.client.open("example")
@@ -127,7 +127,7 @@ class LibraryPath:
 
 def _connect_command(front: str) -> list[str]:
     troupe = Path(PYTHON).parent / "troupe"
-    base = [str(troupe)] if troupe.exists() else [PYTHON, "-m", "actors"]
+    base = [str(troupe)] if troupe.exists() else [PYTHON, "-m", "mcp_troupe.actors"]
     return [*base, "connect", "example", "--endpoint", front]
 
 

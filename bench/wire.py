@@ -1,9 +1,9 @@
 """A lean client of troupe's front socket, written from ``docs/protocol.rst``.
 
 The benchmarks drive the daemon with raw DEALER sockets and msgpack rather
-than `transport.client`, so that the client's own Python overhead is the same
+than `mcp_troupe.transport.client`, so that the client's own Python overhead is the same
 on the path through the daemon and on the baseline without it (the baselines
-send the very same frames to a plain ROUTER echo). `transport.client` is
+send the very same frames to a plain ROUTER echo). `mcp_troupe.transport.client` is
 measured separately on the real-server path.
 """
 

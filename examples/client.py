@@ -2,13 +2,13 @@
 
 Run it with the daemon serving (``troupe serve``)::
 
-    python -m examples.client
+    python -m mcp_troupe.examples.client
 """
 
 from __future__ import annotations
 
-from transport import jsonrpc
-from transport.client import Client, RequestError
+from mcp_troupe.transport.client import Client, RequestError
+from mcp_troupe.transport.wire import jsonrpc
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """A tiny MCP server used to exercise troupe against a real SDK-built peer.
 
-Run it with ``python -m examples.server``: it speaks newline-delimited JSON-RPC
+Run it with ``python -m mcp_troupe.examples.server``: it speaks newline-delimited JSON-RPC
 on stdin/stdout (stdout carries protocol messages only; the SDK logs to stderr).
 Tests of timeouts, progress notifications and cancellation drive it.
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import zmq
 
-from transport.client import Client, DaemonUnavailable
+from mcp_troupe.transport.client import Client, DaemonUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,7 +96,7 @@ def start_daemon(
     log_path = runtime / "daemon.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "actors", "serve", *(args or [])],
+            [sys.executable, "-m", "mcp_troupe.actors", "serve", *(args or [])],
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -204,7 +204,7 @@ def server_pids(daemon: RunningDaemon) -> set[int]:
         except OSError:
             continue
         if (
-            b"examples.server" in cmdline
+            b"mcp_troupe.examples.server" in cmdline
             and b"actors" not in cmdline
             and marker in environ.split(b"\0")
             and state != "Z"

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import zmq
 
-from transport import frames
-from transport.mailbox import Mailbox
-from transport.server_process import ProcessEvent, ServerProcess, SpawnError
+from mcp_troupe.transport.adapter.server_process import ProcessEvent, ServerProcess, SpawnError
+from mcp_troupe.transport.mailbox import Mailbox
+from mcp_troupe.transport.wire import frames
 
 REPO = Path(__file__).resolve().parent.parent
 STOP = 0.3
@@ -30,7 +30,7 @@ MARGIN = 1.5
 
 ADAPTER_MAIN = """
 import json, logging, signal, sys
-from transport.adapter import Adapter
+from mcp_troupe.transport.adapter.runner import Adapter
 logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
 adapter = Adapter(**json.loads(sys.argv[1]))
 signal.signal(signal.SIGTERM, lambda *_: adapter.request_stop("SIGTERM"))

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 import zmq
-
 from conftest import wait_for
-from transport.backlog import Backlog
-from transport.hub import FRONT, Hub, HubOptions
+
+from mcp_troupe.transport.hub.backlog import Backlog
+from mcp_troupe.transport.hub.loop import FRONT, Hub, HubOptions
 
 # -- the sans-IO core ---------------------------------------------------------------
 

@@ -10,9 +10,9 @@ import pytest
 import zmq
 from conftest import RunningDaemon
 
-from transport import jsonrpc
-from transport.client import Session
-from transport.frames import encode
+from mcp_troupe.transport.client import Session
+from mcp_troupe.transport.wire import jsonrpc
+from mcp_troupe.transport.wire.frames import encode
 
 
 class RawClient:

@@ -29,10 +29,18 @@ from typing import Any
 
 import pytest
 
-from actors import cli
-from actors.config import DAEMON_KEYS, LIMIT_KEYS, SERVER_KEYS, SUPERVISOR_KEYS, DaemonConfig, ServerConfig, load
-from actors.options import Limits
-from actors.supervision import SupervisorPolicy
+from mcp_troupe.actors.cli import main as cli
+from mcp_troupe.actors.core.options import Limits
+from mcp_troupe.actors.core.supervision import SupervisorPolicy
+from mcp_troupe.actors.daemon.config import (
+    DAEMON_KEYS,
+    LIMIT_KEYS,
+    SERVER_KEYS,
+    SUPERVISOR_KEYS,
+    DaemonConfig,
+    ServerConfig,
+    load,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "configuration.rst"

@@ -28,8 +28,8 @@ from mcp import Client, ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.types import CallToolResult, TextContent
 
-from transport import jsonrpc
-from transport.stdio_bridge import EXIT_UNAVAILABLE, LineBuffer, Overlong, Rejected, StdioBridge, parse_line
+from mcp_troupe.transport.bridge.stdio import EXIT_UNAVAILABLE, LineBuffer, Overlong, Rejected, StdioBridge, parse_line
+from mcp_troupe.transport.wire import jsonrpc
 
 
 def connect_command(daemon: RunningDaemon | None, server: str = "example", *, endpoint: str | None = None) -> list[str]:

@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import ROOT, finish, server_pids, start_daemon, wait_for
 
-from transport.client import Client, DaemonUnavailable, FrameRefused, SessionClosed
+from mcp_troupe.transport.client import Client, DaemonUnavailable, FrameRefused, SessionClosed
 
 
 @pytest.mark.timeout(60)
@@ -38,7 +38,11 @@ def test_second_daemon_on_the_same_runtime_dir_is_refused() -> None:
     first = start_daemon()
     try:
         second = subprocess.run(
-            [sys.executable, "-m", "actors", "serve"], env=first.env, cwd=ROOT, capture_output=True, timeout=30
+            [sys.executable, "-m", "mcp_troupe.actors", "serve"],
+            env=first.env,
+            cwd=ROOT,
+            capture_output=True,
+            timeout=30,
         )
         assert second.returncode != 0
         assert b"another troupe daemon" in second.stderr
@@ -66,7 +70,10 @@ def test_bad_config_is_refused_with_the_key_named(tmp_path) -> None:  # type: ig
     config = tmp_path / "troupe.toml"
     config.write_text('[daemon]\nmax_frame_bytes = "big"\n')
     result = subprocess.run(
-        [sys.executable, "-m", "actors", "serve", "--config", str(config)], cwd=ROOT, capture_output=True, timeout=30
+        [sys.executable, "-m", "mcp_troupe.actors", "serve", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=30,
     )
     assert result.returncode == 2
     assert b"max_frame_bytes" in result.stderr and b"positive integer" in result.stderr

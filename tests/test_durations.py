@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.durations import ACCEPTED_FORM, MAX_DURATION, UNITS, format_duration, parse_duration
+from mcp_troupe.actors.core.durations import ACCEPTED_FORM, MAX_DURATION, UNITS, format_duration, parse_duration
 
 DAY = 86400.0
 

@@ -10,8 +10,8 @@ import time
 import pytest
 from conftest import EXAMPLE_TOOLS, ROOT, RunningDaemon, server_pids, wait_for
 
-from transport import jsonrpc
-from transport.client import RequestError
+from mcp_troupe.transport.client import RequestError
+from mcp_troupe.transport.wire import jsonrpc
 
 WORKER = ROOT / "tests" / "programs" / "session_worker.py"
 

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transport.envelope import SKELETON_BYTES, TOP_STRING_BYTES, EnvelopeScan, envelope_of
+from mcp_troupe.transport.wire.envelope import SKELETON_BYTES, TOP_STRING_BYTES, EnvelopeScan, envelope_of
 
 scalars = (
     st.none()

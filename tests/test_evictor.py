@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.evictor import Evictor
-from actors.recency import Recency
-from actors.supervisor import TICK, ChildContext
+from mcp_troupe.actors.core.recency import Recency
+from mcp_troupe.actors.shells.evictor import Evictor
+from mcp_troupe.actors.shells.supervisor import TICK, ChildContext
 
 
 def test_least_recently_active_goes_first_and_touch_reorders() -> None:

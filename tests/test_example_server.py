@@ -1,4 +1,4 @@
-"""End-to-end tests of the bundled example MCP server (``python -m examples.server``).
+"""End-to-end tests of the bundled example MCP server (``python -m mcp_troupe.examples.server``).
 
 Each test starts the server as a real subprocess and speaks raw
 newline-delimited JSON-RPC to it over its stdin/stdout pipes, so what is
@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import EXAMPLE_TOOLS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +35,7 @@ class ServerProcess:
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "examples.server"],
+            [sys.executable, "-m", "mcp_troupe.examples.server"],
             cwd=REPO_ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transport import jsonrpc
-from transport.frames import (
+from mcp_troupe.transport.wire import jsonrpc
+from mcp_troupe.transport.wire.frames import (
     ADAPTER_TO_DAEMON,
     CLIENT_TO_DAEMON,
     DAEMON_TO_ADAPTER,
@@ -20,7 +20,7 @@ from transport.frames import (
     decode,
     encode,
 )
-from transport.jsonrpc import InvalidMessage, Kind, classify
+from mcp_troupe.transport.wire.jsonrpc import InvalidMessage, Kind, classify
 
 
 def pack(body: Any) -> bytes:

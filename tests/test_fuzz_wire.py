@@ -6,7 +6,7 @@ tool over and over for the whole run. Meanwhile the test thread connects raw
 DEALER sockets to the daemon's front socket (four "clients") and to its back
 socket (two "adapters"), reconnects them now and then, and sends them frames
 drawn by hypothesis from strategies built on the schema tables of
-`transport.frames`, so that a new frame type or field is fuzzed without
+`mcp_troupe.transport.wire.frames`, so that a new frame type or field is fuzzed without
 touching this file: valid frames, fields of the wrong type, missing fields,
 extra fields, unknown types and versions, garbage bytes, msgpack that is not a
 map, deep nesting, frames of many elements or holding a large string,
@@ -65,9 +65,9 @@ from conftest import RunningDaemon, finish, start_daemon, wait_for
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from transport import jsonrpc
-from transport.client import Client, SessionClosed
-from transport.frames import (
+from mcp_troupe.transport.client import Client, SessionClosed
+from mcp_troupe.transport.wire import jsonrpc
+from mcp_troupe.transport.wire.frames import (
     ADAPTER_TO_DAEMON,
     BOOL,
     CLIENT_TO_DAEMON,

@@ -24,7 +24,6 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
-
 from conftest import (
     ROOT,
     RunningDaemon,
@@ -36,9 +35,10 @@ from conftest import (
     start_daemon,
     wait_for,
 )
-from transport import jsonrpc
-from transport.client import Client, DaemonUnavailable, Session
-from transport.frames import encode
+
+from mcp_troupe.transport.client import Client, DaemonUnavailable, Session
+from mcp_troupe.transport.wire import jsonrpc
+from mcp_troupe.transport.wire.frames import encode
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 MiB = 1024 * 1024
@@ -175,7 +175,9 @@ def test_the_collision_leaves_the_daemon_serving_every_session(
         answered = json.loads(report.stdout)
         assert answered == {"first": 1, "chosen": 64, "plain": 8}, "every connection was served, chosen id or not"
         troupe = subprocess.run(
-            [sys.executable, "-m", "actors", "health", "--endpoint", daemon.front], capture_output=True, timeout=30
+            [sys.executable, "-m", "mcp_troupe.actors", "health", "--endpoint", daemon.front],
+            capture_output=True,
+            timeout=30,
         )
         assert troupe.returncode == 0, troupe.stderr
         assert daemon.process.poll() is None, daemon.log()[-3000:]
@@ -492,7 +494,7 @@ def test_a_client_over_its_share_of_the_backlog_is_given_up_and_told_why(ctx: zm
 
 KILLED_CLIENT = """
 import sys
-from transport.client import Client
+from mcp_troupe.transport.client import Client
 client = Client(sys.argv[1], timeout=60)
 idle, pending, chatty = (client.open("example") for _ in range(3))
 for s in (idle, pending, chatty):
@@ -581,7 +583,7 @@ def test_a_killed_daemon_fails_the_request_in_flight_at_once_and_leaves_no_wait(
         with pytest.raises(DaemonUnavailable, match="left from one that is gone"):
             Client(daemon.front)
         connect = subprocess.run(
-            [sys.executable, "-m", "actors", "connect", "example"],
+            [sys.executable, "-m", "mcp_troupe.actors", "connect", "example"],
             env=daemon.env,
             cwd=ROOT,
             input=b"",
@@ -621,7 +623,7 @@ def test_call_into_a_closed_pipe_exits_quietly(daemon: RunningDaemon) -> None:
         ["head", "-c", "1"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     call = subprocess.run(
-        [sys.executable, "-m", "actors", "call", "example", "tools/list"],
+        [sys.executable, "-m", "mcp_troupe.actors", "call", "example", "tools/list"],
         env=daemon.env,
         cwd=ROOT,
         stdout=reader.stdin,

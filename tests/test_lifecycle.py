@@ -12,12 +12,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, RunningDaemon, finish, server_pids, start_daemon, wait_for
-from transport import jsonrpc
-from transport.client import FrameRefused, RequestError, Session, SessionClosed
 
-SERVER = f'command = ["{sys.executable}", "-m", "examples.server"]'
+from mcp_troupe.transport.client import FrameRefused, RequestError, Session, SessionClosed
+from mcp_troupe.transport.wire import jsonrpc
+
+SERVER = f'command = ["{sys.executable}", "-m", "mcp_troupe.examples.server"]'
 
 
 def config(tmp_path: Path, text: str) -> list[str]:
@@ -169,7 +169,17 @@ def test_an_adapter_started_on_its_own_connects_over_tcp(tmp_path: Path) -> None
     daemon = start_daemon(config(tmp_path, f'[daemon]\nback = "{back}"\n'), servers=0)
     troupe = Path(sys.executable).parent / "troupe"
     adapter = subprocess.Popen(
-        [str(troupe), "adapter", "remote", "--endpoint", back, "--", sys.executable, "-m", "examples.server"],
+        [
+            str(troupe),
+            "adapter",
+            "remote",
+            "--endpoint",
+            back,
+            "--",
+            sys.executable,
+            "-m",
+            "mcp_troupe.examples.server",
+        ],
         cwd=ROOT,
         env=daemon.env,
         stderr=subprocess.DEVNULL,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.deadlines import Wakeups
-from actors.limits import GlobalPending, SoftLimit, TokenBucket
-from actors.options import Limits
-from actors.pending import PendingTable
+from mcp_troupe.actors.core.deadlines import Wakeups
+from mcp_troupe.actors.core.limits import GlobalPending, SoftLimit, TokenBucket
+from mcp_troupe.actors.core.options import Limits
+from mcp_troupe.actors.core.pending import PendingTable
 
 
 def test_token_bucket_grants_a_burst_then_the_rate() -> None:

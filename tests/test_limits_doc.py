@@ -5,9 +5,9 @@ conventions: sections are underlined with ``=`` or ``-``; the table under "The
 limits at a glance" is a ``list-table`` whose rows start with ``* - ``key``,
 then the default (in TOML spelling, in double back-quotes) and the
 ``troupe serve`` flag. Checks compare both ways, so a field added to
-`actors.options.Limits` without the doc, a default changed in one place only,
+`mcp_troupe.actors.core.options.Limits` without the doc, a default changed in one place only,
 or a row left in the doc after its field is gone, fails. The JSON-RPC error
-codes troupe writes (found in transport/jsonrpc.py) must each appear, and the
+codes troupe writes (found in transport/wire/jsonrpc.py) must each appear, and the
 TOML and command-line examples must be accepted by the configuration loader and
 the CLI and mean the same thing.
 """
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from actors import cli
-from actors.config import LIMIT_KEYS, DaemonConfig, ServerConfig, load
-from actors.options import Limits
-from transport import jsonrpc
-from transport.hub import HubOptions
+from mcp_troupe.actors.cli import main as cli
+from mcp_troupe.actors.core.options import Limits
+from mcp_troupe.actors.daemon.config import LIMIT_KEYS, DaemonConfig, ServerConfig, load
+from mcp_troupe.transport.hub.loop import HubOptions
+from mcp_troupe.transport.wire import jsonrpc
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "limits.rst"
@@ -129,7 +129,7 @@ def test_the_documented_flags_exist(glance: dict[str, list[str]], capsys: pytest
 
 
 def jsonrpc_codes_troupe_writes() -> dict[str, int]:
-    """Error-code constants of transport/jsonrpc.py (ints in -32768..-32000) that the daemon
+    """Error-code constants of transport/wire/jsonrpc.py (ints in -32768..-32000) that the daemon
     writes (used in actors/) or that are marked ``troupe:`` in their docstring."""
     body = ast.parse(Path(jsonrpc.__file__).read_text(encoding="utf-8")).body
     codes: dict[str, tuple[int, str]] = {}
@@ -144,7 +144,7 @@ def jsonrpc_codes_troupe_writes() -> dict[str, int]:
         for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "jsonrpc":
                 used.add(node.attr)
-            elif isinstance(node, ast.ImportFrom) and node.module == "transport.jsonrpc":
+            elif isinstance(node, ast.ImportFrom) and node.module == "mcp_troupe.transport.wire.jsonrpc":
                 used.update(alias.name for alias in node.names)
     return {name: value for name, (value, doc) in codes.items() if name in used or doc.startswith("troupe:")}
 

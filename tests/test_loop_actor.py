@@ -8,11 +8,10 @@ from typing import Any
 
 import pykka
 import pytest
-
-from actors.loop_actor import BATCH, LoopActor
-from transport.hub import Hub, HubOptions
-
 from conftest import wait_for
+
+from mcp_troupe.actors.shells.loop_actor import BATCH, LoopActor
+from mcp_troupe.transport.hub.loop import Hub, HubOptions
 
 
 class _NoTraffic:

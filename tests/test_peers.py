@@ -6,8 +6,8 @@ import struct
 
 import pytest
 
-from transport import zap
-from transport.peers import ENDED_KEPT, PeerTable, address_pid, address_uid
+from mcp_troupe.transport.hub import zap
+from mcp_troupe.transport.hub.peers import ENDED_KEPT, PeerTable, address_pid, address_uid
 
 
 def _request(domain: bytes = b"front", address: bytes = b"localhost:1000:1000:4242") -> list[bytes]:

@@ -9,7 +9,7 @@ start with ``* - ``field```` followed by the msgpack type and ``yes``/``no``
 besides ``v`` and ``t``").
 Each check compares sets both ways, so a frame type, field or error code added
 to the code without the doc (or left in the doc after leaving the code) fails.
-The JSON-RPC error codes are found in transport/jsonrpc.py (its constants in
+The JSON-RPC error codes are found in transport/wire/jsonrpc.py (its constants in
 -32768..-32000); a code the daemon writes (one that actors/ uses, or one marked
 ``troupe:``) needs a subsection under "JSON-RPC errors from the daemon" and a
 row in its summary table, the others must be listed as coming from the server.
@@ -34,17 +34,17 @@ from typing import Any
 import msgpack
 import pytest
 
-from actors.config import DaemonConfig, ServerConfig
-from actors.options import ServerPolicy
-from actors.outputs import RespawnServer, ToClient, ToServer
-from actors.router import Router, RouterOptions
-from actors.session_core import SessionCore
-from actors.supervision import ChildSpec
-from actors.supervisor import Status, SupervisedActor, Supervisor
-from transport import frames, jsonrpc
-from transport.frames import ErrorCode
-from transport.hub import HubOptions, HubStats
-from transport.runtime import BACK_SOCKET, EVENTS_SOCKET, FRONT_SOCKET
+from mcp_troupe.actors.core.options import ServerPolicy
+from mcp_troupe.actors.core.outputs import RespawnServer, ToClient, ToServer
+from mcp_troupe.actors.core.session import SessionCore
+from mcp_troupe.actors.core.supervision import ChildSpec
+from mcp_troupe.actors.daemon.config import DaemonConfig, ServerConfig
+from mcp_troupe.actors.daemon.router import Router, RouterOptions
+from mcp_troupe.actors.shells.supervisor import Status, SupervisedActor, Supervisor
+from mcp_troupe.transport.hub.loop import HubOptions, HubStats
+from mcp_troupe.transport.runtime import BACK_SOCKET, EVENTS_SOCKET, FRONT_SOCKET
+from mcp_troupe.transport.wire import frames, jsonrpc
+from mcp_troupe.transport.wire.frames import ErrorCode
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "protocol.rst"
@@ -63,7 +63,7 @@ KIND_WORDS = {
     "map": "map",
     "integer or string": "int or str",
 }
-"""How the doc's "msgpack type" column names each field kind (by its name) of transport/frames.py."""
+"""How the doc's "msgpack type" column names each field kind (by its name) of transport/wire/frames.py."""
 
 LEVELS = {"=": 1, "-": 2, "~": 3}
 _ADORNMENT = re.compile(r"^([=\-~^\"'`#*+])\1*$")
@@ -159,7 +159,7 @@ def test_each_direction_documents_exactly_its_frame_types(sections: list[Section
     in_code = set(DIRECTIONS[direction])
     assert documented == in_code, (
         f"{direction}: undocumented frame types {sorted(in_code - documented)}, "
-        f"documented but not in transport/frames.py {sorted(documented - in_code)}"
+        f"documented but not in transport/wire/frames.py {sorted(documented - in_code)}"
     )
 
 
@@ -175,7 +175,7 @@ def test_each_frame_table_matches_its_schema(sections: list[Section], direction:
         text = " ".join("\n".join(section.lines).split())
         assert "no fields besides ``v`` and ``t``" in text, f"{direction} {frame_type!r}: say it has no fields"
         assert not any(line.strip().startswith(".. list-table::") for line in section.lines), (
-            f"{direction} {frame_type!r} has no fields in transport/frames.py, but a table in the doc"
+            f"{direction} {frame_type!r} has no fields in transport/wire/frames.py, but a table in the doc"
         )
         return
     rows = table_rows(section.lines)
@@ -208,7 +208,7 @@ class Code:
 
 
 def jsonrpc_codes() -> dict[str, Code]:
-    """Every JSON-RPC error-code constant of transport/jsonrpc.py (an int in -32768..-32000), with its docstring."""
+    """Every JSON-RPC error-code constant of wire/jsonrpc.py (an int in -32768..-32000), with its docstring."""
     body = ast.parse(Path(jsonrpc.__file__).read_text(encoding="utf-8")).body
     codes = {}
     for node, after in zip(body, [*body[1:], None], strict=True):
@@ -220,7 +220,7 @@ def jsonrpc_codes() -> dict[str, Code]:
             continue
         doc = after.value.value if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) else ""
         codes[target.id] = Code(target.id, value, str(doc))
-    assert codes, "found no JSON-RPC error-code constants in transport/jsonrpc.py; update this test"
+    assert codes, "found no JSON-RPC error-code constants in transport/wire/jsonrpc.py; update this test"
     return codes
 
 
@@ -232,7 +232,7 @@ def daemon_codes() -> set[str]:
         for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "jsonrpc":
                 used.add(node.attr)
-            elif isinstance(node, ast.ImportFrom) and node.module == "transport.jsonrpc":
+            elif isinstance(node, ast.ImportFrom) and node.module == "mcp_troupe.transport.wire.jsonrpc":
                 used.update(alias.name for alias in node.names)
     return {name for name, code in codes.items() if name in used or code.doc.startswith("troupe:")}
 

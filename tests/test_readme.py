@@ -52,7 +52,7 @@ def test_serve_then_try_it_commands_from_a_second_process() -> None:
         assert added.returncode == 0, added.stderr.decode()
         assert json.loads(added.stdout)["content"][0]["text"] == "5"
         example = subprocess.run(
-            [sys.executable, "-m", "examples.client"], env=env, capture_output=True, timeout=60, cwd=ROOT
+            [sys.executable, "-m", "mcp_troupe.examples.client"], env=env, capture_output=True, timeout=60, cwd=ROOT
         )
         assert example.returncode == 0, example.stderr.decode()
         assert re.search(rb"2 \+ 3 = 5", example.stdout)
@@ -102,7 +102,7 @@ def literal_blocks() -> list[str]:
 
 
 def test_every_config_block_loads(tmp_path: Path) -> None:
-    from actors.config import load
+    from mcp_troupe.actors.daemon.config import load
 
     tables = [block for block in literal_blocks() if block.startswith("[")]
     assert len(tables) >= 2, "the servers example and the operator's [limits]"

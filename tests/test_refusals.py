@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actors.refusals import RefusalLog
+from mcp_troupe.actors.core.refusals import RefusalLog
 
 
 def test_the_first_refusals_of_a_window_are_logged_the_rest_summarised() -> None:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import RunningDaemon, finish, start_daemon, wait_for
-from transport import jsonrpc
-from transport.client import Session
+
+from mcp_troupe.transport.client import Session
+from mcp_troupe.transport.wire import jsonrpc
 
 CAPABILITIES = {"roots": {"listChanged": True}, "sampling": {}, "elicitation": {}}
 

@@ -7,9 +7,9 @@ import queue
 import sys
 
 import pytest
-
 from conftest import wait_for
-from transport.server_process import STDERR_LINES_PER_SECOND, ServerProcess
+
+from mcp_troupe.transport.adapter.server_process import STDERR_LINES_PER_SECOND, ServerProcess
 
 CHATTY = "import sys\nfor i in range(200): print(f'line {i}', file=sys.stderr)\nsys.stderr.flush()\n"
 

@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
-from actors.era import Era
-from actors.options import Limits, ServerPolicy
-from actors.outputs import (
+from mcp_troupe.actors.core.era import Era
+from mcp_troupe.actors.core.options import Limits, ServerPolicy
+from mcp_troupe.actors.core.outputs import (
     Dropped,
     Finished,
-    OpenFailed,
     Opened,
+    OpenFailed,
     Output,
     Refuse,
     RequestDone,
@@ -25,10 +25,10 @@ from actors.outputs import (
     ToServer,
     Warn,
 )
-from actors.session_core import SessionCore
-from actors.state import State
-from transport import jsonrpc
-from transport.frames import ErrorCode
+from mcp_troupe.actors.core.session import SessionCore
+from mcp_troupe.actors.core.state import State
+from mcp_troupe.transport.wire import jsonrpc
+from mcp_troupe.transport.wire.frames import ErrorCode
 
 QUIET = Limits(idle_timeout=0)
 MODERN_META = {"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}

@@ -16,11 +16,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from actors.limits import GlobalPending
-from actors.options import PRIORITY_METHODS, Limits
-from actors.outputs import ToClient, ToServer
-from actors.session_core import SessionCore
-from transport import jsonrpc
+from mcp_troupe.actors.core.limits import GlobalPending
+from mcp_troupe.actors.core.options import PRIORITY_METHODS, Limits
+from mcp_troupe.actors.core.outputs import ToClient, ToServer
+from mcp_troupe.actors.core.session import SessionCore
+from mcp_troupe.transport.wire import jsonrpc
 
 LIMITS = Limits(
     request_timeout=5,

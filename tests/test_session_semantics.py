@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, RunningDaemon, finish, start_daemon, wait_for
-from transport import jsonrpc
-from transport.client import FrameRefused, RequestError, Session, Timeout
+
+from mcp_troupe.transport.client import FrameRefused, RequestError, Session, Timeout
+from mcp_troupe.transport.wire import jsonrpc
 
 CAPABILITIES = {"roots": {"listChanged": False}, "sampling": {}}
 
@@ -141,7 +141,7 @@ def test_troupe_call_with_a_one_second_request_timeout(tmp_path: Path) -> None:
     config = tmp_path / "troupe.toml"
     config.write_text(
         "[limits]\nrequest_timeout = 1.0\n\n[servers.example]\n"
-        f'command = ["{sys.executable}", "-m", "examples.server"]\n'
+        f'command = ["{sys.executable}", "-m", "mcp_troupe.examples.server"]\n'
     )
     daemon = start_daemon(["--config", str(config)])
     try:
@@ -246,7 +246,7 @@ def test_mcp_frame_without_sid_goes_to_the_clients_only_session(daemon: RunningD
     import msgpack
     import zmq
 
-    from transport.frames import encode
+    from mcp_troupe.transport.wire.frames import encode
 
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)

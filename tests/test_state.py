@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from actors.state import LEGAL, IllegalTransition, SessionStateMachine, State
+from mcp_troupe.actors.core.state import LEGAL, IllegalTransition, SessionStateMachine, State
 
 EXPECTED_LEGAL = {
     (State.INITIALIZING, State.ACTIVE),

@@ -19,13 +19,11 @@ from typing import Any
 
 import pykka
 import pytest
-
 from conftest import wait_for as shared_wait_for
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from actors.janitor import Janitor
-from actors.supervision import (
+from mcp_troupe.actors.core.supervision import (
     Action,
     ChildSpec,
     ChildState,
@@ -37,7 +35,8 @@ from actors.supervision import (
     SupervisorCore,
     SupervisorPolicy,
 )
-from actors.supervisor import (
+from mcp_troupe.actors.shells.janitor import Janitor
+from mcp_troupe.actors.shells.supervisor import (
     TICK,
     ChildContext,
     Crash,

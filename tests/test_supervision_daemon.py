@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import RunningDaemon, finish, server_pids, start_daemon, wait_for
-from transport import jsonrpc
-from transport.client import Client, RequestError, Session, SessionClosed
+
+from mcp_troupe.transport.client import Client, RequestError, Session, SessionClosed
+from mcp_troupe.transport.wire import jsonrpc
 
 TROUPE = Path(sys.executable).parent / "troupe"
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from actors.top import EXIT_USAGE, Poller, render, run, sort_by_activity
 from conftest import RunningDaemon
+
+from mcp_troupe.actors.cli.top import EXIT_USAGE, Poller, render, run, sort_by_activity
 
 STATS: dict[str, Any] = {
     "uptime_s": 3725.0,

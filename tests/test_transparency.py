@@ -21,13 +21,13 @@ from typing import Any
 
 import anyio
 import pytest
+from conftest import ROOT, Node22, RunningDaemon, finish, start_daemon, wait_for
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.types import TextContent
 
-from conftest import ROOT, Node22, RunningDaemon, finish, start_daemon, wait_for
-from transport import jsonrpc
-from transport.client import Client, FrameRefused, SessionClosed
+from mcp_troupe.transport.client import Client, FrameRefused, SessionClosed
+from mcp_troupe.transport.wire import jsonrpc
 
 TROUPE = str(Path(sys.executable).parent / "troupe")
 PROGRAMS = Path(__file__).resolve().parent / "programs"
@@ -37,7 +37,7 @@ INITIALIZE = jsonrpc.request(
 )
 
 
-EXAMPLE_TABLE = f"[servers.example]\ncommand = {json.dumps([sys.executable, '-m', 'examples.server'])}\n"
+EXAMPLE_TABLE = f"[servers.example]\ncommand = {json.dumps([sys.executable, '-m', 'mcp_troupe.examples.server'])}\n"
 INSPECTOR_ADD = ["--method", "tools/call", "--tool-name", "add", "--tool-arg", "a=2", "--tool-arg", "b=3"]
 
 

@@ -1,29 +1,11 @@
-"""troupe's transport: the wire envelope, JSON-RPC classification, the hub,
-the client library and the stdio server adapter. Imports nothing from `actors`.
+"""troupe's transport, in layers (each imports only the ones before it):
+
+* `wire`: frames, the JSON-RPC envelope and its scanner; pure, no zmq;
+* `mailbox`, `runtime`, `dealer`, `discovery`: I/O pieces shared below;
+* `hub`: the daemon's one I/O loop and the tables it owns (peers, backlog, ZAP);
+* `client`, `adapter`, `bridge`: the client library, ``troupe adapter`` and
+  ``troupe connect``.
+
+Imports nothing from `mcp_troupe.actors`. The client library's public face is
+`mcp_troupe.transport.client`.
 """
-
-from transport.client import (
-    Client,
-    DaemonUnavailable,
-    FrameRefused,
-    RequestError,
-    Session,
-    SessionClosed,
-    Timeout,
-    TroupeError,
-)
-from transport.frames import VERSION, ErrorCode, FrameError
-
-__all__ = [
-    "VERSION",
-    "Client",
-    "DaemonUnavailable",
-    "ErrorCode",
-    "FrameError",
-    "FrameRefused",
-    "RequestError",
-    "Session",
-    "SessionClosed",
-    "Timeout",
-    "TroupeError",
-]

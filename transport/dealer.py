@@ -18,7 +18,7 @@ from typing import Final
 
 import zmq
 
-from transport.runtime import ipc_path
+from mcp_troupe.transport.runtime import ipc_path
 
 HEARTBEAT_MS: Final = 1000
 

@@ -7,7 +7,7 @@ daemon was started with. It looks, in order, and takes the first daemon that
 answers:
 
 1. the runtime directory its own environment names (``TROUPE_RUNTIME_DIR``,
-   else ``$XDG_RUNTIME_DIR/troupe``: see `transport.runtime`);
+   else ``$XDG_RUNTIME_DIR/troupe``: see `mcp_troupe.transport.runtime`);
 2. ``/run/user/<uid>/troupe``, when ``/run/user/<uid>`` exists and is the
    user's (where a desktop session's ``XDG_RUNTIME_DIR`` points);
 3. ``<tmp>/troupe-<uid>``, the daemon's own fallback;
@@ -29,8 +29,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from transport import dealer
-from transport.runtime import FRONT_SOCKET, IPC_PATH_MAX, RuntimeDirError, candidate_dirs, ipc_endpoint
+from mcp_troupe.transport import dealer
+from mcp_troupe.transport.runtime import FRONT_SOCKET, IPC_PATH_MAX, RuntimeDirError, candidate_dirs, ipc_endpoint
 
 POINTER: Final = Path(".local") / "state" / "troupe" / "daemon.json"
 """Relative to the home directory: not to ``XDG_STATE_HOME``, which a minimal environment lacks."""

@@ -9,7 +9,7 @@ directory, and client commands look for it in the same place:
 4. else ``<tempdir>/troupe-<uid>``.
 
 Clients that were given no endpoint look in all of these, and at the daemon's
-pointer file (`transport.discovery`).
+pointer file (`mcp_troupe.transport.discovery`).
 
 The directory is created with mode 0700 and refused if another user owns it
 or others can reach it, since anyone who can open the sockets can use every

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import sys
 
-from transport import jsonrpc
-from transport.client import Client
+from mcp_troupe.transport.client import Client
+from mcp_troupe.transport.wire import jsonrpc
 
 
 def main(endpoint: str, count: int, worker: str) -> dict[str, object]:

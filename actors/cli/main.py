@@ -1,0 +1,407 @@
+"""The ``troupe`` command line: serve, adapter, call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from mcp_troupe.actors.cli import operator as operator_cli
+from mcp_troupe.actors.core.options import LIMIT_HELP, Limits
+from mcp_troupe.actors.daemon.config import LIMIT_KEYS, LOG_LEVELS, ConfigError, load
+from mcp_troupe.actors.daemon.service import Daemon, DaemonError
+from mcp_troupe.actors.telemetry import logs
+from mcp_troupe.transport import discovery
+from mcp_troupe.transport.adapter.server_process import MAX_LINE_BYTES, MAX_LINE_CONTAINERS
+from mcp_troupe.transport.bridge.stdio import MAX_LINE_BYTES as CONNECT_MAX_LINE_BYTES
+from mcp_troupe.transport.client import Client, DaemonUnavailable, FrameRefused, RequestError, TroupeError
+from mcp_troupe.transport.runtime import BACK_SOCKET, FRONT_SOCKET, RuntimeDirError, ipc_endpoint
+
+EXIT_OK = 0
+EXIT_REQUEST_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+
+def version() -> str:
+    try:
+        return metadata.version("mcp-troupe")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    head, tail = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    args = _parser().parse_args(head)
+    args.command = tail
+    _setup_logging(getattr(args, "log_level", None) or "info", getattr(args, "log_format", None) or "text")
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        # stdout was closed early (``troupe call ... | head``): nothing to report, and Python
+        # must not try to flush it again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="troupe", description="MCP session daemon built on actors and ZeroMQ.")
+    parser.add_argument("--version", action="version", version=f"troupe {version()}")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the daemon in the foreground")
+    serve.add_argument("--config", type=Path, help="TOML config file (default: embedded default, see docs)")
+    serve.add_argument("--front", help="endpoint for clients (overrides [daemon] front)")
+    serve.add_argument("--back", help="endpoint for adapters (overrides [daemon] back)")
+    serve.add_argument("--runtime-dir", help="directory for the default ipc endpoints")
+    serve.add_argument("--log-level", choices=LOG_LEVELS, help="default: info")
+    serve.add_argument("--log-format", choices=("text", "json"), help="default: text")
+    serve.add_argument("--metrics-address", metavar="HOST:PORT", help="serve Prometheus metrics here (off by default)")
+    serve.add_argument("--audit-log", metavar="PATH", help="append JSON-lines audit records here (off by default)")
+    serve.add_argument("--events", metavar="ENDPOINT", help="event stream endpoint (default: the runtime directory's)")
+    serve.add_argument(
+        "--enable-fault-injection",
+        dest="fault_injection",
+        action="store_const",
+        const=True,
+        help="allow the inject_fault control operation (for restart tests and drills; off by default)",
+    )
+    tree = serve.add_argument_group("supervision (override [supervisor]; defaults in docs/supervision.rst)")
+    tree.add_argument("--supervisor-strategy", dest="strategy", help="one_for_one (default), one_for_all, rest_for_one")
+    tree.add_argument(
+        "--supervisor-intensity",
+        dest="intensity",
+        type=int,
+        metavar="N",
+        help="restarts allowed within the period (default 1)",
+    )
+    tree.add_argument("--supervisor-period", dest="period", type=float, metavar="S", help="seconds (default 5)")
+    tree.add_argument(
+        "--supervisor-backoff",
+        dest="backoff_initial",
+        type=float,
+        metavar="S",
+        help="seconds before a restart, doubling (default 0)",
+    )
+    limits = serve.add_argument_group("limits (override [limits]; defaults in docs/limits.rst)")
+    defaults = Limits()
+    for name, (types, _form) in LIMIT_KEYS.items():
+        flag, text = f"--{name.replace('_', '-')}", f"{LIMIT_HELP[name]} (default {getattr(defaults, name)})"
+        metavar = "BOOL" if bool in types else "POLICY" if str in types else "N"
+        limits.add_argument(flag, dest=name, type=_limit_type(types), metavar=metavar, help=text)
+    limits.add_argument(
+        "--method-timeout",
+        action="append",
+        default=[],
+        metavar="METHOD=SECONDS",
+        help="per-method request timeout, e.g. tools/call=300 (repeatable)",
+    )
+    serve.set_defaults(func=_serve)
+
+    adapter = sub.add_parser(
+        "adapter",
+        help="bridge one MCP stdio server command to the daemon",
+        usage="troupe adapter NAME [options] -- COMMAND [ARGS...]",
+    )
+    adapter.add_argument("name", help="server name clients open sessions to")
+    adapter.add_argument("--endpoint", help="the daemon's back endpoint (default: the runtime directory's)")
+    adapter.add_argument("--capacity", type=int, default=0, help="most sessions at once; 0 = no limit (default)")
+    adapter.add_argument("--stop-timeout", type=float, default=2.0, help="seconds after closing stdin (default 2)")
+    adapter.add_argument("--term-timeout", type=float, default=2.0, help="seconds after SIGTERM (default 2)")
+    adapter.add_argument("--cwd", help="working directory of the server processes")
+    adapter.add_argument("--exit-with-parent", action="store_true", help="exit when the parent process ends")
+    adapter.add_argument("--log-level", choices=LOG_LEVELS)
+    adapter.add_argument("--log-format", choices=("text", "json"), help="default: text")
+    adapter.add_argument("--heartbeat-ms", type=int, default=1000, help="heartbeat interval (default 1000)")
+    adapter.add_argument("--adapter-id", help="identity kept across reconnects (default: a random one)")
+    adapter.add_argument(
+        "--max-message-bytes",
+        type=_positive_int,
+        default=MAX_LINE_BYTES,
+        help=f"largest message taken from a server; a larger reply is answered with -32013 (default {MAX_LINE_BYTES})",
+    )
+    adapter.add_argument(
+        "--max-message-items",
+        type=_positive_int,
+        default=MAX_LINE_CONTAINERS,
+        help=f"most JSON objects and arrays in one server message (default {MAX_LINE_CONTAINERS})",
+    )
+    adapter.set_defaults(func=_adapter)
+
+    call = sub.add_parser("call", help="open a session, initialize, send one request, print its result")
+    call.add_argument("server")
+    call.add_argument("method")
+    call.add_argument("--params", default=None, help="request params as a JSON object")
+    call.add_argument("--endpoint", help="the daemon's front endpoint (default: found as docs/configuration.rst says)")
+    call.add_argument("--runtime-dir", metavar="DIR", help="the daemon's runtime directory (instead of --endpoint)")
+    call.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each reply (default 30)")
+    call.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+    call.set_defaults(func=_call)
+
+    connect = sub.add_parser(
+        "connect", help="be an MCP stdio server for an MCP client: bridge stdin/stdout to a session of SERVER"
+    )
+    connect.add_argument("server")
+    connect.add_argument(
+        "--endpoint", help="the daemon's front endpoint (default: found as docs/configuration.rst says)"
+    )
+    connect.add_argument("--runtime-dir", metavar="DIR", help="the daemon's runtime directory (instead of --endpoint)")
+    connect.add_argument(
+        "--open-timeout", type=float, default=10.0, help="seconds to wait for the session (default 10)"
+    )
+    connect.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="stderr only (default warning)")
+    connect.add_argument(
+        "--max-line-bytes",
+        type=_positive_int,
+        default=CONNECT_MAX_LINE_BYTES,
+        help=f"longest stdin line taken; a longer request is answered with -32013 (default {CONNECT_MAX_LINE_BYTES})",
+    )
+    connect.add_argument(
+        "--no-server-stderr",
+        dest="server_stderr",
+        action="store_false",
+        help="do not copy the server's stderr to this process's stderr (copied by default)",
+    )
+    connect.set_defaults(func=_connect)
+
+    operator_cli.add_commands(sub)
+
+    status = sub.add_parser("status", help="print the supervision tree: children, states, restarts, failures")
+    status.add_argument("--endpoint", help="the daemon's front endpoint (default: the runtime directory's)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(func=_status)
+
+    fault = sub.add_parser(
+        "inject-fault", help="make a supervised child (or a session) raise; needs serve --enable-fault-injection"
+    )
+    fault.add_argument("target", choices=("janitor", "evictor", "session"))
+    fault.add_argument("--sid", help="the session to crash (target session)")
+    fault.add_argument(
+        "--when",
+        choices=("now", "start", "both"),
+        default="now",
+        help="now: in its next message; start: in on_start of its next incarnation; both (default: now)",
+    )
+    fault.add_argument("--endpoint", help="the daemon's front endpoint (default: the runtime directory's)")
+    fault.set_defaults(func=_inject_fault)
+    return parser
+
+
+def _limit_type(types: tuple[type, ...]) -> Any:
+    if str in types:
+        return str
+    if bool in types:
+        return _boolean
+    return int if float not in types else float
+
+
+def _boolean(text: str) -> bool:
+    value = {"true": True, "false": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
+
+
+def _method_timeouts(items: list[str]) -> dict[str, float] | None:
+    timeouts = {}
+    for item in items:
+        method, _, seconds = item.partition("=")
+        try:
+            value = float(seconds)
+        except ValueError:
+            value = float("nan")
+        if not method or not math.isfinite(value) or value <= 0:
+            raise ConfigError(
+                f"--method-timeout {item!r}: expected METHOD=SECONDS with SECONDS > 0, e.g. tools/call=300"
+            )
+        timeouts[method] = value
+    return timeouts or None
+
+
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    logs.setup(level, fmt)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"troupe: {message}", file=sys.stderr)
+    return code
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {"front": args.front, "back": args.back, "runtime_dir": args.runtime_dir, "log_level": args.log_level}
+    overrides |= {"log_format": args.log_format, "metrics_address": args.metrics_address, "audit_log": args.audit_log}
+    overrides |= {"events": args.events}
+    overrides |= {name: getattr(args, name) for name in LIMIT_KEYS}
+    overrides |= {
+        name: getattr(args, name) for name in ("fault_injection", "strategy", "intensity", "period", "backoff_initial")
+    }
+    try:
+        overrides["timeouts"] = _method_timeouts(args.method_timeout)
+        config = load(args.config, overrides)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    logs.setup(config.log_level, config.log_format)
+    daemon = Daemon(config, version=version())
+    try:
+        return daemon.run()
+    except (DaemonError, RuntimeDirError) as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+
+
+def _adapter(args: argparse.Namespace) -> int:
+    from mcp_troupe.transport.adapter.runner import Adapter
+
+    command = args.command
+    if not command:
+        return _fail(
+            "adapter needs the server command after --, e.g. troupe adapter echo -- python3 server.py", EXIT_USAGE
+        )
+    try:
+        endpoint = args.endpoint or discovery.find(BACK_SOCKET)
+    except RuntimeDirError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    adapter = Adapter(
+        args.name,
+        command,
+        endpoint,
+        capacity=args.capacity,
+        stop_timeout=args.stop_timeout,
+        term_timeout=args.term_timeout,
+        cwd=args.cwd,
+        exit_with_parent=args.exit_with_parent,
+        heartbeat_ms=args.heartbeat_ms,
+        adapter_id=args.adapter_id,
+        max_message_bytes=args.max_message_bytes,
+        max_message_items=args.max_message_items,
+    )
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _n, _f: adapter.request_stop())
+    return adapter.run()
+
+
+def _call(args: argparse.Namespace) -> int:
+    try:
+        params = json.loads(args.params) if args.params is not None else None
+    except json.JSONDecodeError as exc:
+        return _fail(f"--params is not valid JSON: {exc}", EXIT_USAGE)
+    if params is not None and not isinstance(params, dict):
+        return _fail('--params must be a JSON object, e.g. \'{"name": "echo"}\'', EXIT_USAGE)
+    try:
+        with Client(_front(args), timeout=args.timeout) as client:
+            result = _one_request(client, args.server, args.method, params)
+    except RequestError as exc:
+        what = "initialize" if isinstance(exc, InitializeFailed) else args.method
+        detail = f" data={json.dumps(exc.data)}" if exc.data is not None else ""
+        return _fail(f"{what} failed: error {exc.code}: {exc.message}{detail}", EXIT_REQUEST_FAILED)
+    except (DaemonUnavailable, RuntimeDirError) as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+    except FrameRefused as exc:
+        return _fail(f"the daemon refused: {exc}", EXIT_UNAVAILABLE)
+    except TroupeError as exc:
+        return _fail(str(exc), EXIT_REQUEST_FAILED)
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    if isinstance(result, dict) and result.get("isError") is True:
+        return _fail(f"{args.method} returned an error result (isError: true)", EXIT_REQUEST_FAILED)
+    return EXIT_OK
+
+
+def _front(args: argparse.Namespace) -> str | None:
+    """The front endpoint the command was given (``--endpoint``, or ``--runtime-dir``'s), or None to look for it."""
+    if args.endpoint or not args.runtime_dir:
+        return args.endpoint
+    return ipc_endpoint(Path(args.runtime_dir), FRONT_SOCKET)
+
+
+def _control(endpoint: str | None, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    with Client(endpoint, timeout=10) as client:
+        return client.control(op, args)
+
+
+def _connect(args: argparse.Namespace) -> int:
+    from mcp_troupe.transport.bridge.stdio import StdioBridge
+
+    try:
+        bridge = StdioBridge(
+            args.server,
+            _front(args),
+            open_timeout=args.open_timeout,
+            server_stderr=args.server_stderr,
+            max_line_bytes=args.max_line_bytes,
+        )
+    except RuntimeDirError as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+    return bridge.run()
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        result = _control(args.endpoint, "status")
+    except TroupeError as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    print(format_tree(result))
+    return EXIT_OK
+
+
+def format_tree(status: dict[str, Any]) -> str:
+    """The supervision tree as text, one line per child."""
+    tree = status["supervisor"]
+    lines = [f"supervisor  {tree['strategy']}, intensity {tree['intensity']} in {tree['period']:g}s"]
+    if tree.get("escalated"):
+        lines.append(f"  ESCALATED: {tree['escalated']}")
+    lines.append(f"  {'CHILD':<10} {'STATE':<11} {'RESTART':<10} {'RESTARTS':>8}  LAST FAILURE")
+    for child in tree["children"]:
+        failure = child["last_failure"] or "-"
+        lines.append(
+            f"  {child['id']:<10} {child['state']:<11} {child['restart']:<10} {child['restarts']:>8}  {failure}"
+        )
+    lines.append(f"sessions    {status['sessions']} open")
+    return "\n".join(lines)
+
+
+def _inject_fault(args: argparse.Namespace) -> int:
+    if args.target == "session" and not args.sid:
+        return _fail("inject-fault session needs --sid SID", EXIT_USAGE)
+    try:
+        result = _control(args.endpoint, "inject_fault", {"target": args.target, "when": args.when, "sid": args.sid})
+    except FrameRefused as exc:
+        return _fail(str(exc), EXIT_REQUEST_FAILED)
+    except TroupeError as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+    print(json.dumps(result))
+    return EXIT_OK
+
+
+class InitializeFailed(RequestError):
+    """The handshake failed, before the request itself was sent."""
+
+
+def _one_request(client: Client, server: str, method: str, params: dict[str, Any] | None) -> Any:
+    session = client.open(server)
+    try:
+        try:
+            session.initialize(client_info={"name": "troupe-call", "version": version()})
+        except RequestError as exc:
+            raise InitializeFailed(exc.code, exc.message, exc.data) from None
+        return session.request(method, params)
+    finally:
+        if not session.closed:
+            session.close()

@@ -1,0 +1,1 @@
+"""Sans-IO core: plain classes with no threads, sockets or clocks (``now`` is passed in)."""

@@ -1,0 +1,338 @@
+"""Control operations (``ctl`` frames): the operator's view of the daemon.
+
+Runs on the hub's loop thread, as part of the `Router` (which owns the tables
+read here). Operations that need every session's state gather snapshots
+asynchronously: each session actor is told `Describe(reply)`, its reply comes
+back to the loop thread through the hub's mailbox, and the answer goes out
+once all have replied or after `GATHER_TIMEOUT`, so a slow or dead session
+never blocks the loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
+
+import pykka
+
+from mcp_troupe.actors.core.limits import GlobalPending
+from mcp_troupe.actors.daemon.tables import AdapterLink, Route
+from mcp_troupe.actors.shells.session import CloseSession, Describe
+from mcp_troupe.actors.shells.supervisor import Crash, InjectFault, Status
+from mcp_troupe.actors.telemetry.observe import Observers
+from mcp_troupe.transport.wire.frames import ErrorCode, encode
+
+log = logging.getLogger("troupe.control")
+
+GATHER_TIMEOUT = 2.0
+"""Seconds a control operation waits for session snapshots before answering with what it has."""
+MAX_AGE = 365 * 24 * 3600.0
+"""Longest ``older_than_s`` ``sessions.cleanup`` accepts (365 days)."""
+
+Ref = int | str
+Handler = Callable[[bytes, Ref, dict[str, Any]], None]
+
+
+class ControlError(Exception):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class _Gather:
+    expected: int
+    deadline: float
+    finish: Callable[[list[dict[str, Any]], int], None]
+    """Called with the snapshots and how many sessions did not answer."""
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+class DaemonView(Protocol):
+    """What control operations read and do, and all they may: the router implements it."""
+
+    version: str
+    stopping: bool
+    closing: int
+    evictions: int
+    fault_injection: bool
+    sessions: Mapping[str, Route]
+    adapters: Mapping[bytes, AdapterLink]
+    pending: GlobalPending
+    errors: Mapping[str, int]
+    observers: Observers
+    pass_env: Mapping[str, frozenset[str]]
+
+    @property
+    def open_sessions(self) -> int: ...
+
+    def to_supervisor(self, message: object) -> bool: ...
+
+    def client_label(self, peer: bytes) -> str: ...
+
+
+class Outbox(Protocol):
+    """The hub's two calls that control uses: any thread may make them."""
+
+    def send_front(self, peer: bytes, data: bytes) -> None: ...
+
+    def call(self, fn: Callable[[], object]) -> Any: ...
+
+
+class ControlPlane:
+    def __init__(self, daemon: DaemonView, hub: Outbox) -> None:
+        self._router = daemon
+        self._hub = hub
+        self._gathers: dict[int, _Gather] = {}
+        self._ids = itertools.count()
+        self.started = time.monotonic()
+        self.requests = 0
+        self._rate: list[tuple[float, int]] = []
+        self.handlers: dict[str, Handler] = {
+            "health": self._health,
+            "status": self._status,
+            "stats": self._stats,
+            "sessions.list": self._sessions_list,
+            "sessions.show": self._sessions_show,
+            "sessions.logs": self._sessions_logs,
+            "servers": self._servers,
+            "sessions.close": self._sessions_close,
+            "sessions.cleanup": self._sessions_cleanup,
+            "inject_fault": self._inject_fault,
+        }
+
+    # -- dispatch ------------------------------------------------------------------
+
+    def handle(self, peer: bytes, ref: Ref, op: str, args: dict[str, Any]) -> None:
+        handler = self.handlers.get(op)
+        try:
+            if handler is None:
+                raise ControlError(ErrorCode.UNKNOWN_OP, f"unknown control op {op!r}; known: {sorted(self.handlers)}")
+            handler(peer, ref, args)
+        except ControlError as exc:
+            self.error(peer, ref, exc.code, exc.message)
+
+    def reply(self, peer: bytes, ref: Ref, result: dict[str, Any]) -> None:
+        """Any thread: the frame goes through the hub's mailbox."""
+        self._hub.send_front(peer, encode("ctl", ref=ref, ok=True, result=result))
+
+    def error(self, peer: bytes, ref: Ref, code: ErrorCode, message: str) -> None:
+        self._hub.send_front(peer, encode("ctl", ref=ref, ok=False, error={"code": str(code), "message": message}))
+
+    def on_tick(self, now: float) -> None:
+        for gid, gather in list(self._gathers.items()):
+            if now >= gather.deadline:
+                del self._gathers[gid]
+                gather.finish(gather.results, gather.expected - len(gather.results))
+        self._rate.append((now, self.requests))
+        while self._rate and now - self._rate[0][0] > 10.0:
+            self._rate.pop(0)
+
+    # -- gathering snapshots ---------------------------------------------------------
+
+    def gather(
+        self, routes: list[Route], finish: Callable[[list[dict[str, Any]], int], None], *, stderr: bool = False
+    ) -> None:
+        gid = next(self._ids)
+        gather = _Gather(0, time.monotonic() + GATHER_TIMEOUT, finish)
+        self._gathers[gid] = gather
+        for route in routes:
+            try:
+                route.actor.tell(Describe(partial(self._from_actor, gid), stderr))
+            except pykka.ActorDeadError:
+                continue
+            gather.expected += 1
+        self._check(gid)
+
+    def _from_actor(self, gid: int, snapshot: dict[str, Any]) -> None:
+        """Called on a session's thread: hop to the loop thread, the gather's owner."""
+        self._hub.call(partial(self._gathered, gid, snapshot))
+
+    def _gathered(self, gid: int, snapshot: dict[str, Any]) -> None:
+        gather = self._gathers.get(gid)
+        if gather is not None:
+            gather.results.append(snapshot)
+            self._check(gid)
+
+    def _check(self, gid: int) -> None:
+        gather = self._gathers[gid]
+        if len(gather.results) >= gather.expected:
+            del self._gathers[gid]
+            gather.finish(gather.results, 0)
+
+    # -- operations ------------------------------------------------------------------
+
+    def _health(self, peer: bytes, ref: Ref, _args: dict[str, Any]) -> None:
+        router = self._router
+        servers: Counter[str] = Counter(a.server for a in router.adapters.values())
+        self.reply(
+            peer,
+            ref,
+            {
+                "status": "stopping" if router.stopping else "serving",
+                "version": router.version,
+                "sessions": len(router.sessions),
+                "open": router.open_sessions,
+                "closing": router.closing,
+                "pending": router.pending.count,
+                "servers": dict(servers),
+            },
+        )
+
+    def _status(self, peer: bytes, ref: Ref, _args: dict[str, Any]) -> None:
+        """The supervision tree; the supervisor answers from its own thread."""
+        sessions = len(self._router.sessions)
+
+        def reply(tree: dict[str, Any]) -> None:
+            self.reply(peer, ref, {"supervisor": tree, "sessions": sessions})
+
+        if not self._router.to_supervisor(Status(reply)):
+            raise ControlError(ErrorCode.SHUTTING_DOWN, "the supervisor has stopped; the daemon is shutting down")
+
+    def _stats(self, peer: bytes, ref: Ref, _args: dict[str, Any]) -> None:
+        self.reply(peer, ref, self.stats())
+
+    def stats(self) -> dict[str, Any]:
+        router, metrics = self._router, self._router.observers.metrics
+        hub = self._hub.stats_now()
+        (t0, n0), (t1, n1) = (self._rate[0], self._rate[-1]) if self._rate else ((0.0, 0), (0.0, 0))
+        return {
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "sessions": {
+                "open": router.open_sessions,
+                "closing": router.closing,
+                "evicted": router.evictions,
+                "opened": int(metrics.value("troupe_sessions_opened_total")),
+                "closed": {k: int(v) for k, v in metrics.by_label("troupe_sessions_closed", "reason").items()},
+            },
+            "pending": router.pending.count,
+            "requests": {"total": self.requests, "per_second": round((n1 - n0) / (t1 - t0), 2) if t1 > t0 else 0.0},
+            "refused": {k: int(v) for k, v in metrics.by_label("troupe_requests_refused", "reason").items()},
+            "errors": dict(router.errors),
+            "frames": {
+                "in": dict(hub.frames_in),
+                "out": dict(hub.frames_out),
+                "dropped": dict(hub.dropped),
+                "held": dict(hub.held),
+            },
+            "connections": {"open": dict(hub.open_connections), **dict(hub.connections)},
+            "backlog_bytes": hub.backlog_bytes,
+            "longest_turn_ms": hub.longest_turn_ms,
+            "adapters": len(router.adapters),
+        }
+
+    def _sessions_list(self, peer: bytes, ref: Ref, args: dict[str, Any]) -> None:
+        server, state = args.get("server"), args.get("state")
+        routes = [r for r in self._router.sessions.values() if server is None or r.adapter.server == server]
+
+        def finish(snapshots: list[dict[str, Any]], missing: int) -> None:
+            chosen = [s for s in snapshots if state is None or s["state"] == state]
+            chosen.sort(key=lambda s: s["idle_s"])
+            self.reply(peer, ref, {"sessions": chosen, "missing": missing})
+
+        self.gather(routes, finish)
+
+    def _sessions_show(self, peer: bytes, ref: Ref, args: dict[str, Any]) -> None:
+        route = self._route(args)
+
+        def finish(snapshots: list[dict[str, Any]], _missing: int) -> None:
+            if snapshots:
+                self.reply(peer, ref, {"session": snapshots[0]})
+            else:
+                self.error(peer, ref, ErrorCode.UNKNOWN_SESSION, f"session {args['sid']!r} ended meanwhile")
+
+        self.gather([route], finish)
+
+    def _sessions_logs(self, peer: bytes, ref: Ref, args: dict[str, Any]) -> None:
+        """The last lines the session's server wrote to stderr (at most ``STDERR_KEPT``)."""
+        route = self._route(args)
+
+        def finish(snapshots: list[dict[str, Any]], _missing: int) -> None:
+            if snapshots:
+                self.reply(peer, ref, {"sid": args["sid"], "lines": snapshots[0].get("stderr", [])})
+            else:
+                self.error(peer, ref, ErrorCode.UNKNOWN_SESSION, f"session {args['sid']!r} ended meanwhile")
+
+        self.gather([route], finish, stderr=True)
+
+    def _servers(self, peer: bytes, ref: Ref, _args: dict[str, Any]) -> None:
+        """The servers served now: adapters registered, and the variables a session may bring (pass_env)."""
+        router = self._router
+        adapters: Counter[str] = Counter(a.server for a in router.adapters.values())
+        names = set(adapters) | set(router.pass_env)
+        servers = {
+            name: {"adapters": adapters[name], "pass_env": sorted(router.pass_env.get(name, ()))}
+            for name in sorted(names)
+        }
+        self.reply(peer, ref, {"servers": servers})
+
+    def _sessions_close(self, peer: bytes, ref: Ref, args: dict[str, Any]) -> None:
+        route = self._route(args)
+        self._audit(peer, "sessions.close", sid=args["sid"])  # before acting: the log reads in causal order
+        route.actor.tell(CloseSession("operator"))
+        self.reply(peer, ref, {"closed": [args["sid"]]})
+
+    def _sessions_cleanup(self, peer: bytes, ref: Ref, args: dict[str, Any]) -> None:
+        older = args.get("older_than_s")
+        if (
+            not isinstance(older, (int, float))
+            or isinstance(older, bool)
+            or not math.isfinite(older)
+            or not 0 <= older <= MAX_AGE
+        ):
+            raise ControlError(ErrorCode.BAD_ARGS, "args.older_than_s must be a number of seconds from 0 to 365 days")
+        idle = bool(args.get("idle", False))
+        key = "idle_s" if idle else "age_s"
+
+        def finish(snapshots: list[dict[str, Any]], _missing: int) -> None:
+            closed = [s["sid"] for s in snapshots if s[key] >= older and s["state"] in ("initializing", "active")]
+            self._audit(peer, "sessions.cleanup", older_than_s=older, idle=idle, closed=closed)
+            for sid in closed:
+                route = self._router.sessions.get(sid)
+                if route is not None:
+                    route.actor.tell(CloseSession("cleanup"))
+            self.reply(peer, ref, {"closed": closed})
+
+        self.gather(list(self._router.sessions.values()), finish)
+
+    def _inject_fault(self, peer: bytes, ref: Ref, args: dict[str, Any]) -> None:
+        router = self._router
+        if not router.fault_injection:
+            message = "fault injection is off; start the daemon with --enable-fault-injection to allow it"
+            raise ControlError(ErrorCode.FORBIDDEN, message)
+        target, when = args.get("target"), args.get("when", "now")
+        if when not in ("now", "start", "both"):
+            raise ControlError(ErrorCode.BAD_ARGS, "args.when must be 'now', 'start' or 'both'")
+        is_child = target in ("janitor", "evictor")
+        is_session = target == "session" and isinstance(args.get("sid"), str) and args["sid"] in router.sessions
+        if not (is_child or is_session):
+            message = "args.target must be 'janitor', 'evictor', or 'session' with args.sid of an open session"
+            raise ControlError(ErrorCode.BAD_ARGS, message)
+        self._audit(peer, "inject_fault", target=target, when=when, sid=args.get("sid"))
+        if is_child:
+            router.to_supervisor(InjectFault(target, now=when in ("now", "both"), next_start=when in ("start", "both")))
+        else:
+            router.sessions[args["sid"]].actor.tell(Crash())
+        self.reply(peer, ref, {"injected": target, "when": when})
+
+    def _route(self, args: dict[str, Any]) -> Route:
+        sid = args.get("sid")
+        if not isinstance(sid, str):
+            raise ControlError(ErrorCode.BAD_ARGS, "args.sid must be a session id string")
+        route = self._router.sessions.get(sid)
+        if route is None:
+            raise ControlError(ErrorCode.UNKNOWN_SESSION, f"no open session {sid!r}")
+        return route
+
+    def _audit(self, peer: bytes, action: str, **fields: Any) -> None:
+        self._router.observers.audit(
+            {"event": "control", "action": action, "client": self._router.client_label(peer), **fields}
+        )

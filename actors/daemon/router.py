@@ -1,0 +1,751 @@
+"""`Router`: the daemon's frame dispatcher, running on the hub's loop thread.
+
+The hub calls `Router.on_front` and `Router.on_back` for every inbound frame.
+The router validates the envelope, answers bad frames with an ``error`` frame,
+applies the daemon-wide admission rules (open-session limit, open rate per
+client, the global pending-request limit) and hands session traffic to the
+right `SessionActor` with a ``tell``. Its tables are touched only on the loop
+thread, so they have one owner and need no lock; actors change them by asking
+the hub to run a router method (`session_finished`, `pending_changed`).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+
+from mcp_troupe.actors.core.deadlines import Wakeups
+from mcp_troupe.actors.core.limits import GlobalPending, SoftLimit, TokenBucket
+from mcp_troupe.actors.core.options import PRIORITY_METHODS, Limits, ServerPolicy
+from mcp_troupe.actors.core.recency import Recency
+from mcp_troupe.actors.core.refusals import RefusalLog
+from mcp_troupe.actors.core.session import SessionCore
+from mcp_troupe.actors.daemon.control import ControlPlane
+from mcp_troupe.actors.daemon.tables import AdapterLink, ClientLink, Route
+from mcp_troupe.actors.shells.session import (
+    ClientFrameRefused,
+    CloseSession,
+    Forgotten,
+    FromClient,
+    FromServer,
+    Peers,
+    Rebound,
+    ServerExited,
+    ServerStarted,
+    ServerStderr,
+    SessionActor,
+    SessionLinks,
+    Wake,
+)
+from mcp_troupe.actors.shells.supervisor import TICK, Forward
+from mcp_troupe.actors.telemetry.observe import Observers
+from mcp_troupe.transport.hub.loop import BACK, FRONT, Hub
+from mcp_troupe.transport.wire import jsonrpc
+from mcp_troupe.transport.wire.frames import (
+    ADAPTER_TO_DAEMON,
+    CLIENT_TO_DAEMON,
+    MAX_ITEMS,
+    ErrorCode,
+    FrameError,
+    decode,
+    encode,
+)
+
+log = logging.getLogger("troupe.router")
+
+
+@dataclass(frozen=True)
+class RouterOptions:
+    max_frame_bytes: int = 4 * 1024 * 1024
+    max_frame_items: int = MAX_ITEMS
+    """Elements (map entries and array items) one client frame may hold."""
+    max_server_frame_bytes: int = 32 * 1024 * 1024 + 64 * 1024
+    """Largest frame an adapter may send (a server's message and its envelope)."""
+    max_server_frame_items: int = 1_000_000
+    limits: Limits = field(default_factory=Limits)
+    fault_injection: bool = False
+    """Allow the ``inject_fault`` control operation (tests, drills); off by default."""
+    server_policies: Mapping[str, ServerPolicy] = field(default_factory=dict)
+    """``on_exit`` policy per server name; servers not listed fail their sessions."""
+    pass_env: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """Environment variables a session of each server may bring (``[servers.NAME] pass_env``)."""
+    adapter_timeout: float = 5.0
+    """Seconds of silence (no frame, no heartbeat) after which an adapter counts as lost."""
+    respawn_timeout: float = 15.0
+    """Seconds a session whose adapter was lost waits for another adapter of its server."""
+
+
+class Router:
+    """Implements `mcp_troupe.transport.hub.loop.HubHandler` for the daemon."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        options: RouterOptions | None = None,
+        *,
+        supervisor: Callable[[object], None] = lambda _msg: None,
+        observers: Observers | None = None,
+        version: str = "",
+    ) -> None:
+        self._hub = hub
+        self._options = options = options or RouterOptions()
+        self._limits = limits = options.limits
+        self.version = version
+        self.observers = observers or Observers()
+        self.fault_injection = options.fault_injection
+        self.pass_env = options.pass_env
+        self.supervisor = supervisor
+        """Tells the supervisor; children are reached through it by id (`Forward`)."""
+        self.sessions: dict[str, Route] = {}
+        self.adapters: dict[bytes, AdapterLink] = {}
+        self.clients: dict[bytes, ClientLink] = {}
+        self.errors: Counter[str] = Counter()
+        self.refusals = RefusalLog()
+        self.pending = GlobalPending(limits.max_pending_total)
+        self._pending_soft = SoftLimit(limits.max_pending_total, limits.soft_limit_ratio)
+        self._sessions_soft = SoftLimit(limits.max_sessions, limits.soft_limit_ratio)
+        self._links = SessionLinks(hub, self, self.to_child, self.observers)
+        self.stopping = False
+        self._drained: Future[None] | None = None
+        self._parked: dict[str, float] = {}
+        """Sessions waiting for an adapter of their server, with their deadline."""
+        self.on_adapter_lost: Callable[[str | None, str], None] = lambda adapter_id, reason: None
+        """Told (on the loop thread) when an adapter goes silent, so its process can be replaced."""
+        self._expected: tuple[Counter[str], Future[None]] | None = None
+        self.control = ControlPlane(self, hub)
+        self._pending_by_session: dict[str, int] = {}
+        self.now = time.monotonic()
+        """The daemon's clock as of the last tick (recency and eviction need no finer one)."""
+        self.wakeups: Wakeups[str] = Wakeups()
+        """When each session next needs `Wake`: the janitor's passes take what is due."""
+        self.recency = Recency()
+        """Sessions by last activity: the evictor's order."""
+        self.closing = 0
+        """Sessions in ``self.sessions`` that are closing: they no longer count against max_sessions."""
+        self._open_bucket = TokenBucket(limits.open_rate_total, limits.open_burst_total, self.now)
+        self.evictions = 0
+
+    def to_child(self, child_id: str, message: object) -> None:
+        """Send to the current incarnation of a supervised child. Any thread."""
+        self.to_supervisor(Forward(child_id, message))
+
+    def to_supervisor(self, message: object) -> bool:
+        try:
+            self.supervisor(message)
+        except pykka.ActorDeadError:
+            return False  # stopped for shutdown: nothing left to supervise
+        return True
+
+    # -- clients -------------------------------------------------------------------
+
+    def on_front(self, peer: bytes, data: bytes) -> None:
+        try:
+            frame = decode(
+                data, CLIENT_TO_DAEMON, max_bytes=self._options.max_frame_bytes, max_items=self._options.max_frame_items
+            )
+            kind = frame["t"]
+            if kind == "mcp":
+                self._client_message(peer, frame)
+            elif kind == "open":
+                self._open(peer, frame)
+            elif kind == "close":
+                self._tell(self._route(peer, frame), CloseSession("client", frame.get("ref")), frame)
+            else:
+                self._control(peer, frame)
+        except FrameError as exc:
+            self._refuse(peer, exc)
+
+    def _client_message(self, peer: bytes, frame: dict[str, Any]) -> None:
+        if "sid" not in frame:
+            frame["sid"] = self._only_session_of(peer, frame)
+        route = self._route(peer, frame)
+        self.recency.touch(frame["sid"], self.now)
+        msg = frame["msg"]
+        method = msg.get("method")
+        counted, over = False, None
+        if "id" in msg and isinstance(method, str):
+            self.control.requests += 1
+            self.observers.metrics.count_request(method)
+        if "id" in msg and isinstance(method, str) and method not in PRIORITY_METHODS:
+            over = self.pending.admit()
+            counted = over is None
+            if counted:
+                self._pending_by_session[frame["sid"]] = self._pending_by_session.get(frame["sid"], 0) + 1
+                self._warn_pending()
+        try:
+            self._tell(route, FromClient(msg, counted, over), frame)
+        except FrameError:
+            if counted:
+                self.pending_changed(frame["sid"], -1)
+            raise
+
+    def _only_session_of(self, peer: bytes, frame: dict[str, Any]) -> str:
+        client = self.clients.get(peer)
+        sids = client.sessions if client is not None else set()
+        if len(sids) != 1:
+            raise FrameError(
+                ErrorCode.BAD_FRAME,
+                f"'mcp' frame names no session and this client has {len(sids)} open sessions; "
+                "add the 'sid' field (it may be left out only when the client has exactly one session)",
+                id=_request_id(frame["msg"]),
+                ref=frame.get("ref"),
+            )
+        (sid,) = sids
+        log.debug("mcp frame without sid from client %s routed to its only session %s", self.client_label(peer), sid)
+        return sid
+
+    def _route(self, peer: bytes, frame: dict[str, Any]) -> Route:
+        sid, ref = frame["sid"], frame.get("ref")
+        msg_id = _request_id(frame["msg"]) if "msg" in frame else None
+        route = self.sessions.get(sid)
+        if route is None:
+            message = f"no open session {sid!r}; it was closed or never opened: open a new session"
+            raise FrameError(ErrorCode.UNKNOWN_SESSION, message, sid=sid, id=msg_id, ref=ref)
+        if route.client != peer:
+            message = f"session {sid!r} belongs to another client connection"
+            raise FrameError(ErrorCode.NOT_OWNER, message, sid=sid, id=msg_id, ref=ref)
+        return route
+
+    def _tell(self, route: Route, message: object, frame: dict[str, Any]) -> None:
+        try:
+            route.actor.tell(message)
+        except pykka.ActorDeadError:
+            sid = frame["sid"]
+            msg_id = _request_id(frame["msg"]) if "msg" in frame else None
+            message = f"session {sid!r} has ended; open a new session"
+            raise FrameError(ErrorCode.SESSION_CLOSED, message, sid=sid, id=msg_id, ref=frame.get("ref")) from None
+
+    def _open(self, peer: bytes, frame: dict[str, Any]) -> None:
+        ref, server = frame["ref"], frame["server"]
+        if self.stopping:
+            raise FrameError(ErrorCode.SHUTTING_DOWN, "the daemon is shutting down; try again later", ref=ref)
+        client = self._admit_open(peer, ref)
+        adapter = self._pick_adapter(server, ref)
+        env = self._session_env(server, frame.get("env"), ref)
+        self._make_room(ref)
+        sid = secrets.token_urlsafe(16)
+        policy = self._options.server_policies.get(server)
+        now = time.monotonic()
+        core = SessionCore(sid, server, now, self._limits, policy, expire_idle=frame.get("expire_idle", False))
+        peers = Peers(peer, adapter.peer, ref, client.label, stderr=frame.get("stderr", False))
+        actor = SessionActor.start(core, peers, self._links)
+        self.sessions[sid] = Route(actor, peer, adapter, env=env)
+        self.recency.touch(sid, self.now)
+        adapter.sessions.add(sid)
+        client.sessions.add(sid)
+        if self._sessions_soft.crossed(self.open_sessions):
+            ratio = round(self._limits.soft_limit_ratio * 100)
+            log.warning(
+                "%d sessions open, over %d%% of max_sessions (%d)", self.open_sessions, ratio, self._limits.max_sessions
+            )
+        self._hub.send_back(adapter.peer, encode("spawn", sid=sid, env=env))
+        if client.blocked:
+            self._hub.send_back(adapter.peer, encode("pause", sid=sid))
+
+    def _session_env(self, server: str, env: dict[str, Any] | None, ref: int | str) -> dict[str, str] | None:
+        """The variables a session brings for its server, if the server's ``pass_env`` names them all."""
+        if not env:
+            return None
+        allowed = self._options.pass_env.get(server, frozenset())
+        refused = sorted(name for name in env if name not in allowed)
+        if refused:
+            names = ", ".join(repr(name)[:80] for name in refused[:5])
+            raise FrameError(
+                ErrorCode.FORBIDDEN,
+                f"server {server!r} takes no {names} from its sessions; the variables it takes are its "
+                f"pass_env in the daemon's config: {sorted(allowed) or 'none'}",
+                ref=ref,
+            )
+        if not all(isinstance(v, str) and len(v) <= MAX_ENV_VALUE for v in env.values()):
+            raise FrameError(
+                ErrorCode.BAD_ARGS, f"open: env values must be strings of at most {MAX_ENV_VALUE} bytes", ref=ref
+            )
+        return env
+
+    @property
+    def open_sessions(self) -> int:
+        """Sessions that count against max_sessions: those not closing."""
+        return len(self.sessions) - self.closing
+
+    def _admit_open(self, peer: bytes, ref: int | str) -> ClientLink:
+        """The opening client, if its limits and the daemon's let it open one more session."""
+        limits, now = self._limits, time.monotonic()
+        client = self.clients.get(peer)
+        if client is None:
+            client = self.clients[peer] = ClientLink(
+                TokenBucket(limits.open_rate_per_client, limits.open_burst, now), self.client_label(peer)
+            )
+        if limits.max_sessions_per_client and len(client.sessions) >= limits.max_sessions_per_client:
+            raise FrameError(
+                ErrorCode.TOO_MANY_SESSIONS,
+                f"this client holds {len(client.sessions)} sessions, its limit (max_sessions_per_client); "
+                "close one first",
+                ref=ref,
+                data={"scope": "client", "current": len(client.sessions), "limit": limits.max_sessions_per_client},
+            )
+        for bucket, what, rate in (
+            (client.bucket, "this client opens", limits.open_rate_per_client),
+            (self._open_bucket, "clients open", limits.open_rate_total),
+        ):
+            wait = bucket.take(now)
+            if wait > 0:
+                raise FrameError(
+                    ErrorCode.RATE_LIMITED,
+                    f"{what} sessions faster than {rate:g}/s; retry after data.retry_after_ms",
+                    ref=ref,
+                    data={
+                        "retry_after_ms": max(1, round(wait * 1000)),
+                        "scope": "client" if what[0] == "t" else "global",
+                    },
+                )
+        return client
+
+    def _make_room(self, ref: int | str) -> None:
+        """At max_sessions: evict a session that has been idle long enough, or refuse."""
+        limits = self._limits
+        if self.open_sessions < limits.max_sessions:
+            return
+        victim = self._victim() if limits.on_session_limit == "evict" else None
+        if victim is None:
+            why = (
+                f"and none has been idle for {limits.evict_after_idle:g}s (evict_after_idle)"
+                if limits.on_session_limit == "evict"
+                else "(on_session_limit = refuse)"
+            )
+            raise FrameError(
+                ErrorCode.TOO_MANY_SESSIONS,
+                f"the daemon has {self.open_sessions} sessions open, its limit (max_sessions), {why}; "
+                "close one first or retry later",
+                ref=ref,
+                data={"scope": "global", "current": self.open_sessions, "limit": limits.max_sessions},
+            )
+        self._evict(victim)
+
+    def _victim(self) -> str | None:
+        min_idle = self._limits.evict_after_idle
+
+        def busy(sid: str) -> bool:
+            route = self.sessions.get(sid)
+            return route is None or route.closing or (min_idle > 0 and self._pending_by_session.get(sid, 0) > 0)
+
+        return self.recency.victim(self.now, min_idle, busy)
+
+    def _evict(self, sid: str) -> None:
+        route = self.sessions[sid]
+        self.session_closing(sid, "evicted")
+        self.evictions += 1
+        self.observers.metrics.evictions.inc()
+        log.info("evicting session %s (least recently active; max_sessions %d)", sid, self._limits.max_sessions)
+        try:
+            route.actor.tell(CloseSession("evicted"))
+        except pykka.ActorDeadError:
+            pass
+
+    def enforce_session_limit(self) -> None:
+        """The evictor's pass: evict while more sessions are open than max_sessions allows.
+
+        Opening never lets the count pass the limit; this catches a limit
+        lowered under the sessions already open.
+        """
+        if self._limits.on_session_limit != "evict":
+            return
+        while self.open_sessions > self._limits.max_sessions:
+            victim = self._victim()
+            if victim is None:
+                return
+            self._evict(victim)
+
+    def janitor_pass(self, now: float) -> None:
+        """Wake every session whose wake-up is due (the janitor's pass, run on this thread)."""
+        self.observers.metrics.janitor_passes.inc()
+        for sid in self.wakeups.pop_due(now):
+            route = self.sessions.get(sid)
+            if route is None:
+                continue
+            try:
+                route.actor.tell(Wake())
+            except pykka.ActorDeadError:
+                log.debug("session %s ended before its wake-up", sid)
+
+    def wake_me_at(self, sid: str, at: float) -> None:
+        """A session asks to be woken at ``at`` (monotonic); replaces what it asked before."""
+        if sid in self.sessions:
+            self.wakeups.set(sid, at)
+
+    def client_label(self, peer: bytes) -> str:
+        client = self.clients.get(peer)
+        if client is not None:
+            return client.label
+        conn = self._hub.connection(FRONT, peer)
+        return conn.label if conn is not None else "(unknown connection)"
+
+    def _pick_adapter(self, server: str, ref: int | str) -> AdapterLink:
+        if not any(a.server == server for a in self.adapters.values()):
+            known = sorted({a.server for a in self.adapters.values()})
+            message = f"no server named {server!r} is registered; known servers: {', '.join(known) or 'none'}"
+            raise FrameError(ErrorCode.UNKNOWN_SERVER, message, ref=ref)
+        adapter = self._free_adapter(server)
+        if adapter is None:
+            message = f"every adapter of server {server!r} is at its session capacity; close a session or add adapters"
+            raise FrameError(ErrorCode.SERVER_BUSY, message, ref=ref)
+        return adapter
+
+    def _free_adapter(self, server: str) -> AdapterLink | None:
+        """The adapter of ``server`` with the fewest sessions and room for one more."""
+        free = [a for a in self.adapters.values() if a.server == server and not a.full]
+        return min(free, key=lambda a: len(a.sessions)) if free else None
+
+    def _control(self, peer: bytes, frame: dict[str, Any]) -> None:
+        self.control.handle(peer, frame["ref"], frame["op"], frame.get("args") or {})
+
+    def _refuse(self, peer: bytes, exc: FrameError) -> None:
+        code = str(exc.code)
+        self.errors[code] += 1
+        self.observers.metrics.bad_frames.labels(code).inc()
+        if self.refusals.note(peer, self.client_label(peer), code, self.now):
+            log.info("refused a frame from client %s: %s", self.client_label(peer), exc)
+        self._hub.send_front(peer, exc.to_frame())
+        if exc.too_big:
+            self._answer_server_for(peer, exc)
+
+    def _answer_server_for(self, peer: bytes, exc: FrameError) -> None:
+        """A client's frame refused for its size may have been a response a server waits for: tell the session."""
+        route = self.sessions.get(exc.sid) if exc.sid is not None else None
+        if route is None or route.client != peer or exc.id is None:
+            return
+        limit = (exc.data or {}).get("limit")
+        answer = jsonrpc.error(
+            exc.id,
+            jsonrpc.MESSAGE_TOO_LARGE,
+            f"troupe: the client's response was {exc.message}; it never reached this server",
+            {"limit": limit},
+        )
+        try:
+            route.actor.tell(ClientFrameRefused(exc.id, answer))
+        except pykka.ActorDeadError:
+            pass
+
+    # -- adapters ------------------------------------------------------------------
+
+    def on_back(self, peer: bytes, data: bytes) -> None:
+        try:
+            o = self._options
+            frame = decode(
+                data, ADAPTER_TO_DAEMON, max_bytes=o.max_server_frame_bytes, max_items=o.max_server_frame_items
+            )
+        except FrameError as exc:
+            self.errors[f"adapter_{exc.code}"] += 1
+            log.warning("refused a frame from adapter %s: %s", self._adapter_label(peer), exc)
+            self._hub.send_back(peer, exc.to_frame())
+            self._answer_refused_reply(peer, exc, len(data))
+            return
+        if frame["t"] == "register":
+            self._register(peer, frame)
+            return
+        adapter = self.adapters.get(peer)
+        if adapter is None:
+            self._hub.send_back(peer, FrameError(ErrorCode.NOT_REGISTERED, "send 'register' first").to_frame())
+            return
+        adapter.last_seen = time.monotonic()
+        kind = frame["t"]
+        if kind == "heartbeat":
+            return
+        if kind == "unregister":
+            self._adapter_left(adapter, frame["reason"])
+            return
+        route = self.sessions.get(frame["sid"])
+        if route is None or route.adapter is not adapter:
+            log.debug("late %s frame from adapter %s for session %s", kind, adapter.server, frame["sid"])
+            if kind != "exited":  # a server process nobody wants: have the adapter stop it
+                self._hub.send_back(peer, encode("close", sid=frame["sid"], reason="unknown session"))
+            return
+        if kind == "mcp":
+            message: object = FromServer(frame["msg"])
+            self.recency.touch(frame["sid"], self.now)
+        elif kind == "spawned":
+            message = ServerStarted(frame["pid"])
+        elif kind == "stderr":
+            message = ServerStderr(frame["line"])
+        else:
+            message = ServerExited(frame.get("code"), frame["reason"])
+        try:
+            route.actor.tell(message)
+        except pykka.ActorDeadError:
+            log.debug("session %s ended before its %s frame arrived", frame["sid"], kind)
+
+    def _answer_refused_reply(self, peer: bytes, exc: FrameError, size: int) -> None:
+        """A server's message refused for its size: whoever waits for it hears so now, not never.
+
+        The refusal read the frame's ``sid`` and message ``id`` from its first bytes; the session treats
+        the answer as the server's response (a request of the server with that id is not answered: the
+        server is told by the error frame its adapter got)."""
+        route = self.sessions.get(exc.sid) if exc.sid is not None else None
+        if route is None or route.adapter.peer != peer or exc.id is None:
+            return
+        limit = (exc.data or {}).get("limit")
+        what = (
+            f"{size} bytes, over the limit of {limit} bytes" if exc.code == ErrorCode.FRAME_TOO_LARGE else "too large"
+        )
+        answer = jsonrpc.error(
+            exc.id,
+            jsonrpc.MESSAGE_TOO_LARGE,
+            f"troupe: the server's response is {what} (max_server_frame_bytes / max_server_frame_items in the "
+            "daemon's config); ask for less, or have the limit raised",
+            {"limit": limit, "size": size},
+        )
+        try:
+            route.actor.tell(FromServer(answer))
+        except pykka.ActorDeadError:
+            pass
+
+    def _register(self, peer: bytes, frame: dict[str, Any]) -> None:
+        adapter_id, server = frame.get("adapter_id"), frame["server"]
+        link = next((a for a in self.adapters.values() if adapter_id and a.adapter_id == adapter_id), None)
+        replaced = self.adapters.get(peer)
+        if replaced is not None and replaced is not link:
+            # One connection, one adapter: the registration it had before is gone, and its sessions with it.
+            self._adapter_lost(replaced, "its connection registered again as another adapter")
+        if link is not None and link.peer != peer:
+            log.info(
+                "adapter %s of server %r reconnected; its %d sessions follow it", adapter_id, server, len(link.sessions)
+            )
+            del self.adapters[link.peer]
+            link.peer = peer
+            self.adapters[peer] = link
+            for sid in link.sessions:
+                self._tell_route(sid, Rebound(peer))
+        elif link is None:
+            capacity = frame["capacity"] or "unlimited"
+            log.info("adapter for server %r registered (capacity %s)", server, capacity)
+            link = self.adapters[peer] = AdapterLink(
+                peer, server, max(0, frame["capacity"]), frame.get("pid"), adapter_id
+            )
+        link.last_seen = time.monotonic()
+        self._hub.send_back(peer, encode("registered", server=server))
+        self._check_expected()
+        for sid in [sid for sid in self._parked if self._server_of(sid) == server]:
+            self.respawn(sid)
+
+    def expect(self, adapters: Counter[str]) -> Future[None]:
+        """A future that completes once this many adapters per server have registered."""
+        self._expected = (adapters, Future())
+        self._check_expected()
+        return self._expected[1]
+
+    def _check_expected(self) -> None:
+        if self._expected is None or self._expected[1].done():
+            return
+        have = Counter(a.server for a in self.adapters.values())
+        if all(have[name] >= count for name, count in self._expected[0].items()):
+            self._expected[1].set_result(None)
+
+    def adapter_gone(self, adapter_id: str, reason: str) -> None:
+        """An adapter process ended: its sessions' servers are gone with it."""
+        for link in [a for a in self.adapters.values() if a.adapter_id == adapter_id]:
+            self._adapter_lost(link, reason)
+
+    def _adapter_left(self, link: AdapterLink, reason: str) -> None:
+        """An adapter said it leaves (``unregister``): not lost, gone; its sessions follow their ``on_exit``."""
+        log.info("adapter of server %r (pid %s) left: %s", link.server, link.pid, reason)
+        self.adapters.pop(link.peer, None)
+        for sid in list(link.sessions):
+            self._tell_route(sid, ServerExited(None, f"adapter stopped: {reason}"))
+
+    def _adapter_lost(self, link: AdapterLink, reason: str) -> None:
+        """Forget an adapter; each of its sessions follows its server's ``on_exit`` policy."""
+        log.error("adapter of server %r (pid %s) lost: %s", link.server, link.pid, reason)
+        self.adapters.pop(link.peer, None)
+        self.on_adapter_lost(link.adapter_id, reason)
+        for sid in list(link.sessions):
+            self._tell_route(sid, ServerExited(None, f"adapter lost: {reason}"))
+
+    def respawn(self, sid: str) -> None:
+        """Start a new server process for a session whose process ended (on_exit = "restart")."""
+        route = self.sessions.get(sid)
+        if route is None:
+            self._parked.pop(sid, None)
+            return
+        adapter = route.adapter if route.adapter.peer in self.adapters else self._free_adapter(route.adapter.server)
+        if adapter is None:
+            if sid not in self._parked:
+                self._parked[sid] = time.monotonic() + self._options.respawn_timeout
+                log.warning("session %s waits for an adapter of server %r", sid, route.adapter.server)
+            return
+        self._parked.pop(sid, None)
+        if route.adapter is not adapter:
+            route.adapter.sessions.discard(sid)
+            adapter.sessions.add(sid)
+            route.adapter = adapter
+            self._tell_route(sid, Rebound(adapter.peer))
+        self._hub.send_back(adapter.peer, encode("spawn", sid=sid, env=route.env))
+        client = self.clients.get(route.client)
+        if client is not None and client.blocked:
+            self._hub.send_back(adapter.peer, encode("pause", sid=sid))
+
+    def _server_of(self, sid: str) -> str | None:
+        route = self.sessions.get(sid)
+        return route.adapter.server if route is not None else None
+
+    def _tell_route(self, sid: str, message: object) -> None:
+        route = self.sessions.get(sid)
+        if route is not None:
+            try:
+                route.actor.tell(message)
+            except pykka.ActorDeadError:
+                pass
+
+    def _watch_adapters(self, now: float) -> None:
+        for link in [a for a in self.adapters.values() if now - a.last_seen > self._options.adapter_timeout]:
+            self._adapter_lost(link, f"no frame or heartbeat for {now - link.last_seen:.1f}s")
+        for sid, deadline in list(self._parked.items()):
+            if now >= deadline:
+                del self._parked[sid]
+                reason = (
+                    f"no adapter of server {self._server_of(sid)!r} came back within {self._options.respawn_timeout:g}s"
+                )
+                self._tell_route(sid, ServerExited(None, reason, restartable=False))
+
+    # -- sessions report -------------------------------------------------------------
+
+    def pending_changed(self, sid: str, delta: int) -> None:
+        self.pending.apply(delta)
+        self._pending_by_session[sid] = self._pending_by_session.get(sid, 0) + delta
+        self._warn_pending()
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """Figures this thread owns, for the Prometheus collector (asked through the hub)."""
+        hub = self._hub.stats_now()
+        counts = [self._pending_by_session.get(sid, 0) for sid in self.sessions]
+        frames = {
+            "in": dict(hub.frames_in),
+            "out": dict(hub.frames_out),
+            "dropped": dict(hub.dropped),
+            "held": dict(hub.held),
+        }
+        return {
+            "sessions_open": self.open_sessions,
+            "pending": self.pending.count,
+            "pending_per_session": counts,
+            "frames": frames,
+        }
+
+    def _warn_pending(self) -> None:
+        if self._pending_soft.crossed(self.pending.count):
+            log.warning(
+                "%d requests pending daemon-wide, over %d%% of max_pending_total (%d)",
+                self.pending.count,
+                round(self._limits.soft_limit_ratio * 100),
+                self._limits.max_pending_total,
+            )
+
+    def session_closing(self, sid: str, reason: str) -> None:
+        """The session is ending: it no longer counts against max_sessions, nor can it be evicted."""
+        route = self.sessions.get(sid)
+        if route is not None and not route.closing:
+            route.closing = True
+            self.closing += 1
+            self.recency.discard(sid)
+
+    def session_finished(self, sid: str) -> None:
+        """Forget a session (called on the loop thread when its actor ends)."""
+        route = self.sessions.pop(sid, None)
+        self._pending_by_session.pop(sid, None)
+        self.wakeups.discard(sid)
+        self.recency.discard(sid)
+        if route is not None:
+            if route.closing:
+                self.closing -= 1
+            try:
+                route.actor.tell(Forgotten())
+            except pykka.ActorDeadError:
+                pass  # it crashed: already stopped
+            route.adapter.sessions.discard(sid)
+            client = self.clients.get(route.client)
+            if client is not None:
+                client.sessions.discard(sid)
+        self._sessions_soft.crossed(self.open_sessions)
+        if self._drained is not None and not self.sessions and not self._drained.done():
+            self._drained.set_result(None)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def on_tick(self, now: float) -> None:
+        """The daemon's clock: the janitor's and evictor's passes hang off it."""
+        self.now = now
+        self.to_supervisor(TICK)
+        self._watch_adapters(now)
+        self.control.on_tick(now)
+        for line in self.refusals.summaries(now):
+            log.info("%s", line)
+        if len(self.clients) > 2 * len(self.sessions) + 64:
+            self.clients = {peer: c for peer, c in self.clients.items() if c.sessions}
+
+    # -- connections ---------------------------------------------------------------
+
+    def on_peer_lost(self, which: int, peer: bytes, reason: str) -> None:
+        """A client's connection ended, or it stopped reading past its share: end its sessions."""
+        if which == BACK:
+            log.debug("connection of adapter %s ended (%s)", self._adapter_label(peer), reason)
+            return
+        client = self.clients.get(peer) if reason == "not_reading" else self.clients.pop(peer, None)
+        if client is None or not client.sessions:
+            return
+        close = "client_gone" if reason == "disconnected" else "client_not_reading"
+        log.info("client %s %s: closing its %d session(s)", client.label, _LOST[reason], len(client.sessions))
+        for sid in list(client.sessions):
+            self._tell_route(sid, CloseSession(close))
+
+    def on_peer_blocked(self, which: int, peer: bytes, blocked: bool) -> None:
+        """Frames for a client wait in the hub: pause its sessions' servers until it reads again."""
+        client = self.clients.get(peer) if which == FRONT else None
+        if client is None or client.blocked == blocked:
+            return
+        client.blocked = blocked
+        log.debug("client %s %s", client.label, "stopped reading: pausing its servers" if blocked else "reads again")
+        kind = "pause" if blocked else "resume"
+        for sid in client.sessions:
+            route = self.sessions.get(sid)
+            if route is not None and not route.closing:
+                self._hub.send_back(route.adapter.peer, encode(kind, sid=sid))
+
+    def _adapter_label(self, peer: bytes) -> str:
+        link = self.adapters.get(peer)
+        if link is not None:
+            return f"{link.server!r} (pid {link.pid})"
+        conn = self._hub.connection(BACK, peer)
+        return conn.label if conn is not None else "(unknown connection)"
+
+    def begin_shutdown(self, reason: str = "shutdown") -> Future[None]:
+        """Refuse new sessions and close every open one; the future completes when none is left."""
+        self.stopping = True
+        self._drained = Future()
+        for route in list(self.sessions.values()):
+            try:
+                route.actor.tell(CloseSession(reason))
+            except pykka.ActorDeadError:
+                pass
+        if not self.sessions:
+            self._drained.set_result(None)
+        return self._drained
+
+    def actors(self) -> list[pykka.ActorRef[SessionActor]]:
+        return [route.actor for route in self.sessions.values()]
+
+
+MAX_ENV_VALUE = 32 * 1024
+"""Longest value of a variable a session brings for its server."""
+
+_LOST = {"disconnected": "is gone (connection ended)", "not_reading": "stopped reading"}
+
+
+def _request_id(msg: object) -> int | str | None:
+    value = msg.get("id") if isinstance(msg, dict) else None
+    return value if isinstance(value, (int, str)) and not isinstance(value, bool) else None

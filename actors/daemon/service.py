@@ -1,0 +1,269 @@
+"""`Daemon`: wires the hub, the router and the adapter processes together.
+
+Start-up binds the back socket first, starts one adapter process per
+configured server (``troupe adapter ...`` as a child), waits for them to
+register, and only then binds the front socket, so a client that can reach
+the daemon can use every configured server. Shutdown runs the other way:
+refuse new sessions, close the open ones (clients told, pending requests
+answered), stop the adapters (which stop their servers), then the hub.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import select
+import signal
+import sys
+import time
+from collections import Counter
+from concurrent.futures import TimeoutError as FutureTimeout
+from functools import partial
+from pathlib import Path
+from typing import IO
+
+import pykka
+
+from mcp_troupe.actors.core.options import ServerPolicy
+from mcp_troupe.actors.core.supervision import ChildSpec
+from mcp_troupe.actors.daemon.adapter_processes import AdapterProcesses
+from mcp_troupe.actors.daemon.config import DaemonConfig
+from mcp_troupe.actors.daemon.router import Router, RouterOptions
+from mcp_troupe.actors.shells.evictor import Evictor
+from mcp_troupe.actors.shells.janitor import Janitor
+from mcp_troupe.actors.shells.supervisor import ChildContext, Supervisor
+from mcp_troupe.actors.telemetry.metrics import LoopCollector, Metrics
+from mcp_troupe.actors.telemetry.observe import AuditLog, Observers, hub_publisher
+from mcp_troupe.transport import discovery
+from mcp_troupe.transport.hub.loop import BACK, EVENTS, FRONT, Hub, HubOptions
+from mcp_troupe.transport.runtime import ensure_private_dir, ipc_path
+
+log = logging.getLogger("troupe.daemon")
+
+
+SERVER_FRAME_MARGIN = 64 * 1024
+"""Bytes an adapter's ``mcp`` frame may take beyond the server's message: the envelope around it."""
+
+EXIT_ESCALATED = 70
+"""Exit status after the supervisor escalated (EX_SOFTWARE)."""
+
+
+class DaemonError(RuntimeError):
+    """The daemon cannot start; the message says why and what to do."""
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig, version: str = "") -> None:
+        self.config = config
+        self.hub = Hub(
+            HubOptions(
+                heartbeat_ms=config.heartbeat_ms,
+                client_timeout_ms=round(config.client_timeout * 1000),
+                backlog_bytes=config.send_backlog_bytes,
+                backlog_total=config.send_backlog_total,
+                front_max_message=4 * config.max_frame_bytes,
+                back_max_message=2 * (config.max_server_frame_bytes + SERVER_FRAME_MARGIN),
+                max_connections=(config.max_client_connections, HubOptions().max_connections[1]),
+            )
+        )
+        policies = {s.name: ServerPolicy(s.on_exit, s.max_restarts) for s in config.servers.values()}
+        options = RouterOptions(
+            max_frame_bytes=config.max_frame_bytes,
+            max_frame_items=config.max_frame_items,
+            max_server_frame_bytes=config.max_server_frame_bytes + SERVER_FRAME_MARGIN,
+            max_server_frame_items=config.max_server_frame_items,
+            limits=config.limits,
+            fault_injection=config.fault_injection,
+            server_policies=policies,
+            pass_env={s.name: frozenset(s.pass_env) for s in config.servers.values()},
+            adapter_timeout=config.adapter_timeout,
+            respawn_timeout=config.respawn_timeout,
+        )
+        self.observers = self._observers()
+        self.router = Router(self.hub, options, observers=self.observers, version=version)
+        self.supervisor: pykka.ActorRef[Supervisor] | None = None
+        self.exit_code = 0
+        self.adapters: AdapterProcesses | None = None
+        self._locks: list[IO[str]] = []
+        self._stop_requested: list[int] = []
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.front_endpoint = config.front
+        self.back_endpoint = config.back
+        self._shutdown_reason = "shutdown"
+
+    # -- start ---------------------------------------------------------------------
+
+    def _observers(self) -> Observers:
+        metrics = Metrics()
+        audit = AuditLog.start(Path(self.config.audit_log)).tell if self.config.audit_log else lambda _record: None
+        return Observers(metrics, hub_publisher(self.hub.publish), audit)
+
+    def start(self) -> None:
+        self._prepare_ipc()
+        self._start_supervisor()
+        self.hub.start(self.router)
+        self.back_endpoint = self.hub.bind(BACK, self.config.back)
+        self.events_endpoint = self.hub.bind(EVENTS, self.config.events)
+        self.observers.metrics.registry.register(LoopCollector(lambda: self.hub.ask(self.router.metrics_snapshot, 2.0)))
+        if self.config.metrics_address:
+            self.observers.metrics.serve(self.config.metrics_address)
+            log.info("metrics at http://%s/metrics", self.config.metrics_address)
+        self.adapters = AdapterProcesses(self.config, self.back_endpoint, self._adapter_exited)
+        self.router.on_adapter_lost = self._adapter_silent
+        self.adapters.start()
+        self._await_adapters()
+        self.front_endpoint = self.hub.bind(FRONT, self.config.front)
+        if (
+            self.config.discoverable
+            and discovery.write_pointer(self.front_endpoint, self.back_endpoint, self.events_endpoint) is None
+        ):
+            log.warning(
+                "could not write %s: clients given no endpoint may not find this daemon", discovery.pointer_path()
+            )
+        log.info(
+            "serving on %s (adapters on %s); servers: %s",
+            self.front_endpoint,
+            self.back_endpoint,
+            ", ".join(self.config.servers) or "none configured",
+        )
+
+    def _start_supervisor(self) -> None:
+        """The janitor and the evictor, under a supervisor whose escalation stops the daemon."""
+        timeout = self.config.child_shutdown_timeout
+        children = [
+            (ChildSpec("janitor", shutdown_timeout=timeout), self._start_janitor),
+            (ChildSpec("evictor", shutdown_timeout=timeout), self._start_evictor),
+        ]
+        self.supervisor = Supervisor.start(children, self.config.supervisor, self._escalated, observers=self.observers)
+        self.router.supervisor = self.supervisor.tell
+
+    def _start_janitor(self, context: ChildContext) -> pykka.ActorRef[Janitor]:
+        return Janitor.start(context, lambda now: self.hub.call(partial(self.router.janitor_pass, now)))
+
+    def _start_evictor(self, context: ChildContext) -> pykka.ActorRef[Evictor]:
+        return Evictor.start(context, lambda: self.hub.call(self.router.enforce_session_limit))
+
+    def _escalated(self, reason: str) -> None:
+        """The top supervisor gave up: stop as gracefully as SIGTERM does, but exit non-zero."""
+        log.critical("shutting down: the supervisor escalated: %s", reason)
+        self.request_stop(signal.SIGTERM, exit_code=EXIT_ESCALATED, reason="escalation")
+
+    def _prepare_ipc(self) -> None:
+        for endpoint in (self.config.front, self.config.back, self.config.events):
+            path = ipc_path(endpoint)
+            if path is None:
+                continue
+            ensure_private_dir(path.parent)
+            self._locks.append(_lock_socket(path))
+
+    def _adapter_silent(self, adapter_id: str | None, _reason: str) -> None:
+        """On the hub's thread: hand the id to the main thread, which kills and restarts that child."""
+        if adapter_id is not None and self.adapters is not None:
+            self.adapters.lost.put(adapter_id)
+
+    def _adapter_exited(self, adapter_id: str, reason: str) -> None:
+        self.hub.call(partial(self.router.adapter_gone, adapter_id, reason))
+
+    def _await_adapters(self) -> None:
+        expected = Counter(self.adapters.expected())  # type: ignore[union-attr]
+        ready = self.hub.ask(lambda: self.router.expect(expected))
+        try:
+            ready.result(timeout=self.config.startup_timeout)
+        except FutureTimeout:
+            have = self.hub.ask(lambda: Counter(a.server for a in self.router.adapters.values()))
+            missing = sorted(name for name, n in expected.items() if have[name] < n)
+            log.warning(
+                "adapters for %s did not register within %.1fs (startup_timeout); serving anyway",
+                ", ".join(missing),
+                self.config.startup_timeout,
+            )
+
+    # -- run -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGTERM or SIGINT, then shut down cleanly. Returns the exit status."""
+        self._install_signal_handlers()
+        sys.setswitchinterval(self.config.gil_switch_interval)
+        self.start()
+        while not self._stop_requested:
+            readable, _, _ = select.select([self._wake_r], [], [], 1.0)
+            if readable:
+                _drain(self._wake_r)
+            self.adapters.check()  # type: ignore[union-attr]
+        if self.exit_code == 0:
+            log.info("received %s: shutting down", signal.Signals(self._stop_requested[0]).name)
+        self.shutdown()
+        return self.exit_code
+
+    def request_stop(self, signum: int = signal.SIGTERM, *, exit_code: int = 0, reason: str = "shutdown") -> None:
+        """Ask `run` to shut down (safe from a signal handler and from any thread)."""
+        if exit_code:
+            self.exit_code = exit_code
+            self._shutdown_reason = reason
+        self._stop_requested.append(signum)
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass
+
+    def _install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda n, _frame: self.request_stop(n))
+
+    # -- stop ----------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        reason = self._shutdown_reason
+        drained = self.hub.ask(lambda: self.router.begin_shutdown(reason))
+        try:
+            drained.result(timeout=max(0.1, deadline - time.monotonic()))
+        except FutureTimeout:
+            log.warning("sessions did not all close within shutdown_timeout; stopping them")
+        if self.adapters is not None:
+            self.adapters.stop(deadline)
+        for actor in self.hub.ask(self.router.actors):
+            actor.stop(block=False)
+        if self.supervisor is not None:
+            self.supervisor.stop(block=True, timeout=self.config.child_shutdown_timeout * 2 + 1)
+        pykka.ActorRegistry.stop_all(block=True, timeout=2)
+        self.hub.stop()
+        if self.config.discoverable:
+            discovery.remove_pointer()
+        for lock in self._locks:
+            Path(lock.name.removesuffix(".lock")).unlink(missing_ok=True)
+            lock.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        log.info("stopped")
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _lock_socket(path: Path) -> IO[str]:
+    """Hold ``<socket>.lock`` so a second daemon cannot steal a live socket path."""
+    lock = open(f"{path}.lock", "a+")  # noqa: SIM115 - held for the daemon's life
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        lock.close()
+        raise DaemonError(
+            f"another troupe daemon (pid {holder}) is serving {path}; stop it, or give this one "
+            "another runtime directory (TROUPE_RUNTIME_DIR) or endpoints"
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock

@@ -1,0 +1,378 @@
+"""`SessionActor`: the pykka shell around one `SessionCore`.
+
+The actor owns its core (state machine, pending requests) and does only
+this: feed the core messages with the time, turn its outputs into frames for
+the hub, ask the janitor for wake-ups, and tell the router when its pending
+count moved or the session finished. It never touches a socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import partial
+from types import TracebackType
+from typing import Any, Protocol
+
+from mcp_troupe.actors.core.outputs import (
+    Dropped,
+    Finished,
+    Opened,
+    OpenFailed,
+    Output,
+    Refuse,
+    RequestDone,
+    RequestRefused,
+    RespawnServer,
+    Schedule,
+    SessionClosed,
+    StopServer,
+    ToClient,
+    ToServer,
+    Warn,
+)
+from mcp_troupe.actors.core.session import SessionCore
+from mcp_troupe.actors.core.state import State
+from mcp_troupe.actors.shells.loop_actor import EventLoop, LoopActor
+from mcp_troupe.actors.shells.supervisor import Crash, FaultInjected
+from mcp_troupe.actors.telemetry.observe import Observers
+from mcp_troupe.transport.wire.frames import ErrorCode, encode
+
+log = logging.getLogger("troupe.session")
+
+
+class Outbox(EventLoop, Protocol):
+    """The part of the hub a session uses: the loop that runs it, and frames to send."""
+
+    def send_front(self, peer: bytes, data: bytes) -> None: ...
+
+    def send_back(self, peer: bytes, data: bytes) -> None: ...
+
+
+class RouterPort(Protocol):
+    """Router methods a session has run on the hub's loop thread."""
+
+    def session_finished(self, sid: str) -> None: ...
+
+    def session_closing(self, sid: str, reason: str) -> None: ...
+
+    def respawn(self, sid: str) -> None: ...
+
+    def pending_changed(self, sid: str, delta: int) -> None: ...
+
+    def wake_me_at(self, sid: str, at: float) -> None: ...
+
+
+# -- messages ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FromClient:
+    msg: dict[str, Any]
+    counted: bool = False
+    """The router counted this request in the global pending count."""
+    over_global: tuple[int, int] | None = None
+    """Set when the global pending limit refused it: ``(current, limit)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class FromServer:
+    msg: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientFrameRefused:
+    """From the router: a frame of the client naming message ``id`` was refused before decoding (its size).
+
+    If that message was the response to a request of the server, the server gets ``answer`` in its place."""
+
+    id: int | str
+    answer: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStarted:
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerExited:
+    code: int | None
+    reason: str
+    restartable: bool = True
+    """False when no new process can be had: the session fails whatever its policy."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStderr:
+    """A line the server process wrote to its stderr (rate-limited by its adapter)."""
+
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rebound:
+    """From the router: the session's server is now behind the adapter ``peer``."""
+
+    adapter: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSession:
+    reason: str
+    ref: int | str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """From the janitor's pass: a deadline this session asked for has come."""
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """From the router: it routes nothing more here; the actor may stop."""
+
+
+@dataclass(frozen=True, slots=True)
+class Describe:
+    """Ask for a snapshot of the session: returned to an ``ask``, or passed to ``reply``."""
+
+    reply: Callable[[dict[str, Any]], None] | None = None
+    stderr: bool = False
+    """Include the last lines its server wrote to stderr (``stderr``: a list of strings)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Peers:
+    client: bytes
+    adapter: bytes
+    open_ref: int | str
+    client_label: str = ""
+    """How operators see the client's connection; its routing id is never shown."""
+    stderr: bool = False
+    """The client asked for its server's stderr lines (``stderr`` frames)."""
+
+
+@dataclass(frozen=True)
+class SessionLinks:
+    outbox: Outbox
+    router: RouterPort
+    to_child: Callable[[str, object], None]
+    """Delivers a message to the current incarnation of a supervised child (by id)."""
+    observers: Observers = field(default_factory=Observers)
+
+
+STDERR_KEPT = 200
+"""Lines of its server's stderr a session keeps for ``sessions.show`` (``troupe sessions logs``)."""
+
+
+class SessionActor(LoopActor):
+    """Runs on the hub's loop thread (see `shells.loop_actor`): frames to and from it cross no thread."""
+
+    def __init__(
+        self, core: SessionCore, peers: Peers, links: SessionLinks, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__(links.outbox)
+        self.core = core
+        self._peers = peers
+        self._links = links
+        self._clock = clock
+        self._seq = 0
+        self._close_ref: int | str | None = None
+        self._reported_pending = 0
+        self._reported_finished = False
+        self._opened_at = time.time()
+        self._stderr: deque[str] = deque(maxlen=STDERR_KEPT)
+        self._to_client: Callable[[bytes, bytes], None] = links.outbox.send_front
+        """Sends a frame to the client; once its connection has ended, to nowhere (such frames are not
+        drops: nobody could read them). What the session does for the record still happens."""
+        self._counted = False
+        """Whether the message being handled was counted in the global pending count."""
+
+    def on_receive(self, message: Any) -> Any:
+        state = self.core.state
+        result = self._handle(message)
+        if state is not State.ACTIVE and self.core.state is State.ACTIVE:
+            info = self.core.info
+            self._event("session.active", era=info.era.value, protocol_version=info.protocol_version)
+        return result
+
+    def _handle(self, message: Any) -> Any:
+        core, now = self.core, self._clock()
+        match message:
+            case FromClient(msg, counted, over_global):
+                self._counted = counted
+                self._emit(core.receive_from_client(msg, now, over_global), counted=counted)
+                self._counted = False
+            case FromServer(msg):
+                self._emit(core.receive_from_server(msg, now))
+            case ClientFrameRefused(request_id, answer):
+                self._emit(core.client_response_refused(request_id, answer, now))
+            case Wake():
+                self._emit(core.wake(now))
+            case ServerStarted(pid):
+                self._emit(core.server_started(pid, now))
+            case ServerExited(code, reason, restartable):
+                self._emit(core.server_exited(code, reason, now, restartable=restartable))
+            case ServerStderr(line):
+                self._stderr.append(line)
+                if self._peers.stderr:
+                    self._to_client(self._peers.client, encode("stderr", sid=core.sid, line=line))
+            case Rebound(adapter):
+                self._peers = replace(self._peers, adapter=adapter)
+            case CloseSession(reason, ref):
+                self._close_ref = ref
+                if reason == "client_gone":
+                    self._to_client = _nowhere
+                self._emit(core.close(reason, now, repeat=ref is not None))
+                if ref is not None and not core.started:
+                    self._unopened_close(ref)
+            case Forgotten():
+                self.stop()
+            case Describe(reply, stderr):
+                snapshot = {
+                    **core.describe(now),
+                    "client": self._peers.client_label,
+                    "opened_at": self._opened_at,
+                    "restarts": core.restarts,
+                }
+                if stderr:
+                    snapshot["stderr"] = list(self._stderr)
+                if reply is None:
+                    return snapshot
+                reply(snapshot)
+            case Crash():
+                raise FaultInjected(f"injected fault in session {core.sid}")
+            case _:
+                raise TypeError(f"SessionActor got an unknown message {message!r}")
+        return None
+
+    def _unopened_close(self, ref: int | str) -> None:
+        """A ``close`` with a ref for a session its client was never told of: answer the ref, name no session."""
+        message = "the session ended before it opened; its open is answered with spawn_failed"
+        frame = encode("error", code=str(ErrorCode.SESSION_CLOSED), message=message, ref=ref, sid=self.core.sid)
+        self._to_client(self._peers.client, frame)
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        log.error("session %s crashed: %r", self.core.sid, exception_value)
+        now = self._clock()
+        self._emit(self.core.fail(f"internal error: {exception_value!r}", now), counted=self._counted)
+        self._refuse_inbox(now)
+        self._report_finished()
+
+    def _refuse_inbox(self, now: float) -> None:
+        """pykka drops what a dead actor's inbox still holds: answer those clients instead."""
+        while True:
+            try:
+                envelope = self.actor_inbox.get_nowait()
+            except queue.Empty:
+                return
+            message = envelope.message
+            if isinstance(message, FromClient):
+                self._emit(self.core.receive_from_client(message.msg, now), counted=message.counted)
+
+    def on_stop(self) -> None:
+        if not self.core.state.terminal:
+            self._emit(self.core.fail("the daemon stopped the session", self._clock()))
+        self._report_finished()
+
+    def _closed(self, reason: str, message: str) -> None:
+        observers = self._links.observers
+        observers.metrics.sessions_closed.labels(reason).inc()
+        if reason == "idle":
+            observers.metrics.janitor_expired.labels("session").inc()
+        if reason in CLOSE_EVENTS:
+            self._event(CLOSE_EVENTS[reason], reason=reason, message=message)
+        self._event("session.closed", reason=reason, message=message)
+
+    def _request_done(self, method: str, seconds: float, outcome: str) -> None:
+        metrics = self._links.observers.metrics
+        if outcome == "timeout":
+            metrics.count_timeout(method)
+            metrics.janitor_expired.labels("request").inc()
+        elif outcome in ("result", "error"):
+            metrics.observe_latency(method, seconds)
+
+    def _event(self, topic: str, **fields: Any) -> None:
+        """Publish a lifecycle event and append it to the audit log."""
+        core = self.core
+        record = {"sid": core.sid, "server": core.server, "client": self._peers.client_label, **fields}
+        self._links.observers.publish(topic, record)
+        self._links.observers.audit({"event": topic, **record})
+
+    def _report_finished(self) -> None:
+        if not self._reported_finished:
+            self._reported_finished = True
+            self._links.outbox.call(partial(self._links.router.session_finished, self.core.sid))
+
+    def _emit(self, outputs: list[Output], *, counted: bool = False) -> None:
+        for out in outputs:
+            self._carry(out)
+        core = self.core
+        pending = len(core.from_client)
+        delta = pending - self._reported_pending - (1 if counted else 0)
+        self._reported_pending = pending
+        if delta:
+            self._links.outbox.call(partial(self._links.router.pending_changed, core.sid, delta))
+
+    def _carry(self, out: Output) -> None:
+        sid, peers, outbox = self.core.sid, self._peers, self._links.outbox
+        to_client = self._to_client
+        match out:
+            case ToClient(msg):
+                self._seq += 1
+                to_client(peers.client, encode("mcp", sid=sid, seq=self._seq, msg=msg))
+            case ToServer(msg):
+                outbox.send_back(peers.adapter, encode("mcp", sid=sid, msg=msg))
+            case Schedule(at):
+                self._links.router.wake_me_at(sid, at)
+            case Refuse(code, message, request_id):
+                frame = encode("error", code=str(code), message=message, sid=sid, id=request_id)
+                to_client(peers.client, frame)
+            case Opened(pid):
+                to_client(peers.client, encode("opened", ref=peers.open_ref, sid=sid, server=self.core.server))
+                log.info("session %s opened on server %s (pid %s)", sid, self.core.server, pid)
+                self._links.observers.metrics.sessions_opened.inc()
+                self._event("session.opened", pid=pid)
+            case OpenFailed(message):
+                frame = encode("error", code=str(ErrorCode.SPAWN_FAILED), message=message, ref=peers.open_ref)
+                to_client(peers.client, frame)
+                log.warning("session %s: %s", sid, message)
+                outbox.call(partial(self._links.router.session_closing, sid, "open_failed"))
+            case SessionClosed(reason, message):
+                frame = encode("closed", sid=sid, reason=reason, message=message, ref=self._close_ref)
+                to_client(peers.client, frame)
+                log.info("session %s closed: %s", sid, message)
+                outbox.call(partial(self._links.router.session_closing, sid, reason))
+                self._closed(reason, message)
+            case StopServer(reason):
+                outbox.send_back(peers.adapter, encode("close", sid=sid, reason=reason))
+            case RequestDone(method, seconds, outcome):
+                self._request_done(method, seconds, outcome)
+            case RequestRefused(reason):
+                self._links.observers.metrics.requests_refused.labels(reason).inc()
+            case Finished():
+                self._report_finished()  # the router answers Forgotten; then the actor stops
+            case RespawnServer():
+                outbox.call(partial(self._links.router.respawn, sid))
+            case Warn(message):
+                log.warning("session %s: %s", sid, message)
+            case Dropped(source, reason):
+                log.debug("session %s dropped a message from the %s: %s", sid, source, reason)
+
+
+def _nowhere(peer: bytes, data: bytes) -> None:
+    pass
+
+
+CLOSE_EVENTS = {"evicted": "session.evicted", "idle": "session.expired", "failed": "session.failed"}
+"""Closing reasons that also get an event of their own, before ``session.closed``."""

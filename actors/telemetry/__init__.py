@@ -1,0 +1,1 @@
+"""What the daemon tells operators: Prometheus metrics, audit and event observers, logging set-up."""

@@ -1,0 +1,1 @@
+"""``troupe adapter``: runs stdio MCP server processes for the daemon's back socket."""

@@ -1,0 +1,400 @@
+"""The troupe client library: a small synchronous API for other processes.
+
+    from mcp_troupe.transport.client import Client
+
+    with Client() as client:                       # the daemon's default endpoint
+        session = client.open("example")
+        session.initialize()                       # MCP handshake (legacy era)
+        tools = session.request("tools/list")
+        result = session.request("tools/call", {"name": "add", "arguments": {"a": 2, "b": 3}})
+        session.close()
+
+One `Client` is one DEALER connection and is meant for one thread (ZMQ
+sockets are not thread-safe); open as many sessions on it as you like. A
+JSON-RPC error response raises `RequestError` with its code, message and
+data; an envelope error from the daemon raises `FrameRefused` with its stable
+code.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import deque
+from typing import Any, Self
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from mcp_troupe.transport import dealer, discovery
+from mcp_troupe.transport.wire import jsonrpc
+from mcp_troupe.transport.wire.frames import DAEMON_TO_CLIENT, FrameError, decode, encode
+
+log = logging.getLogger("troupe.client")
+
+DEFAULT_PROTOCOL_VERSION = "2025-11-25"
+CLIENT_INFO = {"name": "troupe-client", "version": "1"}
+
+
+class TroupeError(Exception):
+    """Base of every error this library raises."""
+
+
+class DaemonUnavailable(TroupeError):
+    """The daemon cannot be reached."""
+
+
+class Timeout(TroupeError, TimeoutError):
+    """No answer within the time allowed."""
+
+
+class FrameRefused(TroupeError):
+    """The daemon refused a frame (an envelope ``error`` frame)."""
+
+    def __init__(self, code: str, message: str, data: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.data = data or {}
+
+
+class RequestError(TroupeError):
+    """A JSON-RPC error response to a request."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(f"{code}: {message}" + (f" ({data})" if data is not None else ""))
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class SessionClosed(TroupeError):
+    """The session ended (closed by either side, or failed)."""
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(f"session closed ({reason}){': ' + message if message else ''}")
+        self.reason = reason
+        self.message = message
+
+
+class Client:
+    """A connection to the troupe daemon's front socket.
+
+    ``connect_timeout`` bounds how long a daemon that cannot be reached is
+    waited for (a tcp endpoint nobody listens on); ``heartbeat_timeout``, off
+    by default, drops the connection when the daemon sends nothing at all for
+    that long (a frozen daemon, a lost network). A daemon that exits is
+    noticed at once either way: whatever is being waited for raises
+    `DaemonUnavailable`.
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        heartbeat_timeout: float = 0.0,
+    ) -> None:
+        try:
+            self.endpoint = endpoint or discovery.find()
+        except discovery.NotFound as exc:
+            raise DaemonUnavailable(str(exc)) from None
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        problem = dealer.unreachable(self.endpoint)
+        if problem is not None:
+            raise DaemonUnavailable(f"{problem}; start one with `troupe serve`, or give the endpoint it serves on")
+        # The process's shared context: closing a Client closes its sockets, and no context of its own can
+        # be left to a garbage collector that might terminate it before its sockets (which never returns).
+        self._ctx = zmq.Context.instance()
+        self._socket = self._ctx.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 1000)
+        dealer.configure(self._socket, timeout_ms=round(heartbeat_timeout * 1000))
+        self._monitor = self._socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        try:
+            self._socket.connect(self.endpoint)
+        except zmq.ZMQError as exc:
+            self._close_sockets()
+            raise DaemonUnavailable(
+                f"cannot connect to {self.endpoint!r} ({exc}); an endpoint looks like "
+                "ipc:///run/user/1000/troupe/front.sock or tcp://127.0.0.1:5555"
+            ) from None
+        self._started = time.monotonic()
+        self._refs = itertools.count(1)
+        self._replies: dict[int | str, dict[str, Any]] = {}
+        self._sessions: dict[str, Session] = {}
+        self._connected = False
+        self._lost = False
+
+    # -- public ----------------------------------------------------------------------
+
+    def open(
+        self,
+        server: str,
+        *,
+        timeout: float | None = None,
+        expire_idle: bool = False,
+        env: dict[str, str] | None = None,
+        stderr: bool = False,
+    ) -> Session:
+        """Open a session to the server named ``server``; its process starts now.
+
+        The session lasts until it is closed or this connection ends; with ``expire_idle`` the daemon
+        also closes it after its ``idle_timeout`` without traffic. ``env``: variables for this session's
+        server process, among those its ``pass_env`` names (the daemon refuses others). ``stderr``: the
+        lines the server writes to stderr arrive in `Session.stderr`.
+        """
+        ref = next(self._refs)
+        fields = {"expire_idle": expire_idle or None, "env": env or None, "stderr": stderr or None}
+        self._send(encode("open", ref=ref, server=server, **fields))
+        reply = self._await_reply(ref, timeout, f"opening a session to {server!r}")
+        if reply["t"] == "error":
+            raise FrameRefused(reply["code"], reply["message"], reply.get("data"))
+        session = Session(self, reply["sid"], reply["server"])
+        self._sessions[session.sid] = session
+        return session
+
+    def control(self, op: str, args: dict[str, Any] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
+        """Run a control operation (see docs/protocol.rst) and return its result."""
+        ref = next(self._refs)
+        self._send(encode("ctl", ref=ref, op=op, args=args))
+        reply = self._await_reply(ref, timeout, f"control op {op!r}")
+        if reply["t"] == "error" or not reply.get("ok"):
+            error = reply.get("error") or reply
+            raise FrameRefused(error.get("code", "error"), error.get("message", "control op failed"))
+        return reply.get("result", {})
+
+    def health(self, *, timeout: float | None = None) -> dict[str, Any]:
+        return self.control("health", timeout=timeout)
+
+    def close(self) -> None:
+        """Close the connection; the daemon closes the sessions still open on it."""
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        self._socket.disable_monitor()
+        self._monitor.close(linger=0)
+        self._socket.close(linger=0 if self._lost_or_never_connected() else 1000)
+
+    def _lost_or_never_connected(self) -> bool:
+        return getattr(self, "_lost", True) or not getattr(self, "_connected", False)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _send(self, data: bytes) -> None:
+        if self._lost:
+            raise DaemonUnavailable(f"the connection to the troupe daemon at {self.endpoint} was lost")
+        self._socket.send(data)
+
+    def _deadline(self, timeout: float | None) -> float:
+        return time.monotonic() + (self.timeout if timeout is None else timeout)
+
+    def _await_reply(self, ref: int, timeout: float | None, what: str) -> dict[str, Any]:
+        deadline = self._deadline(timeout)
+        while ref not in self._replies:
+            self._pump(deadline, what)
+        return self._replies.pop(ref)
+
+    def _pump(self, deadline: float, what: str) -> None:
+        """Receive and file one frame; `Timeout` at the deadline, `DaemonUnavailable` if the daemon is gone."""
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
+        while True:
+            self._check_connection(what)
+            remaining = deadline - time.monotonic()
+            if not self._connected:
+                remaining = min(remaining, self._started + self.connect_timeout - time.monotonic())
+            ready = dict(poller.poll(max(0, remaining) * 1000)) if remaining > 0 else {}
+            if self._monitor in ready:
+                self._drain_monitor()
+            if self._socket in ready:
+                break
+            if not ready:
+                self._drain_monitor()
+                self._check_connection(what)
+                if not self._connected:
+                    raise DaemonUnavailable(
+                        f"no troupe daemon answers at {self.endpoint} (not connected) while {what}; "
+                        "is `troupe serve` running there?"
+                    )
+                raise Timeout(f"timed out while {what}")
+        try:
+            frame = decode(self._socket.recv(), DAEMON_TO_CLIENT)
+        except FrameError as exc:
+            log.warning("ignored a bad frame from the daemon: %s", exc)
+            return
+        self._file(frame)
+
+    def _drain_monitor(self) -> None:
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)["event"]
+            if event == zmq.EVENT_CONNECTED:
+                self._connected = True
+            elif event == zmq.EVENT_DISCONNECTED and self._connected:
+                self._lost = True
+
+    def _check_connection(self, what: str) -> None:
+        if self._lost and not self._socket.poll(0, zmq.POLLIN):  # what arrived before the loss is read first
+            raise DaemonUnavailable(f"lost the connection to the troupe daemon at {self.endpoint} while {what}")
+        if not self._connected and time.monotonic() >= self._started + self.connect_timeout:
+            self._drain_monitor()
+            if not self._connected:
+                raise DaemonUnavailable(
+                    f"no troupe daemon answers at {self.endpoint} (not connected after {self.connect_timeout:g}s) "
+                    f"while {what}; is `troupe serve` running there?"
+                )
+
+    def _file(self, frame: dict[str, Any]) -> None:
+        kind, sid = frame["t"], frame.get("sid")
+        session = self._sessions.get(sid) if sid is not None else None
+        if kind in ("opened", "ctl") or (kind == "error" and "ref" in frame):
+            self._replies[frame["ref"]] = frame
+        elif session is None:
+            log.debug("ignored a %s frame for unknown session %s", kind, sid)
+        elif kind == "mcp":
+            session._deliver(frame["msg"], frame["seq"])
+        elif kind == "closed":
+            session._closed(frame["reason"], frame.get("message", ""))
+        elif kind == "stderr":
+            session.stderr.append(frame["line"])
+        else:
+            session._refused(FrameRefused(frame["code"], frame["message"], frame.get("data")), frame.get("id"))
+
+
+class Session:
+    """One MCP session through the daemon."""
+
+    def __init__(self, client: Client, sid: str, server: str) -> None:
+        self.client = client
+        self.sid = sid
+        self.server = server
+        self.close_reason: str | None = None
+        self.close_message = ""
+        self.refusals: list[FrameRefused] = []
+        """Envelope errors about frames of this session that named no request of this client (among them a
+        response of this client refused for its size: the server was told in its place)."""
+        self._ids = itertools.count(1)
+        self._responses: dict[jsonrpc.RequestId, dict[str, Any] | FrameRefused] = {}
+        self._inbox: deque[dict[str, Any]] = deque()
+        self._seq = 0
+        self.stderr: deque[str] = deque(maxlen=1000)
+        """What the server wrote to stderr, when the session was opened with ``stderr=True`` (the last 1000 lines)."""
+
+    @property
+    def closed(self) -> bool:
+        return self.close_reason is not None
+
+    def send(self, msg: dict[str, Any]) -> None:
+        """Send one raw JSON-RPC message."""
+        if self.closed:
+            raise SessionClosed(self.close_reason or "closed", self.close_message)
+        self.client._send(encode("mcp", sid=self.sid, msg=msg))
+
+    def request(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
+        """Send a request and wait for its result; a JSON-RPC error raises `RequestError`."""
+        request_id = next(self._ids)
+        self.send(jsonrpc.request(request_id, method, params))
+        return self.wait_result(request_id, timeout=timeout, what=f"waiting for {method}")
+
+    def wait_result(self, request_id: jsonrpc.RequestId, *, timeout: float | None = None, what: str = "") -> Any:
+        """Wait for the response to a request sent with `send`."""
+        deadline = self.client._deadline(timeout)
+        what = what or f"waiting for the response to request {request_id!r}"
+        while request_id not in self._responses:
+            if self.closed:
+                raise SessionClosed(self.close_reason or "closed", self.close_message)
+            try:
+                self.client._pump(deadline, what)
+            except Timeout:
+                self.notify("notifications/cancelled", {"requestId": request_id, "reason": "client timed out"})
+                raise
+        response = self._responses.pop(request_id)
+        if isinstance(response, FrameRefused):
+            raise response
+        if "error" in response:
+            err = response["error"]
+            raise RequestError(err.get("code", 0), err.get("message", ""), err.get("data"))
+        return response.get("result")
+
+    def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
+        self.send(jsonrpc.notification(method, params))
+
+    def respond(self, request_id: jsonrpc.RequestId, result: dict[str, Any]) -> None:
+        """Answer a request the server sent (sampling, roots, elicitation, ping)."""
+        self.send(jsonrpc.result(request_id, result))
+
+    def respond_error(self, request_id: jsonrpc.RequestId, code: int, message: str, data: Any = None) -> None:
+        self.send(jsonrpc.error(request_id, code, message, data))
+
+    def receive(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """The next server-to-client request or notification; raises `Timeout` if none comes."""
+        deadline = self.client._deadline(timeout)
+        while not self._inbox:
+            if self.closed:
+                raise SessionClosed(self.close_reason or "closed", self.close_message)
+            self.client._pump(deadline, "waiting for a message from the server")
+        return self._inbox.popleft()
+
+    def initialize(
+        self,
+        protocol_version: str = DEFAULT_PROTOCOL_VERSION,
+        capabilities: dict[str, Any] | None = None,
+        client_info: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """The legacy MCP handshake: ``initialize`` then ``notifications/initialized``."""
+        params = {
+            "protocolVersion": protocol_version,
+            "capabilities": capabilities or {},
+            "clientInfo": client_info or CLIENT_INFO,
+        }
+        result = self.request("initialize", params, timeout=timeout)
+        self.notify("notifications/initialized")
+        return result
+
+    def close(self, *, timeout: float | None = None) -> str:
+        """Close the session; returns the reason the daemon gives."""
+        if not self.closed:
+            ref = next(self.client._refs)
+            self.client._send(encode("close", sid=self.sid, ref=ref))
+            deadline = self.client._deadline(timeout)
+            while not self.closed and ref not in self.client._replies:
+                self.client._pump(deadline, f"closing session {self.sid}")
+            refusal = self.client._replies.pop(ref, None)
+            if refusal is not None:
+                self._closed(refusal["code"], refusal["message"])
+        self.client._sessions.pop(self.sid, None)
+        return self.close_reason or "closed"
+
+    # -- called by Client._file ----------------------------------------------------
+
+    def _deliver(self, msg: dict[str, Any], seq: int) -> None:
+        if seq != self._seq + 1:
+            log.warning("session %s: frame seq %d after %d; frames were lost", self.sid, seq, self._seq)
+        self._seq = seq
+        if "method" not in msg and "id" in msg:
+            self._responses[msg["id"]] = msg
+        else:
+            self._inbox.append(msg)
+
+    def _closed(self, reason: str, message: str) -> None:
+        self.close_reason = reason
+        self.close_message = message
+
+    def _refused(self, error: FrameRefused, request_id: jsonrpc.RequestId | None) -> None:
+        """An ``id`` names one of this client's requests, unless the refused message was a response
+        (``data.response``): the server's request it answered is answered by the daemon instead."""
+        if request_id is not None and not (error.data or {}).get("response"):
+            self._responses[request_id] = error
+        else:
+            self.refusals.append(error)

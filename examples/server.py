@@ -40,12 +40,19 @@ answered with the JSON-RPC error ``-32000 "Connection closed"``.
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, NoReturn
 
-import anyio
-from mcp.server.mcpserver import Context, ListRoots, MCPServer, Resolve, Sample
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CreateMessageResult, ListRootsResult, SamplingMessage, TextContent
+try:
+    import anyio
+    from mcp.server.mcpserver import Context, ListRoots, MCPServer, Resolve, Sample
+    from mcp.server.mcpserver.exceptions import ToolError
+    from mcp.types import CreateMessageResult, ListRootsResult, SamplingMessage, TextContent
+except ImportError as missing:  # a plain install: the SDK is the `example` extra
+    sys.exit(
+        f"troupe's example server needs the MCP Python SDK ({missing.name} is missing): "
+        "pip install 'mcp-troupe[example]'"
+    )
 
 server: MCPServer = MCPServer("troupe-example")
 _cancelled = [0]

@@ -25,8 +25,16 @@ from mcp_troupe.transport.client import Client, DaemonUnavailable
 ROOT = Path(__file__).resolve().parent.parent
 
 
+TIERS = ("unit", "daemon", "docs")
+"""tests/<tier>/: each test is marked with its folder's name (``pytest -m unit``, or ``pytest tests/unit``)."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first: with tests spread over workers, a slow one started last is the run's tail."""
+    """Mark each test with its tier; slow tests first, as a slow one started last is a parallel run's tail."""
+    for item in items:
+        tier = Path(item.path).relative_to(ROOT / "tests").parts[0]
+        assert tier in TIERS, f"{item.nodeid}: a test lives in one of tests/{{{','.join(TIERS)}}}/"
+        item.add_marker(getattr(pytest.mark, tier))
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 

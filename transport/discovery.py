@@ -84,9 +84,9 @@ def find(socket: str = FRONT_SOCKET, environ: Mapping[str, str] | None = None) -
             return endpoint
         looked.append(_where(problem, endpoint))
     if not env.get("TROUPE_RUNTIME_DIR"):
-        endpoint, note = _from_pointer(socket)
-        if endpoint is not None:
-            return endpoint
+        pointed, note = _from_pointer(socket)
+        if pointed is not None:
+            return pointed
         looked.append(note)
     raise NotFound(
         "no troupe daemon found; looked at " + "; ".join(looked) + ". Start one with `troupe serve`, or say where "

@@ -301,12 +301,15 @@ def _call(args: argparse.Namespace) -> int:
         return _fail(f"--params is not valid JSON: {exc}", EXIT_USAGE)
     if params is not None and not isinstance(params, dict):
         return _fail('--params must be a JSON object, e.g. \'{"name": "echo"}\'', EXIT_USAGE)
+    server_stderr: list[str] = []
     try:
         with Client(_front(args), timeout=args.timeout) as client:
-            result = _one_request(client, args.server, args.method, params)
+            result = _one_request(client, args.server, args.method, params, server_stderr)
     except RequestError as exc:
         what = "initialize" if isinstance(exc, InitializeFailed) else args.method
         detail = f" data={json.dumps(exc.data)}" if exc.data is not None else ""
+        for line in server_stderr[-STDERR_SHOWN:]:
+            print(f"troupe: server stderr: {line}", file=sys.stderr)
         return _fail(f"{what} failed: error {exc.code}: {exc.message}{detail}", EXIT_REQUEST_FAILED)
     except (DaemonUnavailable, RuntimeDirError) as exc:
         return _fail(str(exc), EXIT_UNAVAILABLE)
@@ -324,7 +327,8 @@ def _call(args: argparse.Namespace) -> int:
 def _front(args: argparse.Namespace) -> str | None:
     """The front endpoint the command was given (``--endpoint``, or ``--runtime-dir``'s), or None to look for it."""
     if args.endpoint or not args.runtime_dir:
-        return args.endpoint
+        endpoint: str | None = args.endpoint
+        return endpoint
     return ipc_endpoint(Path(args.runtime_dir), FRONT_SOCKET)
 
 
@@ -394,8 +398,14 @@ class InitializeFailed(RequestError):
     """The handshake failed, before the request itself was sent."""
 
 
-def _one_request(client: Client, server: str, method: str, params: dict[str, Any] | None) -> Any:
-    session = client.open(server)
+STDERR_SHOWN = 20
+"""Last lines of the server's stderr that ``troupe call`` shows when the request fails."""
+
+
+def _one_request(
+    client: Client, server: str, method: str, params: dict[str, Any] | None, server_stderr: list[str]
+) -> Any:
+    session = client.open(server, stderr=True)
     try:
         try:
             session.initialize(client_info={"name": "troupe-call", "version": version()})
@@ -403,5 +413,6 @@ def _one_request(client: Client, server: str, method: str, params: dict[str, Any
             raise InitializeFailed(exc.code, exc.message, exc.data) from None
         return session.request(method, params)
     finally:
+        server_stderr.extend(session.stderr)
         if not session.closed:
             session.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mcp_troupe.actors.core.durations import format_duration, parse_duration
@@ -47,7 +47,7 @@ def add_commands(sub: Any) -> None:
 def _command(
     sub: Any, name: str, text: str, func: Callable[[argparse.Namespace], int], *, json_flag: bool = True
 ) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=text, description=text)
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text)
     parser.add_argument(
         "--endpoint", help="the daemon's front endpoint (default: found as docs/configuration.rst says)"
     )
@@ -217,7 +217,7 @@ def _top(args: argparse.Namespace) -> int:
     return run(args.endpoint, args.interval)
 
 
-def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+def _columns(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
 

@@ -224,7 +224,7 @@ class SupervisorCore:
             child.recent.popleft()
         if policy.backoff_initial <= 0:
             return 0.0
-        return min(policy.backoff_max, policy.backoff_initial * 2 ** (len(child.recent) - 1))
+        return min(policy.backoff_max, policy.backoff_initial * 2.0 ** (len(child.recent) - 1))
 
     def _start(self, child_id: str) -> StartChild:
         child = self.children[child_id]

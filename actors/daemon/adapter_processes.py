@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mcp_troupe.actors.core.supervision import (
+    Action,
     ChildSpec,
     Escalate,
     StartChild,
@@ -135,7 +136,7 @@ class AdapterProcesses:
     def expected(self) -> dict[str, int]:
         return {g.server.name: g.server.adapters for g in self._groups}
 
-    def _run(self, group: _Group, actions: list) -> None:
+    def _run(self, group: _Group, actions: list[Action]) -> None:
         for action in actions:
             match action:
                 case StartChild(child_id, incarnation, _):

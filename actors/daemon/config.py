@@ -8,6 +8,7 @@ accepted form, rather than ignored.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 import tomllib
@@ -119,6 +120,21 @@ class DaemonConfig:
 def example_server() -> ServerConfig:
     """The bundled example MCP server, served as ``example`` by default."""
     return ServerConfig(name="example", command=(sys.executable, "-m", "mcp_troupe.examples.server"))
+
+
+EXAMPLE_NEEDS = "the example server needs the MCP Python SDK, which is not installed: pip install 'mcp-troupe[example]'"
+
+
+def example_unavailable(server: ServerConfig) -> str | None:
+    """Why ``server``, if it is the bundled example, cannot start here (the SDK is an extra), else None."""
+    if server.command != example_server().command:
+        return None
+    try:
+        if importlib.util.find_spec("mcp") is not None:
+            return None
+    except ImportError:
+        pass
+    return EXAMPLE_NEEDS
 
 
 # key -> (accepted types, description of the accepted form)

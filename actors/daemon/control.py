@@ -27,6 +27,7 @@ from mcp_troupe.actors.daemon.tables import AdapterLink, Route
 from mcp_troupe.actors.shells.session import CloseSession, Describe
 from mcp_troupe.actors.shells.supervisor import Crash, InjectFault, Status
 from mcp_troupe.actors.telemetry.observe import Observers
+from mcp_troupe.transport.hub.loop import HubStats
 from mcp_troupe.transport.wire.frames import ErrorCode, encode
 
 log = logging.getLogger("troupe.control")
@@ -59,18 +60,28 @@ class _Gather:
 class DaemonView(Protocol):
     """What control operations read and do, and all they may: the router implements it."""
 
-    version: str
-    stopping: bool
-    closing: int
-    evictions: int
-    fault_injection: bool
-    sessions: Mapping[str, Route]
-    adapters: Mapping[bytes, AdapterLink]
-    pending: GlobalPending
-    errors: Mapping[str, int]
-    observers: Observers
-    pass_env: Mapping[str, frozenset[str]]
-
+    @property
+    def version(self) -> str: ...
+    @property
+    def stopping(self) -> bool: ...
+    @property
+    def closing(self) -> int: ...
+    @property
+    def evictions(self) -> int: ...
+    @property
+    def fault_injection(self) -> bool: ...
+    @property
+    def sessions(self) -> Mapping[str, Route]: ...
+    @property
+    def adapters(self) -> Mapping[bytes, AdapterLink]: ...
+    @property
+    def pending(self) -> GlobalPending: ...
+    @property
+    def errors(self) -> Mapping[str, int]: ...
+    @property
+    def observers(self) -> Observers: ...
+    @property
+    def pass_env(self) -> Mapping[str, frozenset[str]]: ...
     @property
     def open_sessions(self) -> int: ...
 
@@ -80,11 +91,13 @@ class DaemonView(Protocol):
 
 
 class Outbox(Protocol):
-    """The hub's two calls that control uses: any thread may make them."""
+    """What control uses of the hub: sending and calling from any thread, its counters from the loop thread."""
 
     def send_front(self, peer: bytes, data: bytes) -> None: ...
 
     def call(self, fn: Callable[[], object]) -> Any: ...
+
+    def stats_now(self) -> HubStats: ...
 
 
 class ControlPlane:
@@ -308,7 +321,7 @@ class ControlPlane:
         if not router.fault_injection:
             message = "fault injection is off; start the daemon with --enable-fault-injection to allow it"
             raise ControlError(ErrorCode.FORBIDDEN, message)
-        target, when = args.get("target"), args.get("when", "now")
+        target, when = str(args.get("target")), args.get("when", "now")
         if when not in ("now", "start", "both"):
             raise ControlError(ErrorCode.BAD_ARGS, "args.when must be 'now', 'start' or 'both'")
         is_child = target in ("janitor", "evictor")

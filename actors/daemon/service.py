@@ -28,7 +28,7 @@ import pykka
 from mcp_troupe.actors.core.options import ServerPolicy
 from mcp_troupe.actors.core.supervision import ChildSpec
 from mcp_troupe.actors.daemon.adapter_processes import AdapterProcesses
-from mcp_troupe.actors.daemon.config import DaemonConfig
+from mcp_troupe.actors.daemon.config import DaemonConfig, example_unavailable
 from mcp_troupe.actors.daemon.router import Router, RouterOptions
 from mcp_troupe.actors.shells.evictor import Evictor
 from mcp_troupe.actors.shells.janitor import Janitor
@@ -111,6 +111,9 @@ class Daemon:
         if self.config.metrics_address:
             self.observers.metrics.serve(self.config.metrics_address)
             log.info("metrics at http://%s/metrics", self.config.metrics_address)
+        for server in self.config.servers.values():
+            if (why := example_unavailable(server)) is not None:
+                log.warning("server %r: %s; its sessions fail until then", server.name, why)
         self.adapters = AdapterProcesses(self.config, self.back_endpoint, self._adapter_exited)
         self.router.on_adapter_lost = self._adapter_silent
         self.adapters.start()

@@ -133,7 +133,7 @@ class LoopInbox:
 class LoopActor(pykka.Actor):
     """A pykka actor whose messages the `EventLoop` given to ``__init__`` runs."""
 
-    actor_inbox: LoopInbox  # type: ignore[assignment]
+    actor_inbox: LoopInbox
 
     def __init__(self, loop: EventLoop) -> None:
         self.loop = loop

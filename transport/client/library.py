@@ -108,7 +108,7 @@ class Client:
             raise DaemonUnavailable(f"{problem}; start one with `troupe serve`, or give the endpoint it serves on")
         # The process's shared context: closing a Client closes its sockets, and no context of its own can
         # be left to a garbage collector that might terminate it before its sockets (which never returns).
-        self._ctx = zmq.Context.instance()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._socket = self._ctx.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 1000)
         dealer.configure(self._socket, timeout_ms=round(heartbeat_timeout * 1000))
@@ -164,7 +164,8 @@ class Client:
         if reply["t"] == "error" or not reply.get("ok"):
             error = reply.get("error") or reply
             raise FrameRefused(error.get("code", "error"), error.get("message", "control op failed"))
-        return reply.get("result", {})
+        result: dict[str, Any] = reply.get("result", {})
+        return result
 
     def health(self, *, timeout: float | None = None) -> dict[str, Any]:
         return self.control("health", timeout=timeout)
@@ -213,7 +214,7 @@ class Client:
             remaining = deadline - time.monotonic()
             if not self._connected:
                 remaining = min(remaining, self._started + self.connect_timeout - time.monotonic())
-            ready = dict(poller.poll(max(0, remaining) * 1000)) if remaining > 0 else {}
+            ready = dict(poller.poll(max(0, int(remaining * 1000)))) if remaining > 0 else {}
             if self._monitor in ready:
                 self._drain_monitor()
             if self._socket in ready:
@@ -358,7 +359,7 @@ class Session:
             "capabilities": capabilities or {},
             "clientInfo": client_info or CLIENT_INFO,
         }
-        result = self.request("initialize", params, timeout=timeout)
+        result: dict[str, Any] = self.request("initialize", params, timeout=timeout)
         self.notify("notifications/initialized")
         return result
 

@@ -21,6 +21,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(slots=True)
@@ -29,33 +32,35 @@ class _Held:
     size: int = 0
 
 
-class Backlog:
+class Backlog(Generic[K]):
+    """Frames held per peer key ``K`` (the hub's is ``(socket, routing id)``)."""
+
     def __init__(self, max_bytes: int, max_total: int | None = None) -> None:
         self.max_bytes = max_bytes
         self.max_total = max_bytes if max_total is None else max_total
-        self._held: dict[Hashable, _Held] = {}
+        self._held: dict[K, _Held] = {}
         self.total = 0
         """Bytes held for all peers."""
 
     def __bool__(self) -> bool:
         return bool(self._held)
 
-    def __contains__(self, peer: Hashable) -> bool:
+    def __contains__(self, peer: K) -> bool:
         return peer in self._held
 
     def __len__(self) -> int:
         """Frames held for all peers."""
         return sum(len(held.frames) for held in self._held.values())
 
-    def held_bytes(self, peer: Hashable) -> int:
+    def held_bytes(self, peer: K) -> int:
         held = self._held.get(peer)
         return held.size if held is not None else 0
 
-    def largest(self) -> Hashable | None:
+    def largest(self) -> K | None:
         """The peer with the most bytes held."""
         return max(self._held, key=lambda peer: self._held[peer].size, default=None)
 
-    def hold(self, peer: Hashable, data: bytes) -> bool:
+    def hold(self, peer: K, data: bytes) -> bool:
         """Keep ``data`` for ``peer`` behind what is held already; False if a bound would be passed."""
         held = self._held.get(peer)
         if (held.size if held else 0) + len(data) > self.max_bytes or self.total + len(data) > self.max_total:
@@ -67,12 +72,12 @@ class Backlog:
         self.total += len(data)
         return True
 
-    def flush(self, send: Callable[[Hashable, bytes], bool]) -> list[Hashable]:
+    def flush(self, send: Callable[[K, bytes], bool]) -> list[K]:
         """Send what each peer takes, oldest first, until ``send`` returns False.
 
         Returns the peers whose frames have all gone.
         """
-        drained: list[Hashable] = []
+        drained: list[K] = []
         for peer, held in list(self._held.items()):
             frames = held.frames
             while frames and send(peer, frames[0]):
@@ -84,7 +89,7 @@ class Backlog:
                 drained.append(peer)
         return drained
 
-    def give_up(self, peer: Hashable) -> int:
+    def give_up(self, peer: K) -> int:
         """Drop what is held for ``peer``; returns how many frames."""
         held = self._held.pop(peer, None)
         if held is None:

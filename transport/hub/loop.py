@@ -38,7 +38,7 @@ import os
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar
@@ -189,7 +189,7 @@ class Hub:
         self._ident: int | None = None
         self._soon: deque[Callable[[], object]] = deque()
         """Calls queued on the loop thread itself: run in order, before the next poll waits."""
-        self._backlog = Backlog(self.options.backlog_bytes, self.options.backlog_total)
+        self._backlog: Backlog[tuple[int, bytes]] = Backlog(self.options.backlog_bytes, self.options.backlog_total)
         self._turn_max = 0.0
         self._turn_maxima: deque[float] = deque(maxlen=TURN_WINDOW)
 
@@ -406,9 +406,10 @@ class Hub:
                 while more(_RCVMORE):
                     data = recv(_NOBLOCK)
             else:
-                data = self._first_message(which, peer)
-                if data is None:
+                first = self._first_message(which, peer)
+                if first is None:
                     continue
+                data = first
             frames_in[name] += 1
             self._dispatch(deliver, peer, data)
 
@@ -591,7 +592,7 @@ class Hub:
             over_own_share = backlog.held_bytes(key) + len(data) > backlog.max_bytes
             victim = key if over_own_share else backlog.largest()
             if victim is not None:
-                self._give_up(victim)  # type: ignore[arg-type]
+                self._give_up(victim)
             blocked_before = key in backlog
             if not backlog.hold(key, data):
                 self._drop(which, peer, 1, "not_reading")
@@ -608,14 +609,13 @@ class Hub:
         self._soon.append(lambda: self._handler.on_peer_lost(which, peer, "not_reading"))  # type: ignore[union-attr]
 
     def _flush_backlog(self) -> None:
-        def send(key: Hashable, data: bytes) -> bool:
-            which, peer = key  # type: ignore[misc]
+        def send(key: tuple[int, bytes], data: bytes) -> bool:
+            which, peer = key
             return self._try_send(which, peer, data) is None
 
         handler = self._handler
         assert handler is not None
-        for key in self._backlog.flush(send):
-            which, peer = key  # type: ignore[misc]
+        for which, peer in self._backlog.flush(send):
             self._dispatch(handler.on_peer_blocked, which, peer, False)
 
     def _drop(self, which: int, peer: bytes, count: int, reason: str) -> None:

@@ -183,12 +183,14 @@ def encode(frame_type: str, /, **fields: Any) -> bytes:
         if value is not None:
             body[name] = value
     try:
-        return _packers.pack(body)
+        packed: bytes = _packers.pack(body)
+        return packed
     except (OverflowError, UnicodeEncodeError):
         if frame_type != "mcp" or "msg" not in body:
             raise
     body["json"] = _json_text(body.pop("msg"))
-    return _packers.pack(body)
+    fallback: bytes = _packers.pack(body)
+    return fallback
 
 
 _json_text: Final = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
@@ -233,7 +235,7 @@ def decode(
             sid=sid,
         )
     frame_type = body.get("t")
-    if not STR.accepts(frame_type):
+    if not isinstance(frame_type, str):
         raise FrameError(ErrorCode.BAD_FRAME, "field 't' (frame type) must be a string", ref=ref, sid=sid)
     schema = schemas.get(frame_type)
     if schema is None:

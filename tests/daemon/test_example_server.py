@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from conftest import EXAMPLE_TOOLS
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL_VERSION = "2025-11-25"
 Message = dict[str, Any]
 

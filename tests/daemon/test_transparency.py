@@ -30,7 +30,7 @@ from mcp_troupe.transport.client import Client, FrameRefused, SessionClosed
 from mcp_troupe.transport.wire import jsonrpc
 
 TROUPE = str(Path(sys.executable).parent / "troupe")
-PROGRAMS = Path(__file__).resolve().parent / "programs"
+PROGRAMS = ROOT / "tests" / "programs"
 PLAIN = [sys.executable, str(PROGRAMS / "plain_server.py")]
 INITIALIZE = jsonrpc.request(
     0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}

@@ -42,7 +42,7 @@ from mcp_troupe.actors.daemon.config import (
     load,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "configuration.rst"
 
 KeySpec = dict[str, tuple[tuple[type, ...], str]]

@@ -23,7 +23,7 @@ from mcp_troupe.transport.adapter.server_process import ProcessEvent, ServerProc
 from mcp_troupe.transport.mailbox import Mailbox
 from mcp_troupe.transport.wire import frames
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STOP = 0.3
 TERM = 0.3
 MARGIN = 1.5

@@ -35,9 +35,9 @@ with ``TROUPE_FUZZ_SECONDS``; replay a run with the seed that every failure
 message prints (the frames drawn are the same, the daemon's sids and timing
 are not); write every frame sent and received to a file::
 
-    TROUPE_FUZZ_SECONDS=600 pytest tests/test_fuzz_wire.py
-    TROUPE_FUZZ_SEED=1234 pytest tests/test_fuzz_wire.py
-    TROUPE_FUZZ_TRACE=/tmp/fuzz.trace pytest tests/test_fuzz_wire.py
+    TROUPE_FUZZ_SECONDS=600 pytest tests/daemon/test_fuzz_wire.py
+    TROUPE_FUZZ_SEED=1234 pytest tests/daemon/test_fuzz_wire.py
+    TROUPE_FUZZ_TRACE=/tmp/fuzz.trace pytest tests/daemon/test_fuzz_wire.py
 """
 
 from __future__ import annotations

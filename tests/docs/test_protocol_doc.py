@@ -46,7 +46,7 @@ from mcp_troupe.transport.runtime import BACK_SOCKET, EVENTS_SOCKET, FRONT_SOCKE
 from mcp_troupe.transport.wire import frames, jsonrpc
 from mcp_troupe.transport.wire.frames import ErrorCode
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "protocol.rst"
 
 DIRECTIONS = {

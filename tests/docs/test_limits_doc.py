@@ -29,7 +29,7 @@ from mcp_troupe.actors.daemon.config import LIMIT_KEYS, DaemonConfig, ServerConf
 from mcp_troupe.transport.hub.loop import HubOptions
 from mcp_troupe.transport.wire import jsonrpc
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "limits.rst"
 
 _ROW = re.compile(r"^\s*\* - ``([^`]+)``\s*$")

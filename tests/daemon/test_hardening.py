@@ -40,7 +40,7 @@ from mcp_troupe.transport.client import Client, DaemonUnavailable, Session
 from mcp_troupe.transport.wire import jsonrpc
 from mcp_troupe.transport.wire.frames import encode
 
-PROGRAMS = Path(__file__).resolve().parent / "programs"
+PROGRAMS = ROOT / "tests" / "programs"
 MiB = 1024 * 1024
 
 

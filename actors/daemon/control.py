@@ -22,8 +22,9 @@ from typing import Any, Protocol
 
 import pykka
 
+from mcp_troupe.actors.core.adapters import AdapterLink
 from mcp_troupe.actors.core.limits import GlobalPending
-from mcp_troupe.actors.daemon.tables import AdapterLink, Route
+from mcp_troupe.actors.daemon.tables import Route
 from mcp_troupe.actors.shells.session import CloseSession, Describe
 from mcp_troupe.actors.shells.supervisor import Crash, InjectFault, Status
 from mcp_troupe.actors.telemetry.observe import Observers

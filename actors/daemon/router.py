@@ -22,14 +22,15 @@ from typing import Any
 
 import pykka
 
+from mcp_troupe.actors.core.adapters import AdapterLink, AdapterTable
+from mcp_troupe.actors.core.admission import Admission, ClientLink
 from mcp_troupe.actors.core.deadlines import Wakeups
-from mcp_troupe.actors.core.limits import GlobalPending, SoftLimit, TokenBucket
 from mcp_troupe.actors.core.options import PRIORITY_METHODS, Limits, ServerPolicy
 from mcp_troupe.actors.core.recency import Recency
 from mcp_troupe.actors.core.refusals import RefusalLog
 from mcp_troupe.actors.core.session import SessionCore
 from mcp_troupe.actors.daemon.control import ControlPlane
-from mcp_troupe.actors.daemon.tables import AdapterLink, ClientLink, Route
+from mcp_troupe.actors.daemon.tables import Route
 from mcp_troupe.actors.shells.session import (
     ClientFrameRefused,
     CloseSession,
@@ -94,8 +95,11 @@ class Router:
         supervisor: Callable[[object], None] = lambda _msg: None,
         observers: Observers | None = None,
         version: str = "",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._hub = hub
+        self._clock = clock
+        """The time, read once per frame or tick and passed to every decision (a fake one in unit tests)."""
         self._options = options = options or RouterOptions()
         self._limits = limits = options.limits
         self.version = version
@@ -104,34 +108,35 @@ class Router:
         self.pass_env = options.pass_env
         self.supervisor = supervisor
         """Tells the supervisor; children are reached through it by id (`Forward`)."""
+        self.now = clock()
+        """The daemon's clock as of the last frame or tick."""
         self.sessions: dict[str, Route] = {}
-        self.adapters: dict[bytes, AdapterLink] = {}
+        self.adapter_table = AdapterTable(options.adapter_timeout, options.respawn_timeout)
         self.clients: dict[bytes, ClientLink] = {}
         self.errors: Counter[str] = Counter()
         self.refusals = RefusalLog()
-        self.pending = GlobalPending(limits.max_pending_total)
-        self._pending_soft = SoftLimit(limits.max_pending_total, limits.soft_limit_ratio)
-        self._sessions_soft = SoftLimit(limits.max_sessions, limits.soft_limit_ratio)
+        self.admission = Admission(limits, self.now)
+        self.pending = self.admission.pending
         self._links = SessionLinks(hub, self, self.to_child, self.observers)
         self.stopping = False
         self._drained: Future[None] | None = None
-        self._parked: dict[str, float] = {}
-        """Sessions waiting for an adapter of their server, with their deadline."""
         self.on_adapter_lost: Callable[[str | None, str], None] = lambda adapter_id, reason: None
         """Told (on the loop thread) when an adapter goes silent, so its process can be replaced."""
         self._expected: tuple[Counter[str], Future[None]] | None = None
         self.control = ControlPlane(self, hub)
         self._pending_by_session: dict[str, int] = {}
-        self.now = time.monotonic()
-        """The daemon's clock as of the last tick (recency and eviction need no finer one)."""
         self.wakeups: Wakeups[str] = Wakeups()
         """When each session next needs `Wake`: the janitor's passes take what is due."""
         self.recency = Recency()
         """Sessions by last activity: the evictor's order."""
         self.closing = 0
         """Sessions in ``self.sessions`` that are closing: they no longer count against max_sessions."""
-        self._open_bucket = TokenBucket(limits.open_rate_total, limits.open_burst_total, self.now)
         self.evictions = 0
+
+    @property
+    def adapters(self) -> dict[bytes, AdapterLink]:
+        """The registered adapters by connection (for reading: the table is `adapter_table`)."""
+        return {link.peer: link for link in self.adapter_table}
 
     def to_child(self, child_id: str, message: object) -> None:
         """Send to the current incarnation of a supervised child. Any thread."""
@@ -147,6 +152,7 @@ class Router:
     # -- clients -------------------------------------------------------------------
 
     def on_front(self, peer: bytes, data: bytes) -> None:
+        self.now = self._clock()
         try:
             frame = decode(
                 data, CLIENT_TO_DAEMON, max_bytes=self._options.max_frame_bytes, max_items=self._options.max_frame_items
@@ -227,13 +233,16 @@ class Router:
         ref, server = frame["ref"], frame["server"]
         if self.stopping:
             raise FrameError(ErrorCode.SHUTTING_DOWN, "the daemon is shutting down; try again later", ref=ref)
-        client = self._admit_open(peer, ref)
-        adapter = self._pick_adapter(server, ref)
+        now = self.now
+        client = self._client(peer)
+        self.admission.check_open(client, ref, now)
+        adapter = self.adapter_table.pick(server, ref)
         env = self._session_env(server, frame.get("env"), ref)
-        self._make_room(ref)
+        victim = self.admission.room(self.open_sessions, self._victim, ref)
+        if victim is not None:
+            self._evict(victim)
         sid = secrets.token_urlsafe(16)
         policy = self._options.server_policies.get(server)
-        now = time.monotonic()
         core = SessionCore(sid, server, now, self._limits, policy, expire_idle=frame.get("expire_idle", False))
         peers = Peers(peer, adapter.peer, ref, client.label, stderr=frame.get("stderr", False))
         actor = SessionActor.start(core, peers, self._links)
@@ -241,7 +250,7 @@ class Router:
         self.recency.touch(sid, self.now)
         adapter.sessions.add(sid)
         client.sessions.add(sid)
-        if self._sessions_soft.crossed(self.open_sessions):
+        if self.admission.sessions_alarm(self.open_sessions):
             ratio = round(self._limits.soft_limit_ratio * 100)
             log.warning(
                 "%d sessions open, over %d%% of max_sessions (%d)", self.open_sessions, ratio, self._limits.max_sessions
@@ -275,59 +284,11 @@ class Router:
         """Sessions that count against max_sessions: those not closing."""
         return len(self.sessions) - self.closing
 
-    def _admit_open(self, peer: bytes, ref: int | str) -> ClientLink:
-        """The opening client, if its limits and the daemon's let it open one more session."""
-        limits, now = self._limits, time.monotonic()
+    def _client(self, peer: bytes) -> ClientLink:
         client = self.clients.get(peer)
         if client is None:
-            client = self.clients[peer] = ClientLink(
-                TokenBucket(limits.open_rate_per_client, limits.open_burst, now), self.client_label(peer)
-            )
-        if limits.max_sessions_per_client and len(client.sessions) >= limits.max_sessions_per_client:
-            raise FrameError(
-                ErrorCode.TOO_MANY_SESSIONS,
-                f"this client holds {len(client.sessions)} sessions, its limit (max_sessions_per_client); "
-                "close one first",
-                ref=ref,
-                data={"scope": "client", "current": len(client.sessions), "limit": limits.max_sessions_per_client},
-            )
-        for bucket, what, rate in (
-            (client.bucket, "this client opens", limits.open_rate_per_client),
-            (self._open_bucket, "clients open", limits.open_rate_total),
-        ):
-            wait = bucket.take(now)
-            if wait > 0:
-                raise FrameError(
-                    ErrorCode.RATE_LIMITED,
-                    f"{what} sessions faster than {rate:g}/s; retry after data.retry_after_ms",
-                    ref=ref,
-                    data={
-                        "retry_after_ms": max(1, round(wait * 1000)),
-                        "scope": "client" if what[0] == "t" else "global",
-                    },
-                )
+            client = self.clients[peer] = self.admission.new_client(self.client_label(peer), self.now)
         return client
-
-    def _make_room(self, ref: int | str) -> None:
-        """At max_sessions: evict a session that has been idle long enough, or refuse."""
-        limits = self._limits
-        if self.open_sessions < limits.max_sessions:
-            return
-        victim = self._victim() if limits.on_session_limit == "evict" else None
-        if victim is None:
-            why = (
-                f"and none has been idle for {limits.evict_after_idle:g}s (evict_after_idle)"
-                if limits.on_session_limit == "evict"
-                else "(on_session_limit = refuse)"
-            )
-            raise FrameError(
-                ErrorCode.TOO_MANY_SESSIONS,
-                f"the daemon has {self.open_sessions} sessions open, its limit (max_sessions), {why}; "
-                "close one first or retry later",
-                ref=ref,
-                data={"scope": "global", "current": self.open_sessions, "limit": limits.max_sessions},
-            )
-        self._evict(victim)
 
     def _victim(self) -> str | None:
         min_idle = self._limits.evict_after_idle
@@ -387,22 +348,6 @@ class Router:
         conn = self._hub.connection(FRONT, peer)
         return conn.label if conn is not None else "(unknown connection)"
 
-    def _pick_adapter(self, server: str, ref: int | str) -> AdapterLink:
-        if not any(a.server == server for a in self.adapters.values()):
-            known = sorted({a.server for a in self.adapters.values()})
-            message = f"no server named {server!r} is registered; known servers: {', '.join(known) or 'none'}"
-            raise FrameError(ErrorCode.UNKNOWN_SERVER, message, ref=ref)
-        adapter = self._free_adapter(server)
-        if adapter is None:
-            message = f"every adapter of server {server!r} is at its session capacity; close a session or add adapters"
-            raise FrameError(ErrorCode.SERVER_BUSY, message, ref=ref)
-        return adapter
-
-    def _free_adapter(self, server: str) -> AdapterLink | None:
-        """The adapter of ``server`` with the fewest sessions and room for one more."""
-        free = [a for a in self.adapters.values() if a.server == server and not a.full]
-        return min(free, key=lambda a: len(a.sessions)) if free else None
-
     def _control(self, peer: bytes, frame: dict[str, Any]) -> None:
         self.control.handle(peer, frame["ref"], frame["op"], frame.get("args") or {})
 
@@ -436,6 +381,7 @@ class Router:
     # -- adapters ------------------------------------------------------------------
 
     def on_back(self, peer: bytes, data: bytes) -> None:
+        self.now = self._clock()
         try:
             o = self._options
             frame = decode(
@@ -450,11 +396,11 @@ class Router:
         if frame["t"] == "register":
             self._register(peer, frame)
             return
-        adapter = self.adapters.get(peer)
+        adapter = self.adapter_table.get(peer)
         if adapter is None:
             self._hub.send_back(peer, FrameError(ErrorCode.NOT_REGISTERED, "send 'register' first").to_frame())
             return
-        adapter.last_seen = time.monotonic()
+        self.adapter_table.seen(adapter, self.now)
         kind = frame["t"]
         if kind == "heartbeat":
             return
@@ -508,30 +454,24 @@ class Router:
 
     def _register(self, peer: bytes, frame: dict[str, Any]) -> None:
         adapter_id, server = frame.get("adapter_id"), frame["server"]
-        link = next((a for a in self.adapters.values() if adapter_id and a.adapter_id == adapter_id), None)
-        replaced = self.adapters.get(peer)
-        if replaced is not None and replaced is not link:
-            # One connection, one adapter: the registration it had before is gone, and its sessions with it.
-            self._adapter_lost(replaced, "its connection registered again as another adapter")
-        if link is not None and link.peer != peer:
+        registration = self.adapter_table.register(
+            peer, server, frame["capacity"], frame.get("pid"), adapter_id, self.now
+        )
+        link = registration.link
+        if registration.replaced is not None:
+            self._adapter_lost(registration.replaced, "its connection registered again as another adapter")
+        if registration.reconnected:
             log.info(
                 "adapter %s of server %r reconnected; its %d sessions follow it", adapter_id, server, len(link.sessions)
             )
-            del self.adapters[link.peer]
-            link.peer = peer
-            self.adapters[peer] = link
             for sid in link.sessions:
                 self._tell_route(sid, Rebound(peer))
-        elif link is None:
+        elif registration.new:
             capacity = frame["capacity"] or "unlimited"
             log.info("adapter for server %r registered (capacity %s)", server, capacity)
-            link = self.adapters[peer] = AdapterLink(
-                peer, server, max(0, frame["capacity"]), frame.get("pid"), adapter_id
-            )
-        link.last_seen = time.monotonic()
         self._hub.send_back(peer, encode("registered", server=server))
         self._check_expected()
-        for sid in [sid for sid in self._parked if self._server_of(sid) == server]:
+        for sid in self.adapter_table.parked_for(server):
             self.respawn(sid)
 
     def expect(self, adapters: Counter[str]) -> Future[None]:
@@ -543,43 +483,43 @@ class Router:
     def _check_expected(self) -> None:
         if self._expected is None or self._expected[1].done():
             return
-        have = Counter(a.server for a in self.adapters.values())
+        have = Counter(a.server for a in self.adapter_table)
         if all(have[name] >= count for name, count in self._expected[0].items()):
             self._expected[1].set_result(None)
 
     def adapter_gone(self, adapter_id: str, reason: str) -> None:
         """An adapter process ended: its sessions' servers are gone with it."""
-        for link in [a for a in self.adapters.values() if a.adapter_id == adapter_id]:
+        for link in [a for a in self.adapter_table if a.adapter_id == adapter_id]:
             self._adapter_lost(link, reason)
 
     def _adapter_left(self, link: AdapterLink, reason: str) -> None:
         """An adapter said it leaves (``unregister``): not lost, gone; its sessions follow their ``on_exit``."""
         log.info("adapter of server %r (pid %s) left: %s", link.server, link.pid, reason)
-        self.adapters.pop(link.peer, None)
+        self.adapter_table.remove(link)
         for sid in list(link.sessions):
             self._tell_route(sid, ServerExited(None, f"adapter stopped: {reason}"))
 
     def _adapter_lost(self, link: AdapterLink, reason: str) -> None:
         """Forget an adapter; each of its sessions follows its server's ``on_exit`` policy."""
         log.error("adapter of server %r (pid %s) lost: %s", link.server, link.pid, reason)
-        self.adapters.pop(link.peer, None)
+        self.adapter_table.remove(link)
         self.on_adapter_lost(link.adapter_id, reason)
         for sid in list(link.sessions):
             self._tell_route(sid, ServerExited(None, f"adapter lost: {reason}"))
 
     def respawn(self, sid: str) -> None:
         """Start a new server process for a session whose process ended (on_exit = "restart")."""
+        table = self.adapter_table
         route = self.sessions.get(sid)
         if route is None:
-            self._parked.pop(sid, None)
+            table.unpark(sid)
             return
-        adapter = route.adapter if route.adapter.peer in self.adapters else self._free_adapter(route.adapter.server)
+        adapter = route.adapter if table.is_live(route.adapter) else table.free(route.adapter.server)
         if adapter is None:
-            if sid not in self._parked:
-                self._parked[sid] = time.monotonic() + self._options.respawn_timeout
+            if table.park(sid, route.adapter.server, self.now):
                 log.warning("session %s waits for an adapter of server %r", sid, route.adapter.server)
             return
-        self._parked.pop(sid, None)
+        table.unpark(sid)
         if route.adapter is not adapter:
             route.adapter.sessions.discard(sid)
             adapter.sessions.add(sid)
@@ -590,10 +530,6 @@ class Router:
         if client is not None and client.blocked:
             self._hub.send_back(adapter.peer, encode("pause", sid=sid))
 
-    def _server_of(self, sid: str) -> str | None:
-        route = self.sessions.get(sid)
-        return route.adapter.server if route is not None else None
-
     def _tell_route(self, sid: str, message: object) -> None:
         route = self.sessions.get(sid)
         if route is not None:
@@ -603,15 +539,12 @@ class Router:
                 pass
 
     def _watch_adapters(self, now: float) -> None:
-        for link in [a for a in self.adapters.values() if now - a.last_seen > self._options.adapter_timeout]:
+        table = self.adapter_table
+        for link in table.silent(now):
             self._adapter_lost(link, f"no frame or heartbeat for {now - link.last_seen:.1f}s")
-        for sid, deadline in list(self._parked.items()):
-            if now >= deadline:
-                del self._parked[sid]
-                reason = (
-                    f"no adapter of server {self._server_of(sid)!r} came back within {self._options.respawn_timeout:g}s"
-                )
-                self._tell_route(sid, ServerExited(None, reason, restartable=False))
+        for sid, server in table.expired(now):
+            reason = f"no adapter of server {server!r} came back within {table.respawn_timeout:g}s"
+            self._tell_route(sid, ServerExited(None, reason, restartable=False))
 
     # -- sessions report -------------------------------------------------------------
 
@@ -638,7 +571,7 @@ class Router:
         }
 
     def _warn_pending(self) -> None:
-        if self._pending_soft.crossed(self.pending.count):
+        if self.admission.pending_alarm():
             log.warning(
                 "%d requests pending daemon-wide, over %d%% of max_pending_total (%d)",
                 self.pending.count,
@@ -671,7 +604,7 @@ class Router:
             client = self.clients.get(route.client)
             if client is not None:
                 client.sessions.discard(sid)
-        self._sessions_soft.crossed(self.open_sessions)
+        self.admission.sessions_alarm(self.open_sessions)
         if self._drained is not None and not self.sessions and not self._drained.done():
             self._drained.set_result(None)
 
@@ -717,7 +650,7 @@ class Router:
                 self._hub.send_back(route.adapter.peer, encode(kind, sid=sid))
 
     def _adapter_label(self, peer: bytes) -> str:
-        link = self.adapters.get(peer)
+        link = self.adapter_table.get(peer)
         if link is not None:
             return f"{link.server!r} (pid {link.pid})"
         conn = self._hub.connection(BACK, peer)

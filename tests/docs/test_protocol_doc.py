@@ -1,6 +1,6 @@
-"""docs/protocol.rst must not fall behind the code it describes.
+"""docs/protocol.rst, docs/sessions.rst and docs/control.rst must not fall behind the code they describe.
 
-The page is parsed as plain text (docutils is not a dependency), relying on
+The three pages are read as one text, in that order, and parsed as plain text (docutils is not a dependency), relying on
 its conventions: sections are underlined with ``=``, subsections with ``-``,
 frame sections with ``~``; a frame section's heading starts with the frame
 type in double back-quotes; its field table is a ``list-table`` whose rows
@@ -47,7 +47,13 @@ from mcp_troupe.transport.wire import frames, jsonrpc
 from mcp_troupe.transport.wire.frames import ErrorCode
 
 ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "protocol.rst"
+DOCS = tuple(ROOT / "docs" / name for name in ("protocol.rst", "sessions.rst", "control.rst"))
+"""The wire protocol, the session rules and the control operations: one specification on three pages."""
+
+
+def doc_text() -> str:
+    return "\n".join(path.read_text(encoding="utf-8") for path in DOCS)
+
 
 DIRECTIONS = {
     "Client to daemon": frames.CLIENT_TO_DAEMON,
@@ -132,12 +138,14 @@ def table_rows(lines: list[str]) -> dict[str, list[str]]:
 
 @pytest.fixture(scope="module")
 def sections() -> list[Section]:
-    return parse_sections(DOC.read_text(encoding="utf-8"))
+    return parse_sections(doc_text())
 
 
 def find(sections: list[Section], title: str, level: int) -> Section:
     found = [s for s in sections if s.title == title and s.level == level]
-    assert len(found) == 1, f"docs/protocol.rst needs one section {title!r} at level {level}, found {len(found)}"
+    assert len(found) == 1, (
+        f"docs/{{protocol,sessions,control}}.rst need one section {title!r} at level {level}, found {len(found)}"
+    )
     return found[0]
 
 
@@ -440,7 +448,7 @@ def test_session_snapshots_are_documented(sections: list[Section]) -> None:
 
 
 def test_defaults_quoted_in_the_doc_are_current() -> None:
-    text = DOC.read_text(encoding="utf-8")
+    text = doc_text()
     assert RouterOptions().max_frame_bytes == DaemonConfig.max_frame_bytes, "two defaults for max_frame_bytes"
     quoted = [
         f"default {DaemonConfig.max_frame_bytes}",
@@ -470,7 +478,7 @@ def test_defaults_quoted_in_the_doc_are_current() -> None:
 
 
 def test_the_worked_example_bytes_are_right() -> None:
-    text = DOC.read_text(encoding="utf-8")
+    text = doc_text()
     data = frames.encode("open", ref=1, server="example")
     assert f"{len(data)} bytes of msgpack" in text
     assert msgpack.unpackb(data) == {"v": 1, "t": "open", "ref": 1, "server": "example"}
@@ -545,7 +553,7 @@ def _legacy_session(policy: ServerPolicy) -> SessionCore:
 
 
 def test_server_restarts_behave_as_documented(sections: list[Section]) -> None:
-    text = " ".join(DOC.read_text(encoding="utf-8").split())
+    text = " ".join(doc_text().split())
     core = _legacy_session(ServerPolicy("restart", 1))
     core.receive_from_client(jsonrpc.request(20, "tools/call", {"name": "sleep"}), 1.0)
     core.receive_from_server(jsonrpc.request("s7", "roots/list"), 1.1)

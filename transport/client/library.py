@@ -157,7 +157,7 @@ class Client:
         return session
 
     def control(self, op: str, args: dict[str, Any] | None = None, *, timeout: float | None = None) -> dict[str, Any]:
-        """Run a control operation (see docs/protocol.rst) and return its result."""
+        """Run a control operation (see docs/control.rst) and return its result."""
         ref = next(self._refs)
         self._send(encode("ctl", ref=ref, op=op, args=args))
         reply = self._await_reply(ref, timeout, f"control op {op!r}")

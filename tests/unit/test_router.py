@@ -1,0 +1,253 @@
+"""The router's own decisions, driven in one thread: a fake hub (the test's thread is its loop) and a fake clock.
+
+Frames go in as bytes, as the hub hands them over; what the router and the
+session actors send is read back decoded, per socket and peer. Time moves
+only when a test moves it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgpack
+import pykka
+import pytest
+
+from mcp_troupe.actors.core.options import Limits, ServerPolicy
+from mcp_troupe.actors.daemon.router import Router, RouterOptions
+from mcp_troupe.transport.hub.loop import HubStats
+from mcp_troupe.transport.wire import frames, jsonrpc
+from mcp_troupe.transport.wire.frames import ErrorCode
+
+INITIALIZE = jsonrpc.request(0, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {}})
+
+
+class FakeHub:
+    """The hub's side the router uses; calls wait in a queue until `run`, as on the real loop."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, dict[str, Any]]] = []
+        self.soon: deque[Callable[[], object]] = deque()
+        self.ident = threading.get_ident()
+
+    def on_loop_thread(self) -> bool:
+        return threading.get_ident() == self.ident
+
+    def call(self, fn: Callable[[], object]) -> None:
+        self.soon.append(fn)
+
+    def run(self) -> None:
+        while self.soon:
+            self.soon.popleft()()
+
+    def send_front(self, peer: bytes, data: bytes) -> None:
+        self.sent.append(("front", peer, msgpack.unpackb(data)))
+
+    def send_back(self, peer: bytes, data: bytes) -> None:
+        self.sent.append(("back", peer, msgpack.unpackb(data)))
+
+    def stats_now(self) -> HubStats:
+        return HubStats()
+
+    def connection(self, which: int, peer: bytes) -> None:
+        return None
+
+    def take(self, socket: str | None = None) -> list[tuple[bytes, dict[str, Any]]]:
+        """What was sent (on ``socket``, or both) since the last take."""
+        self.run()
+        taken = [(peer, frame) for where, peer, frame in self.sent if socket in (None, where)]
+        self.sent = [entry for entry in self.sent if socket not in (None, entry[0])]
+        return taken
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Daemon:
+    """A router over a fake hub and clock, with the steps the tests repeat."""
+
+    def __init__(self, limits: Limits | None = None, **options: Any) -> None:
+        self.hub, self.clock = FakeHub(), Clock()
+        _HUBS.append(self.hub)
+        self.router = Router(
+            self.hub,  # type: ignore[arg-type]
+            RouterOptions(limits=limits or Limits(), **options),
+            clock=self.clock,
+        )
+
+    def register(self, peer: bytes = b"a1", capacity: int = 0, adapter_id: str | None = None) -> None:
+        fields = {"server": "example", "capacity": capacity, "adapter_id": adapter_id}
+        self.router.on_back(peer, frames.encode("register", **fields))
+        assert [f["t"] for _, f in self.hub.take("back")] == ["registered"]
+
+    def open(self, client: bytes = b"c1", ref: int = 1) -> dict[str, Any]:
+        """Open a session, its adapter answering ``spawned``: the client's ``opened``, or an ``error`` frame."""
+        self.router.on_front(client, frames.encode("open", ref=ref, server="example"))
+        self.hub.run()
+        spawns = [(peer, f) for where, peer, f in self.hub.sent if where == "back" and f["t"] == "spawn"]
+        self.hub.sent = [entry for entry in self.hub.sent if entry[0] != "back" or entry[2]["t"] != "spawn"]
+        if spawns:
+            [(adapter, spawn)] = spawns
+            self.spawned_on = adapter
+            self.router.on_back(adapter, frames.encode("spawned", sid=spawn["sid"], pid=4242))
+        self.hub.run()
+        answers = [entry for entry in self.hub.sent if entry[:2] == ("front", client) and entry[2].get("ref") == ref]
+        assert len(answers) == 1, answers
+        self.hub.sent.remove(answers[0])
+        return answers[0][2]
+
+    def handshake(self, sid: str, client: bytes = b"c1", adapter: bytes = b"a1") -> None:
+        self.router.on_front(client, frames.encode("mcp", sid=sid, msg=INITIALIZE))
+        result = jsonrpc.result(0, {"protocolVersion": "2025-11-25", "capabilities": {}, "serverInfo": {}})
+        self.router.on_back(adapter, frames.encode("mcp", sid=sid, msg=result))
+        initialized = jsonrpc.notification("notifications/initialized")
+        self.router.on_front(client, frames.encode("mcp", sid=sid, msg=initialized))
+        self.hub.take()
+
+
+_HUBS: list[FakeHub] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_actors_left() -> Iterator[None]:
+    """Stop the sessions the test started: their loop is the test's thread, so run it until they have."""
+    yield
+    for hub in _HUBS:
+        for ref in pykka.ActorRegistry.get_all():
+            ref.stop(block=False)
+        hub.run()
+    _HUBS.clear()
+    assert pykka.ActorRegistry.get_all() == []
+
+
+def test_an_open_for_a_server_nobody_serves_is_refused_with_the_servers_known() -> None:
+    d = Daemon()
+    refused = d.open()
+    assert (refused["t"], refused["code"]) == ("error", ErrorCode.UNKNOWN_SERVER)
+    assert "known servers: none" in refused["message"]
+    d.register()
+    assert d.open(ref=2)["t"] == "opened"
+
+
+def test_an_open_spawns_the_server_on_the_least_loaded_adapter_with_room() -> None:
+    d = Daemon()
+    d.register(b"a1", capacity=1)
+    d.register(b"a2", capacity=2)
+    spawned_on = []
+    for ref in (1, 2, 3):
+        assert d.open(ref=ref)["t"] == "opened"
+        spawned_on.append(d.spawned_on)
+    assert sorted(spawned_on) == [b"a1", b"a2", b"a2"]
+    busy = d.open(ref=4)
+    assert (busy["code"], "session capacity" in busy["message"]) == (ErrorCode.SERVER_BUSY, True)
+
+
+def test_opening_faster_than_the_client_rate_is_refused_with_the_wait_then_allowed() -> None:
+    d = Daemon(Limits(open_rate_per_client=1.0, open_burst=1))
+    d.register()
+    assert d.open(ref=1)["t"] == "opened"
+    refused = d.open(ref=2)
+    assert refused["code"] == ErrorCode.RATE_LIMITED
+    assert refused["data"] == {"retry_after_ms": 1000, "scope": "client"}
+    assert d.open(b"c2", ref=3)["t"] == "opened", "another client has its own rate"
+    d.clock.now += 0.5
+    assert d.open(ref=4)["data"]["retry_after_ms"] == 500
+    d.clock.now += 0.5
+    assert d.open(ref=5)["t"] == "opened"
+
+
+def test_at_max_sessions_an_idle_session_is_evicted_and_without_one_the_open_is_refused() -> None:
+    d = Daemon(Limits(max_sessions=2, evict_after_idle=10.0))
+    d.register()
+    first, second = d.open(ref=1)["sid"], d.open(ref=2)["sid"]
+    d.hub.take()
+    refused = d.open(ref=3)
+    assert refused["code"] == ErrorCode.TOO_MANY_SESSIONS
+    assert refused["data"] == {"scope": "global", "current": 2, "limit": 2}
+    assert "none has been idle for 10s" in refused["message"]
+    d.clock.now += 11
+    d.router.on_front(b"c1", frames.encode("mcp", sid=second, msg=jsonrpc.notification("notifications/x")))
+    assert d.open(ref=4)["t"] == "opened", "the session idle for 11 s made room"
+    closed = [f for _, f in d.hub.take("front") if f["t"] == "closed"]
+    assert [(f["sid"], f["reason"]) for f in closed] == [(first, "evicted")], "the least recently active one"
+    assert d.router.evictions == 1
+
+
+def test_a_session_is_its_clients_alone() -> None:
+    d = Daemon()
+    d.register()
+    sid = d.open()["sid"]
+    d.hub.take()
+    d.router.on_front(b"intruder", frames.encode("mcp", sid=sid, msg=INITIALIZE))
+    [(peer, refused)] = d.hub.take("front")
+    assert (peer, refused["code"], refused["id"]) == (b"intruder", ErrorCode.NOT_OWNER, 0)
+    d.router.on_front(b"intruder", frames.encode("close", sid=sid, ref=9))
+    [(_, refused)] = d.hub.take("front")
+    assert (refused["code"], refused["ref"]) == (ErrorCode.NOT_OWNER, 9)
+    assert sid in d.router.sessions
+
+
+def test_the_global_pending_limit_refuses_requests_beyond_it_and_counts_the_rest() -> None:
+    d = Daemon(Limits(max_pending_total=2))
+    d.register()
+    sid = d.open()["sid"]
+    d.handshake(sid)
+    for n in (1, 2, 3):
+        d.router.on_front(b"c1", frames.encode("mcp", sid=sid, msg=jsonrpc.request(n, "tools/call", {"name": "x"})))
+    d.hub.run()
+    refused = [f["msg"] for _, f in d.hub.take("front") if f["t"] == "mcp" and "error" in f["msg"]]
+    assert [(m["id"], m["error"]["code"]) for m in refused] == [(3, jsonrpc.TOO_MANY_PENDING)]
+    assert d.router.pending.count == 2
+
+
+def test_an_adapter_that_reconnects_with_its_id_keeps_its_sessions() -> None:
+    d = Daemon()
+    d.register(b"a1", adapter_id="7e51d2b8")
+    sid = d.open()["sid"]
+    d.register(b"a2", adapter_id="7e51d2b8")
+    assert list(d.router.adapters) == [b"a2"]
+    d.router.on_back(b"a2", frames.encode("mcp", sid=sid, msg=jsonrpc.notification("notifications/message")))
+    assert [f["t"] for _, f in d.hub.take("front")] == ["mcp"], "the session takes its server's frames from a2"
+
+
+def test_a_silent_adapter_is_lost_and_a_restartable_session_waits_for_another_until_its_deadline() -> None:
+    lost: list[tuple[str | None, str]] = []
+    d = Daemon(server_policies={"example": ServerPolicy("restart", 3)}, adapter_timeout=5.0, respawn_timeout=15.0)
+    d.router.on_adapter_lost = lambda adapter_id, reason: lost.append((adapter_id, reason))
+    d.register(b"a1", adapter_id="first")
+    sid = d.open()["sid"]
+    d.hub.take()
+    d.clock.now += 6
+    d.router.on_tick(d.clock.now)
+    d.hub.run()
+    assert lost == [("first", "no frame or heartbeat for 6.0s")]
+    assert d.router.adapter_table.parked_for("example") == [sid], "waiting for an adapter of its server"
+    d.clock.now += 16
+    d.router.on_tick(d.clock.now)
+    d.hub.run()
+    closed = [f for _, f in d.hub.take("front") if f["t"] == "closed"]
+    assert [f["sid"] for f in closed] == [sid]
+    assert "no adapter of server 'example' came back within 15s" in closed[0]["message"]
+
+
+def test_a_parked_session_is_respawned_on_the_next_adapter_of_its_server() -> None:
+    d = Daemon(server_policies={"example": ServerPolicy("restart", 3)}, adapter_timeout=5.0)
+    d.register(b"a1", adapter_id="first")
+    sid = d.open()["sid"]
+    d.hub.take()
+    d.clock.now += 6
+    d.router.on_tick(d.clock.now)
+    d.hub.run()
+    d.hub.take()
+    d.router.on_back(b"a9", frames.encode("register", server="example", capacity=0, adapter_id="second"))
+    back = d.hub.take("back")
+    assert [(peer, f["t"]) for peer, f in back] == [(b"a9", "registered"), (b"a9", "spawn")]
+    assert back[1][1]["sid"] == sid and d.router.adapter_table.parked_for("example") == []

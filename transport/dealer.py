@@ -1,4 +1,4 @@
-"""What every DEALER that talks to the daemon shares: its socket options and a reachability check.
+"""What every DEALER that talks to the daemon shares: its socket options, a reachability check, `DealerLink`.
 
 Options (see docs/protocol.rst, "Transport"):
 
@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections import deque
+from collections.abc import Iterator
 from typing import Final
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from mcp_troupe.transport.runtime import ipc_path
 
@@ -55,3 +58,94 @@ def unreachable(endpoint: str) -> str | None:
     finally:
         probe.close()
     return None
+
+
+class DealerLink:
+    """A DEALER to the daemon with its socket monitor and its outbox: the part of a peer's loop that the
+    client library, ``troupe adapter`` and ``troupe connect`` share. One thread uses it, the program's loop.
+
+    ``send`` never blocks and never drops: what the socket does not take now waits in `outbox`, in order,
+    and goes when the socket reports room (``POLLOUT``, which `register` asks for while frames wait).
+    `events` reads the monitor: `connected` once a connection is made, `disconnected` once one is lost.
+    """
+
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        endpoint: str,
+        *,
+        heartbeat_ms: int = HEARTBEAT_MS,
+        timeout_ms: int = 0,
+        linger_ms: int = 1000,
+        reconnect_ivl_ms: int | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.socket: zmq.Socket[bytes] = context.socket(zmq.DEALER)
+        self.socket.linger = linger_ms
+        configure(self.socket, heartbeat_ms=heartbeat_ms, timeout_ms=timeout_ms)
+        if reconnect_ivl_ms is not None:
+            self.socket.reconnect_ivl = reconnect_ivl_ms
+        self.monitor: zmq.Socket[bytes] = self.socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self.outbox: deque[bytes] = deque()
+        self.connected = False
+        """A connection to the daemon was made (and maybe lost since)."""
+        self.disconnected = False
+        """A connection to the daemon was lost."""
+
+    def connect(self) -> None:
+        """Start connecting (libzmq connects, and reconnects, in the background); `zmq.ZMQError` if malformed."""
+        self.socket.connect(self.endpoint)
+
+    def register(self, poller: zmq.Poller) -> None:
+        """Watch the socket (for room too, while frames wait) and the monitor; call before each poll."""
+        poller.register(self.socket, zmq.POLLIN | (zmq.POLLOUT if self.outbox else 0))
+        poller.register(self.monitor, zmq.POLLIN)
+
+    def send(self, data: bytes) -> None:
+        self.outbox.append(data)
+        self.flush()
+
+    def flush(self) -> None:
+        """Send, in order, what the socket takes now."""
+        outbox, send = self.outbox, self.socket.send
+        while outbox:
+            try:
+                send(outbox[0], zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            outbox.popleft()
+
+    def events(self) -> list[int]:
+        """The monitor's events since the last call (``zmq.EVENT_CONNECTED``, ``zmq.EVENT_DISCONNECTED``)."""
+        seen = []
+        while self.monitor.poll(0):
+            event = recv_monitor_message(self.monitor)["event"]
+            if event == zmq.EVENT_CONNECTED:
+                self.connected = True
+            elif event == zmq.EVENT_DISCONNECTED:
+                self.disconnected = True
+            seen.append(event)
+        return seen
+
+    def receive(self, limit: int) -> Iterator[bytes]:
+        """Up to ``limit`` frames that have arrived, without waiting (the last part of each message)."""
+        recv, more = self.socket.recv, self.socket.get
+        for _ in range(limit):
+            try:
+                data = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            while more(zmq.RCVMORE):
+                data = recv(zmq.NOBLOCK)
+            yield data
+
+    def has_input(self) -> bool:
+        """A frame waits to be read (checked before taking a lost connection for the end)."""
+        return bool(self.socket.poll(0, zmq.POLLIN))
+
+    def close(self, linger_ms: int | None = None) -> None:
+        if self.socket.closed:
+            return
+        self.socket.disable_monitor()
+        self.monitor.close(linger=0)
+        self.socket.close(linger=linger_ms)

@@ -17,18 +17,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mcp_troupe.actors.core.answers import (
+    cancel_notice,
+    cancelled_id,
+    duplicate_id,
+    id_of,
+    progress_token,
+    timed_out,
+    timeout_cancel,
+)
 from mcp_troupe.actors.core.era import (
     CLIENT_NOTIFICATIONS_BEFORE_READY,
     CLIENT_REQUESTS_BEFORE_READY,
-    MODERN_VERSIONS,
     SERVER_NOTIFICATIONS_BEFORE_READY,
     SERVER_REQUESTS_BEFORE_READY,
     Era,
-    modern_version,
     params_of,
     request_era,
 )
-from mcp_troupe.actors.core.limits import SoftLimit, TokenBucket
+from mcp_troupe.actors.core.handshake import Handshake, SessionInfo
 from mcp_troupe.actors.core.options import PRIORITY_METHODS, Limits, ServerPolicy
 from mcp_troupe.actors.core.outputs import (
     Dropped,
@@ -47,45 +54,12 @@ from mcp_troupe.actors.core.outputs import (
     ToServer,
     Warn,
 )
-from mcp_troupe.actors.core.pending import PendingRequest, PendingTable
+from mcp_troupe.actors.core.pending import PendingTable
+from mcp_troupe.actors.core.request_limits import RequestLimits
 from mcp_troupe.actors.core.state import SessionStateMachine, State
 from mcp_troupe.transport.wire import jsonrpc
 from mcp_troupe.transport.wire.frames import ErrorCode
 from mcp_troupe.transport.wire.jsonrpc import InvalidMessage, Kind, Message, RequestId
-
-__all__ = [
-    "Dropped",
-    "Era",
-    "Finished",
-    "OpenFailed",
-    "Opened",
-    "Output",
-    "Refuse",
-    "RespawnServer",
-    "Schedule",
-    "SessionClosed",
-    "SessionCore",
-    "SessionInfo",
-    "StopServer",
-    "ToClient",
-    "ToServer",
-    "Warn",
-]
-
-
-@dataclass
-class SessionInfo:
-    """What the session learned about its peers, and its traffic."""
-
-    era: Era = Era.UNKNOWN
-    era_confirmed: bool = False
-    protocol_version: str | None = None
-    client_info: dict[str, Any] | None = None
-    server_info: dict[str, Any] | None = None
-    client_capabilities: dict[str, Any] | None = None
-    server_capabilities: dict[str, Any] | None = None
-    pid: int | None = None
-    frames: dict[str, int] = field(default_factory=lambda: {"client_to_server": 0, "server_to_client": 0})
 
 
 class SessionCore:
@@ -112,6 +86,7 @@ class SessionCore:
         self.restarts = 0
         self.machine = SessionStateMachine()
         self.info = SessionInfo()
+        self.handshake = Handshake(self.info)
         self.from_client = PendingTable()
         """Requests the client sent, waiting for the server's response."""
         self.from_server = PendingTable()
@@ -120,14 +95,9 @@ class SessionCore:
         self.last_activity = now
         self.dropped = 0
         self.end_reason: str | None = None
-        self._bucket = TokenBucket(limits.rate_per_session, limits.rate_burst, now)
-        self._soft = SoftLimit(limits.max_pending_per_session, limits.soft_limit_ratio)
+        self._request_limits = RequestLimits(limits, now)
         self._started = False
-        self._initialize_id: RequestId | None = None
-        self._initialized_result = False
-        self._deciding_id: RequestId | None = None
         self._wake_at: float | None = None
-        self._initialize_msg: dict[str, Any] | None = None
         self._respawn: _Respawn | None = None
         self._pipelined: list[object] = []
         """What the client sent after ``initialize`` and before its result (a fast client does not wait):
@@ -136,10 +106,6 @@ class SessionCore:
     @property
     def state(self) -> State:
         return self.machine.state
-
-    @property
-    def _soft_percent(self) -> int:
-        return round(self.limits.soft_limit_ratio * 100)
 
     @property
     def ready(self) -> bool:
@@ -200,7 +166,7 @@ class SessionCore:
             )
             for p in self.from_client.drain()
         ]
-        outputs += [ToClient(_cancel_notice(p.id, "the server process ended")) for p in self.from_server.drain()]
+        outputs += [ToClient(cancel_notice(p.id, "the server process ended")) for p in self.from_server.drain()]
         self._respawn = _Respawn(held=self._respawn.held if self._respawn is not None else [])
         note = f"{message} (restart {self.restarts} of {self.policy.max_restarts})"
         return [*outputs, Warn(note), RespawnServer()]
@@ -209,10 +175,11 @@ class SessionCore:
         """The new process is up: replay the legacy handshake, else resume at once."""
         respawn = self._respawn
         assert respawn is not None
-        if self.info.era is Era.LEGACY and self._initialized_result and self._initialize_msg is not None:
-            respawn.replay_id = f"troupe-replay-{self.restarts}"
-            return [ToServer({**self._initialize_msg, "id": respawn.replay_id})]
-        return self._resume(now)
+        replay = self.handshake.replay(f"troupe-replay-{self.restarts}")
+        if replay is None:
+            return self._resume(now)
+        respawn.replay_id = replay["id"]
+        return [ToServer(replay)]
 
     def _replayed(self, msg: Message, now: float) -> list[Output]:
         if msg.kind is Kind.ERROR:
@@ -280,7 +247,7 @@ class SessionCore:
         held_answers: list[Output] = [
             ToClient(jsonrpc.error(request_id, code, text, {**data, "method": body.get("method")}))
             for body in held
-            if isinstance(body, dict) and "method" in body and (request_id := _id_of(body)) is not None
+            if isinstance(body, dict) and "method" in body and (request_id := id_of(body)) is not None
         ]
         outputs: list[Output] = [
             ToClient(jsonrpc.error(p.id, code, text, {**data, "method": p.method})) for p in self.from_client.drain()
@@ -299,12 +266,12 @@ class SessionCore:
             return []
         outputs: list[Output] = []
         for p in self.from_client.expire(now):
-            outputs += [ToClient(_timed_out(p)), RequestDone(p.method, now - p.sent_at, "timeout")]
+            outputs += [ToClient(timed_out(p)), RequestDone(p.method, now - p.sent_at, "timeout")]
             if p.method != "initialize":  # MCP: initialize must not be cancelled
-                outputs.append(ToServer(_cancel(p)))
+                outputs.append(ToServer(timeout_cancel(p)))
         for p in self.from_server.expire(now):
-            outputs += [ToServer(_timed_out(p)), ToClient(_cancel(p))]
-        if self._pipelined and not self._handshake_pending():  # initialize timed out: the rest goes on
+            outputs += [ToServer(timed_out(p)), ToClient(timeout_cancel(p))]
+        if self._pipelined and not self.handshake.pending(self.from_client):  # initialize timed out: the rest goes on
             outputs += self._release_pipelined(now)
         if self._idle_deadline() is not None and now >= self._idle_deadline():  # type: ignore[operator]
             return outputs + self.close("idle", now)
@@ -344,10 +311,10 @@ class SessionCore:
         the daemon-wide pending limit reached, as ``(current, limit)``."""
         if self.state is State.SHUTTING_DOWN or self.state.terminal:
             message = f"session {self.sid} is {self.state.value}; open a new session"
-            return [Refuse(ErrorCode.SESSION_CLOSED, message, _id_of(body))]
+            return [Refuse(ErrorCode.SESSION_CLOSED, message, id_of(body))]
         if self._respawn is not None:
             return self._hold(body, self._respawn.held)
-        if self._handshake_pending() and not self._cancels_initialize(body):
+        if self.handshake.pending(self.from_client) and not self.handshake.cancels_initialize(body):
             return self._hold(body, self._pipelined)
         try:
             msg = jsonrpc.classify(body)
@@ -372,19 +339,6 @@ class SessionCore:
         self.last_activity = now
         return self._scheduled([ToServer(answer)])
 
-    def _handshake_pending(self) -> bool:
-        """The legacy ``initialize`` is out and its result has not come back yet."""
-        return (
-            self._initialize_id is not None and not self._initialized_result and self._initialize_id in self.from_client
-        )
-
-    def _cancels_initialize(self, body: object) -> bool:
-        """A ``notifications/cancelled`` for the pending ``initialize``: refused at once, not held."""
-        if not isinstance(body, dict) or body.get("method") != "notifications/cancelled":
-            return False
-        params = body.get("params")
-        return isinstance(params, dict) and _id_of({"id": params.get("requestId")}) == self._initialize_id
-
     def _hold(self, body: object, held: list[object]) -> list[Output]:
         """Keep a client message until the server is ready for it (its handshake, or its restart)."""
         if len(held) >= self.limits.max_pending_per_session:
@@ -393,7 +347,7 @@ class SessionCore:
                 Refuse(
                     ErrorCode.SERVER_BUSY,
                     f"{what} and this session holds too many messages already; retry shortly",
-                    _id_of(body),
+                    id_of(body),
                 )
             ]
         held.append(body)
@@ -409,45 +363,22 @@ class SessionCore:
 
     def _client_request(self, msg: Message, now: float, over_global: tuple[int, int] | None) -> list[Output]:
         assert msg.id is not None and msg.method is not None
-        refusal = self._era_refusal(msg) or self._readiness_refusal(msg)
+        refusal = self.handshake.era_refusal(msg) or self._readiness_refusal(msg)
         if refusal is not None:
             return [ToClient(refusal)]
         if msg.id in self.from_client:
-            return [ToClient(_duplicate_id_error(msg.id))]
+            return [ToClient(duplicate_id(msg.id))]
         if msg.method not in PRIORITY_METHODS:
-            limited = self._limit_refusal(msg, now, over_global)
+            limited = self._request_limits.refusal(msg.id, len(self.from_client), now, over_global)
             if limited is not None:
                 return [ToClient(limited[0]), RequestRefused(limited[1])]
-        token = _progress_token(msg)
+        token = progress_token(msg)
         self.from_client.add(msg.id, msg.method, now, self.limits.timeout_for(msg.method), token)
-        self._note_era(msg)
+        self.handshake.note(msg)
         outputs: list[Output] = [ToServer(msg.body)]
-        if self._soft.crossed(len(self.from_client)):
-            limit = self.limits.max_pending_per_session
-            outputs.append(
-                Warn(f"{len(self.from_client)} requests pending, {self._soft_percent}% or more of the limit {limit}")
-            )
+        if (warning := self._request_limits.warning(len(self.from_client))) is not None:
+            outputs.append(Warn(warning))
         return outputs
-
-    def _era_refusal(self, msg: Message) -> dict[str, Any] | None:
-        era = request_era(msg)
-        if not self.info.era_confirmed or era is Era.UNKNOWN or era is self.info.era:
-            return None
-        if self.info.era is Era.LEGACY:
-            return jsonrpc.error(
-                msg.id,
-                jsonrpc.INVALID_REQUEST,
-                "this session completed the legacy initialize handshake; 2026-07-28 (stateless) requests are "
-                "refused: open a new session to use that protocol version",
-            )
-        requested = params_of(msg).get("protocolVersion")
-        return jsonrpc.error(
-            msg.id,
-            jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
-            "this session speaks the stateless 2026-07-28 protocol; initialize is refused: open a new session "
-            "for the legacy handshake",
-            {"supported": list(MODERN_VERSIONS), "requested": requested},
-        )
 
     def _readiness_refusal(self, msg: Message) -> dict[str, Any] | None:
         if self.ready or msg.method in CLIENT_REQUESTS_BEFORE_READY or request_era(msg) is Era.MODERN:
@@ -460,52 +391,11 @@ class SessionCore:
             {"state": self.state.value, "era": self.info.era.value},
         )
 
-    def _limit_refusal(
-        self, msg: Message, now: float, over_global: tuple[int, int] | None
-    ) -> tuple[dict[str, Any], str] | None:
-        """The error for a request over a limit, and which limit: ``global``, ``session`` or ``rate``."""
-        if over_global is not None:
-            return _too_many(msg.id, "global", *over_global), "global"  # type: ignore[arg-type]
-        limit = self.limits.max_pending_per_session
-        if len(self.from_client) >= limit:
-            return _too_many(msg.id, "session", len(self.from_client), limit), "session"  # type: ignore[arg-type]
-        wait = self._bucket.take(now)
-        if wait > 0:
-            return jsonrpc.error(
-                msg.id,
-                jsonrpc.RATE_LIMITED,
-                f"rate limit of {self.limits.rate_per_session:g} requests/s exceeded; retry after the delay in data",
-                {
-                    "retry_after_ms": max(1, round(wait * 1000)),
-                    "rate": self.limits.rate_per_session,
-                    "burst": self.limits.rate_burst,
-                },
-            ), "rate"
-        return None
-
-    def _note_era(self, msg: Message) -> None:
-        era = request_era(msg)
-        if era is Era.UNKNOWN or self.info.era_confirmed:
-            return
-        self.info.era = era
-        self._deciding_id = msg.id
-        params = params_of(msg)
-        if era is Era.LEGACY:
-            self._initialize_id = msg.id
-            self._initialize_msg = msg.body
-            self.info.client_info = _map(params.get("clientInfo"))
-            self.info.client_capabilities = _map(params.get("capabilities"))
-            self.info.protocol_version = _str(params.get("protocolVersion"))
-        else:
-            self.info.protocol_version = modern_version(msg) or self.info.protocol_version
-            meta = _map(params.get("_meta")) or {}
-            self.info.client_info = _map(meta.get("io.modelcontextprotocol/clientInfo")) or self.info.client_info
-
     def _client_notification(self, msg: Message, now: float) -> list[Output]:
         method = msg.method
         if method == "notifications/cancelled":
-            request_id = _cancelled_id(msg)
-            if request_id is not None and request_id == self._initialize_id and request_id in self.from_client:
+            request_id = cancelled_id(msg)
+            if request_id is not None and request_id == self.handshake.initialize_id and request_id in self.from_client:
                 return [
                     Refuse(
                         ErrorCode.INVALID_MESSAGE,
@@ -519,7 +409,7 @@ class SessionCore:
             self._progress(self.from_server, msg, now)
             return [ToServer(msg.body)]
         if method == "notifications/initialized":
-            if not self._initialized_result:
+            if not self.handshake.initialized_result:
                 return [Refuse(ErrorCode.NOT_INITIALIZED, "notifications/initialized before the initialize result")]
             if self.state is State.INITIALIZING:
                 self.machine.transition(State.ACTIVE)
@@ -552,11 +442,11 @@ class SessionCore:
         pending = self.from_client.pop(msg.id)  # type: ignore[arg-type]
         if pending is None:
             return self._drop("server", f"response to unknown or finished client request id {msg.id!r}")
-        if msg.id == self._deciding_id:
-            self._decide_era(msg)
+        if self.handshake.answered(msg) and self.state is State.INITIALIZING:
+            self.machine.transition(State.ACTIVE)
         outcome = "error" if msg.kind is Kind.ERROR else "result"
         outputs: list[Output] = [ToClient(msg.body), RequestDone(pending.method, now - pending.sent_at, outcome)]
-        if self._pipelined and not self._handshake_pending():
+        if self._pipelined and not self.handshake.pending(self.from_client):
             outputs += self._release_pipelined(now)
         return self._scheduled(outputs)
 
@@ -580,15 +470,15 @@ class SessionCore:
             data = {"state": self.state.value, "era": self.info.era.value}
             return [ToServer(jsonrpc.error(msg.id, jsonrpc.NOT_INITIALIZED, text, data))]
         if msg.id in self.from_server:
-            return [ToServer(_duplicate_id_error(msg.id))]
-        self.from_server.add(msg.id, msg.method, now, self.limits.timeout_for(msg.method), _progress_token(msg))
+            return [ToServer(duplicate_id(msg.id))]
+        self.from_server.add(msg.id, msg.method, now, self.limits.timeout_for(msg.method), progress_token(msg))
         return [ToClient(msg.body)]
 
     def _server_notification(self, msg: Message, now: float) -> list[Output]:
         if not self.ready and msg.method not in SERVER_NOTIFICATIONS_BEFORE_READY:
             return self._drop("server", f"{msg.method} before the client sent notifications/initialized")
         if msg.method == "notifications/cancelled":
-            request_id = _cancelled_id(msg)
+            request_id = cancelled_id(msg)
             if request_id is not None:
                 self.from_server.pop(request_id)
         elif msg.method == "notifications/progress":
@@ -596,26 +486,9 @@ class SessionCore:
         return self._scheduled([ToClient(msg.body)])
 
     def _progress(self, table: PendingTable, msg: Message, now: float) -> None:
-        token = _id_of({"id": params_of(msg).get("progressToken")})
+        token = id_of({"id": params_of(msg).get("progressToken")})
         if token is not None:
             table.progress(token, now, self.limits.progress_resets_timeout)
-
-    def _decide_era(self, msg: Message) -> None:
-        """The server answered the request that chose the era: confirm it or undo it."""
-        self._deciding_id = None
-        if msg.kind is Kind.ERROR:
-            self.info.era = Era.UNKNOWN
-            self._initialize_id = None
-            return
-        self.info.era_confirmed = True
-        if self.info.era is Era.LEGACY:
-            result = _map(msg.body.get("result")) or {}
-            self.info.protocol_version = _str(result.get("protocolVersion")) or self.info.protocol_version
-            self.info.server_info = _map(result.get("serverInfo"))
-            self.info.server_capabilities = _map(result.get("capabilities"))
-            self._initialized_result = True
-        elif self.state is State.INITIALIZING:
-            self.machine.transition(State.ACTIVE)
 
     def describe(self, now: float) -> dict[str, Any]:
         """A JSON-friendly snapshot: the session's metadata, pending requests and tags."""
@@ -664,59 +537,3 @@ class _Respawn:
 
     replay_id: str | None = None
     held: list[object] = field(default_factory=list)
-
-
-def _cancel_notice(request_id: RequestId, reason: str) -> dict[str, Any]:
-    return jsonrpc.notification("notifications/cancelled", {"requestId": request_id, "reason": reason})
-
-
-def _timed_out(p: PendingRequest) -> dict[str, Any]:
-    timeout_ms = round(p.timeout * 1000)
-    return jsonrpc.error(
-        p.id, jsonrpc.REQUEST_TIMEOUT, "Request timed out", {"method": p.method, "timeout_ms": timeout_ms}
-    )
-
-
-def _cancel(p: PendingRequest) -> dict[str, Any]:
-    reason = f"troupe: request timed out after {round(p.timeout * 1000)} ms"
-    return jsonrpc.notification("notifications/cancelled", {"requestId": p.id, "reason": reason})
-
-
-def _too_many(request_id: RequestId, scope: str, current: int, limit: int) -> dict[str, Any]:
-    what = "this session" if scope == "session" else "the daemon"
-    return jsonrpc.error(
-        request_id,
-        jsonrpc.TOO_MANY_PENDING,
-        f"too many pending requests in {what} ({current} of {limit}); wait for answers or cancel some",
-        {"scope": scope, "current": current, "limit": limit},
-    )
-
-
-def _duplicate_id_error(request_id: RequestId) -> dict[str, Any]:
-    return jsonrpc.error(
-        request_id,
-        jsonrpc.INVALID_REQUEST,
-        f"request id {request_id!r} is already pending in this session; use a new id for each request",
-    )
-
-
-def _progress_token(msg: Message) -> RequestId | None:
-    meta = params_of(msg).get("_meta")
-    return _id_of({"id": meta.get("progressToken")}) if isinstance(meta, dict) else None
-
-
-def _cancelled_id(msg: Message) -> RequestId | None:
-    return _id_of({"id": params_of(msg).get("requestId")})
-
-
-def _id_of(body: object) -> RequestId | None:
-    value = body.get("id") if isinstance(body, dict) else None
-    return value if isinstance(value, (str, int)) and not isinstance(value, bool) else None
-
-
-def _map(value: object) -> dict[str, Any] | None:
-    return value if isinstance(value, dict) else None
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None

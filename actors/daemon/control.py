@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -62,6 +61,11 @@ class DaemonView(Protocol):
     """What control operations read and do, and all they may: the router implements it."""
 
     @property
+    def now(self) -> float:
+        """The time of the frame or tick being handled: control reads no clock of its own."""
+        ...
+
+    @property
     def version(self) -> str: ...
     @property
     def stopping(self) -> bool: ...
@@ -107,7 +111,7 @@ class ControlPlane:
         self._hub = hub
         self._gathers: dict[int, _Gather] = {}
         self._ids = itertools.count()
-        self.started = time.monotonic()
+        self.started = daemon.now
         self.requests = 0
         self._rate: list[tuple[float, int]] = []
         self.handlers: dict[str, Handler] = {
@@ -156,7 +160,7 @@ class ControlPlane:
         self, routes: list[Route], finish: Callable[[list[dict[str, Any]], int], None], *, stderr: bool = False
     ) -> None:
         gid = next(self._ids)
-        gather = _Gather(0, time.monotonic() + GATHER_TIMEOUT, finish)
+        gather = _Gather(0, self._router.now + GATHER_TIMEOUT, finish)
         self._gathers[gid] = gather
         for route in routes:
             try:
@@ -219,7 +223,7 @@ class ControlPlane:
         hub = self._hub.stats_now()
         (t0, n0), (t1, n1) = (self._rate[0], self._rate[-1]) if self._rate else ((0.0, 0), (0.0, 0))
         return {
-            "uptime_s": round(time.monotonic() - self.started, 3),
+            "uptime_s": round(self._router.now - self.started, 3),
             "sessions": {
                 "open": router.open_sessions,
                 "closing": router.closing,

@@ -50,14 +50,14 @@ from mcp_troupe.actors.shells.supervisor import TICK, Forward
 from mcp_troupe.actors.telemetry.observe import Observers
 from mcp_troupe.transport.hub.loop import BACK, FRONT, Hub
 from mcp_troupe.transport.wire import jsonrpc
-from mcp_troupe.transport.wire.frames import (
-    ADAPTER_TO_DAEMON,
-    CLIENT_TO_DAEMON,
-    MAX_ITEMS,
-    ErrorCode,
-    FrameError,
-    decode,
-    encode,
+from mcp_troupe.transport.wire.frames import MAX_ITEMS, ErrorCode, FrameError, encode
+from mcp_troupe.transport.wire.kinds import (
+    ClientMcpFrame,
+    CloseFrame,
+    OpenFrame,
+    RegisterFrame,
+    decode_from_adapter,
+    decode_from_client,
 )
 
 log = logging.getLogger("troupe.router")
@@ -154,22 +154,20 @@ class Router:
     def on_front(self, peer: bytes, data: bytes) -> None:
         self.now = self._clock()
         try:
-            frame = decode(
-                data, CLIENT_TO_DAEMON, max_bytes=self._options.max_frame_bytes, max_items=self._options.max_frame_items
-            )
-            kind = frame["t"]
-            if kind == "mcp":
+            o = self._options
+            frame = decode_from_client(data, max_bytes=o.max_frame_bytes, max_items=o.max_frame_items)
+            if frame["t"] == "mcp":
                 self._client_message(peer, frame)
-            elif kind == "open":
+            elif frame["t"] == "open":
                 self._open(peer, frame)
-            elif kind == "close":
+            elif frame["t"] == "close":
                 self._tell(self._route(peer, frame), CloseSession("client", frame.get("ref")), frame)
             else:
-                self._control(peer, frame)
+                self.control.handle(peer, frame["ref"], frame["op"], frame.get("args") or {})
         except FrameError as exc:
             self._refuse(peer, exc)
 
-    def _client_message(self, peer: bytes, frame: dict[str, Any]) -> None:
+    def _client_message(self, peer: bytes, frame: ClientMcpFrame) -> None:
         if "sid" not in frame:
             frame["sid"] = self._only_session_of(peer, frame)
         route = self._route(peer, frame)
@@ -193,7 +191,7 @@ class Router:
                 self.pending_changed(frame["sid"], -1)
             raise
 
-    def _only_session_of(self, peer: bytes, frame: dict[str, Any]) -> str:
+    def _only_session_of(self, peer: bytes, frame: ClientMcpFrame) -> str:
         client = self.clients.get(peer)
         sids = client.sessions if client is not None else set()
         if len(sids) != 1:
@@ -202,15 +200,15 @@ class Router:
                 f"'mcp' frame names no session and this client has {len(sids)} open sessions; "
                 "add the 'sid' field (it may be left out only when the client has exactly one session)",
                 id=_request_id(frame["msg"]),
-                ref=frame.get("ref"),
+                ref=_ref_of(frame),
             )
         (sid,) = sids
         log.debug("mcp frame without sid from client %s routed to its only session %s", self.client_label(peer), sid)
         return sid
 
-    def _route(self, peer: bytes, frame: dict[str, Any]) -> Route:
-        sid, ref = frame["sid"], frame.get("ref")
-        msg_id = _request_id(frame["msg"]) if "msg" in frame else None
+    def _route(self, peer: bytes, frame: ClientMcpFrame | CloseFrame) -> Route:
+        sid, ref = frame["sid"], _ref_of(frame)
+        msg_id = _request_id(frame["msg"]) if frame["t"] == "mcp" else None
         route = self.sessions.get(sid)
         if route is None:
             message = f"no open session {sid!r}; it was closed or never opened: open a new session"
@@ -220,16 +218,16 @@ class Router:
             raise FrameError(ErrorCode.NOT_OWNER, message, sid=sid, id=msg_id, ref=ref)
         return route
 
-    def _tell(self, route: Route, message: object, frame: dict[str, Any]) -> None:
+    def _tell(self, route: Route, message: object, frame: ClientMcpFrame | CloseFrame) -> None:
         try:
             route.actor.tell(message)
         except pykka.ActorDeadError:
             sid = frame["sid"]
-            msg_id = _request_id(frame["msg"]) if "msg" in frame else None
+            msg_id = _request_id(frame["msg"]) if frame["t"] == "mcp" else None
             message = f"session {sid!r} has ended; open a new session"
-            raise FrameError(ErrorCode.SESSION_CLOSED, message, sid=sid, id=msg_id, ref=frame.get("ref")) from None
+            raise FrameError(ErrorCode.SESSION_CLOSED, message, sid=sid, id=msg_id, ref=_ref_of(frame)) from None
 
-    def _open(self, peer: bytes, frame: dict[str, Any]) -> None:
+    def _open(self, peer: bytes, frame: OpenFrame) -> None:
         ref, server = frame["ref"], frame["server"]
         if self.stopping:
             raise FrameError(ErrorCode.SHUTTING_DOWN, "the daemon is shutting down; try again later", ref=ref)
@@ -348,9 +346,6 @@ class Router:
         conn = self._hub.connection(FRONT, peer)
         return conn.label if conn is not None else "(unknown connection)"
 
-    def _control(self, peer: bytes, frame: dict[str, Any]) -> None:
-        self.control.handle(peer, frame["ref"], frame["op"], frame.get("args") or {})
-
     def _refuse(self, peer: bytes, exc: FrameError) -> None:
         code = str(exc.code)
         self.errors[code] += 1
@@ -384,9 +379,7 @@ class Router:
         self.now = self._clock()
         try:
             o = self._options
-            frame = decode(
-                data, ADAPTER_TO_DAEMON, max_bytes=o.max_server_frame_bytes, max_items=o.max_server_frame_items
-            )
+            frame = decode_from_adapter(data, max_bytes=o.max_server_frame_bytes, max_items=o.max_server_frame_items)
         except FrameError as exc:
             self.errors[f"adapter_{exc.code}"] += 1
             log.warning("refused a frame from adapter %s: %s", self._adapter_label(peer), exc)
@@ -401,31 +394,32 @@ class Router:
             self._hub.send_back(peer, FrameError(ErrorCode.NOT_REGISTERED, "send 'register' first").to_frame())
             return
         self.adapter_table.seen(adapter, self.now)
-        kind = frame["t"]
-        if kind == "heartbeat":
+        if frame["t"] == "heartbeat":
             return
-        if kind == "unregister":
+        if frame["t"] == "unregister":
             self._adapter_left(adapter, frame["reason"])
             return
-        route = self.sessions.get(frame["sid"])
+        sid, kind = frame["sid"], frame["t"]
+        route = self.sessions.get(sid)
         if route is None or route.adapter is not adapter:
-            log.debug("late %s frame from adapter %s for session %s", kind, adapter.server, frame["sid"])
+            log.debug("late %s frame from adapter %s for session %s", kind, adapter.server, sid)
             if kind != "exited":  # a server process nobody wants: have the adapter stop it
-                self._hub.send_back(peer, encode("close", sid=frame["sid"], reason="unknown session"))
+                self._hub.send_back(peer, encode("close", sid=sid, reason="unknown session"))
             return
-        if kind == "mcp":
-            message: object = FromServer(frame["msg"])
-            self.recency.touch(frame["sid"], self.now)
-        elif kind == "spawned":
+        message: object
+        if frame["t"] == "mcp":
+            message = FromServer(frame["msg"])
+            self.recency.touch(sid, self.now)
+        elif frame["t"] == "spawned":
             message = ServerStarted(frame["pid"])
-        elif kind == "stderr":
+        elif frame["t"] == "stderr":
             message = ServerStderr(frame["line"])
         else:
             message = ServerExited(frame.get("code"), frame["reason"])
         try:
             route.actor.tell(message)
         except pykka.ActorDeadError:
-            log.debug("session %s ended before its %s frame arrived", frame["sid"], kind)
+            log.debug("session %s ended before its %s frame arrived", sid, kind)
 
     def _answer_refused_reply(self, peer: bytes, exc: FrameError, size: int) -> None:
         """A server's message refused for its size: whoever waits for it hears so now, not never.
@@ -452,7 +446,7 @@ class Router:
         except pykka.ActorDeadError:
             pass
 
-    def _register(self, peer: bytes, frame: dict[str, Any]) -> None:
+    def _register(self, peer: bytes, frame: RegisterFrame) -> None:
         adapter_id, server = frame.get("adapter_id"), frame["server"]
         registration = self.adapter_table.register(
             peer, server, frame["capacity"], frame.get("pid"), adapter_id, self.now
@@ -677,6 +671,12 @@ MAX_ENV_VALUE = 32 * 1024
 """Longest value of a variable a session brings for its server."""
 
 _LOST = {"disconnected": "is gone (connection ended)", "not_reading": "stopped reading"}
+
+
+def _ref_of(frame: Mapping[str, object]) -> int | str | None:
+    """The ``ref`` a frame carries, to echo in its refusal (a client may add one to any frame)."""
+    ref = frame.get("ref")
+    return ref if isinstance(ref, (int, str)) and not isinstance(ref, bool) else None
 
 
 def _request_id(msg: object) -> int | str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -34,8 +35,12 @@ def test_setup_cfg_lists_every_package_folder_and_no_other() -> None:
 
 @pytest.mark.timeout(300)
 def test_the_wheel_holds_the_mcp_troupe_namespace_only(tmp_path: Path) -> None:
+    source = tmp_path / "source"  # a copy: an in-tree build/ of an earlier run must not leak into this wheel
+    shutil.copytree(
+        ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "node_modules", "__pycache__", "*.egg-info")
+    )
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(source)],
         check=True,
         capture_output=True,
         timeout=280,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import msgpack
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcp_troupe.transport.wire import jsonrpc
+from mcp_troupe.transport.wire import frames, jsonrpc, kinds
 from mcp_troupe.transport.wire.frames import (
     ADAPTER_TO_DAEMON,
     CLIENT_TO_DAEMON,
@@ -230,3 +231,25 @@ def test_deep_nesting_at_the_limit_is_accepted() -> None:
     for _ in range(jsonrpc.MAX_DEPTH - 1):
         deep = {"a": deep}
     classify(jsonrpc.request(1, "x", deep))
+
+
+# -- one type per frame kind ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("direction", sorted(kinds.KINDS))
+def test_each_frame_kind_has_a_type_that_matches_its_schema(direction: str) -> None:
+    schemas = getattr(frames, direction.upper())
+    types = kinds.KINDS[direction]
+    assert set(types) == set(schemas)
+    for name, schema in schemas.items():
+        frame_type = types[name]
+        hints = typing.get_type_hints(frame_type)
+        assert typing.get_args(hints["t"]) == (name,), f"{frame_type.__name__}.t"
+        fields = dict(schema)
+        if "json" in fields:  # decode parses the JSON-text fallback into msg, which is then always there
+            del fields["json"]
+            fields["msg"] = (frames.MAP, True)
+        required = {"v", "t"} | {field for field, (_kind, needed) in fields.items() if needed}
+        optional = {field for field, (_kind, needed) in fields.items() if not needed}
+        assert frame_type.__required_keys__ == required, frame_type.__name__
+        assert frame_type.__optional_keys__ == optional, frame_type.__name__

@@ -22,12 +22,9 @@ import logging
 import os
 import secrets
 import time
-from collections import deque
-from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from mcp_troupe.transport.adapter.server_process import (
     MAX_LINE_BYTES,
@@ -36,8 +33,10 @@ from mcp_troupe.transport.adapter.server_process import (
     ServerProcess,
     SpawnError,
 )
+from mcp_troupe.transport.dealer import DealerLink
 from mcp_troupe.transport.mailbox import Mailbox
 from mcp_troupe.transport.wire import frames
+from mcp_troupe.transport.wire.kinds import ErrorFrame, decode_for_adapter
 
 log = logging.getLogger("troupe.adapter")
 
@@ -102,11 +101,9 @@ class Adapter:
         self._sessions: dict[str, ServerProcess] = {}
         self._paused: set[str] = set()
         """Sessions whose client is not reading (the daemon said ``pause``): their output waits in the server."""
-        self._outbox: deque[bytes] = deque()
-        """Frames the socket did not take yet (the daemon is slow): sent in order, never dropped."""
         self._choked = False
         """The outbox is long: no server's output is read until it drains."""
-        self._socket: zmq.Socket[bytes] | None = None
+        self._link: DealerLink | None = None
         self._parent_pid = os.getppid()
         self.adapter_id = adapter_id or secrets.token_hex(8)
         """Stable across reconnects, so the daemon can tell a reconnect from a new adapter."""
@@ -121,49 +118,40 @@ class Adapter:
 
     def run(self) -> int:
         """Serve until stopped; returns the exit status (0). Call once, from one thread."""
-        context = zmq.Context()
+        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         try:
-            self._socket = self._make_socket(context)
-            monitor = self._socket.get_monitor_socket(zmq.EVENT_CONNECTED)
-            self._socket.connect(self.endpoint)
+            # The adapter drops a daemon silent for three heartbeats and reconnects (its sessions follow it).
+            hb = self.heartbeat_ms
+            link = self._link = DealerLink(
+                context, self.endpoint, heartbeat_ms=hb, timeout_ms=3 * hb, reconnect_ivl_ms=100
+            )
+            link.connect()
             log.info("adapter for %r connecting to %s", self.server, self.endpoint)
             try:
-                self._loop(monitor)
+                self._loop(link)
                 self._report_abandoned()
                 self._send("unregister", reason=self._stop_reason or "stopped")
                 self._flush_outbox()
             finally:
-                self._socket.disable_monitor()
-                monitor.close(linger=0)
-                self._socket.close()
+                link.close()
         finally:
             context.term()
         log.info("adapter for %r stopped", self.server)
         return 0
 
-    def _make_socket(self, context: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
-        socket = context.socket(zmq.DEALER)
-        socket.linger = 1000
-        socket.heartbeat_ivl = self.heartbeat_ms
-        socket.heartbeat_timeout = 3 * self.heartbeat_ms
-        socket.reconnect_ivl = 100
-        return socket
-
-    def _loop(self, monitor: zmq.Socket[bytes]) -> None:
-        assert self._socket is not None
+    def _loop(self, link: DealerLink) -> None:
         poller = zmq.Poller()
-        poller.register(self._socket, zmq.POLLIN)
-        poller.register(monitor, zmq.POLLIN)
         poller.register(self._mailbox.fileno(), zmq.POLLIN)
         while not self._finished():
-            poller.register(self._socket, zmq.POLLIN | (zmq.POLLOUT if self._outbox else 0))
+            link.register(poller)
             ready = dict(poller.poll(self._poll_timeout_ms()))
-            if self._outbox and ready.get(self._socket, 0) & zmq.POLLOUT:
+            if link.outbox and ready.get(link.socket, 0) & zmq.POLLOUT:
                 self._flush_outbox()
-            if monitor in ready:
-                self._drain_monitor(monitor)
-            if self._socket in ready:
-                self._drain_socket()
+            if link.monitor in ready and zmq.EVENT_CONNECTED in link.events():
+                self._register()
+            if link.socket in ready:
+                for data in link.receive(_BATCH):
+                    self._on_frame(data)
             if self._mailbox.fileno() in ready:
                 for item in self._mailbox.drain():
                     self._on_item(item)
@@ -187,45 +175,30 @@ class Adapter:
         if self.exit_with_parent and not self._stopping and os.getppid() != self._parent_pid:
             self._begin_shutdown("parent process is gone")
 
-    def _drain_monitor(self, monitor: zmq.Socket[bytes]) -> None:
-        while monitor.poll(0):
-            if recv_monitor_message(monitor)["event"] == zmq.EVENT_CONNECTED:
-                self._register()
-
-    def _drain_socket(self) -> None:
-        assert self._socket is not None
-        for _ in range(_BATCH):
-            try:
-                parts = self._socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self._on_frame(parts[-1])
-
     # daemon -> adapter
 
     def _on_frame(self, data: bytes) -> None:
         try:
-            frame = frames.decode(data, frames.DAEMON_TO_ADAPTER)
+            frame = decode_for_adapter(data)
         except frames.FrameError as exc:
             log.warning("dropped a bad frame from the daemon: %s", exc)
             return
-        match frame["t"]:
-            case "registered":
-                log.info("registered with the daemon as %r", frame["server"])
-            case "spawn":
-                self._spawn(frame["sid"], frame.get("env"))
-            case "mcp":
-                self._to_server(frame["sid"], frame["msg"])
-            case "close":
-                self._close(frame["sid"], frame["reason"])
-            case "pause":
-                self._paused.add(frame["sid"])
-                self._apply_reading(frame["sid"])
-            case "resume":
-                self._paused.discard(frame["sid"])
-                self._apply_reading(frame["sid"])
-            case "error":
-                self._on_error(frame)
+        if frame["t"] == "mcp":
+            self._to_server(frame["sid"], frame["msg"])
+        elif frame["t"] == "spawn":
+            self._spawn(frame["sid"], frame.get("env"))
+        elif frame["t"] == "close":
+            self._close(frame["sid"], frame["reason"])
+        elif frame["t"] == "pause":
+            self._paused.add(frame["sid"])
+            self._apply_reading(frame["sid"])
+        elif frame["t"] == "resume":
+            self._paused.discard(frame["sid"])
+            self._apply_reading(frame["sid"])
+        elif frame["t"] == "registered":
+            log.info("registered with the daemon as %r", frame["server"])
+        else:
+            self._on_error(frame)
 
     def _spawn(self, sid: str, session_env: dict[str, Any] | None = None) -> None:
         if sid in self._sessions:
@@ -279,7 +252,7 @@ class Adapter:
         log.info("session %s: stopping server pid %d (%s)", sid, process.pid, reason)
         process.stop()
 
-    def _on_error(self, frame: Mapping[str, Any]) -> None:
+    def _on_error(self, frame: ErrorFrame) -> None:
         if frame["code"] == frames.ErrorCode.NOT_REGISTERED:
             log.info("the daemon does not know this adapter (restarted?); registering again")
             self._register()
@@ -342,22 +315,17 @@ class Adapter:
     def _send_bytes(self, frame_type: str, data: bytes) -> None:
         """Never block the loop (a daemon that stops reading must not freeze every session), never drop:
         what the socket does not take waits in the outbox, and while that is long no server output is read."""
-        assert self._socket is not None
+        assert self._link is not None
         self._last_sent = time.monotonic()
-        if frame_type == "heartbeat" and self._outbox:
+        if frame_type == "heartbeat" and self._link.outbox:
             return  # the frames waiting already say we are alive once they go
-        self._outbox.append(data)
+        self._link.outbox.append(data)
         self._flush_outbox()
 
     def _flush_outbox(self) -> None:
-        assert self._socket is not None
-        outbox = self._outbox
-        while outbox:
-            try:
-                self._socket.send(outbox[0], zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            outbox.popleft()
+        assert self._link is not None
+        self._link.flush()
+        outbox = self._link.outbox
         choked = len(outbox) >= _OUTBOX_HIGH or (self._choked and len(outbox) > _OUTBOX_LOW)
         if choked != self._choked:
             self._choked = choked

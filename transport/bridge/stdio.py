@@ -40,20 +40,28 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from types import FrameType
 from typing import Any, BinaryIO, Final
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from mcp_troupe.transport import dealer, discovery
+from mcp_troupe.transport.dealer import DealerLink
 from mcp_troupe.transport.mailbox import Mailbox
 from mcp_troupe.transport.runtime import RuntimeDirError
 from mcp_troupe.transport.wire import frames, jsonrpc
 from mcp_troupe.transport.wire.envelope import EnvelopeScan
+from mcp_troupe.transport.wire.kinds import (
+    ClosedFrame,
+    DaemonMcpFrame,
+    ErrorFrame,
+    OpenedFrame,
+    ToClientFrame,
+    decode_for_client,
+)
 
 log = logging.getLogger("troupe.connect")
 
@@ -71,7 +79,6 @@ _BATCH: Final = 512
 """Frames taken from the socket per wake-up, so stdin and signals are not starved."""
 _BACKLOG: Final = 1000
 """Frames waiting (queued or in the outbox) at which stdin stops being read."""
-_MONITOR_EVENTS: Final = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
 
 
 class Phase(Enum):
@@ -256,15 +263,12 @@ class StdioBridge:
         self._lines = LineBuffer(max_line_bytes)
         self._stdin_open = True
         self._stopping = False
-        self._connected = False
-        self._disconnected = False
         self._queued: deque[bytes] = deque()
         """stdin lines read before the session opened."""
-        self._outbox: deque[bytes] = deque()
         self._pending: set[jsonrpc.RequestId] = set()
         """Ids of the client's requests that have had no response yet."""
         self._exit: int | None = None
-        self._socket: zmq.Socket[bytes] | None = None
+        self._link: DealerLink | None = None
 
     def request_stop(self, reason: str = "stop requested") -> None:
         """Close the session and return from `run`. Safe from signal handlers and any thread."""
@@ -277,17 +281,15 @@ class StdioBridge:
             return EXIT_UNAVAILABLE
         context = zmq.Context()
         try:
-            socket = self._socket = self._make_socket(context)
-            monitor = socket.get_monitor_socket(_MONITOR_EVENTS)
-            socket.connect(endpoint)
+            # No heartbeat timeout of its own: a client not reading stdout must not cut the session.
+            link = self._link = DealerLink(context, endpoint)
+            link.connect()
             log.info("opening a session to %r at %s", self.server, endpoint)
             try:
                 with self._signal_handlers():
-                    code = self._loop(socket, monitor)
+                    code = self._loop(link)
             finally:
-                socket.disable_monitor()
-                monitor.close(linger=0)
-                socket.close(linger=self._linger_ms())
+                link.close(linger_ms=self._linger_ms())
         finally:
             context.term()
             self._mailbox.close()
@@ -295,7 +297,7 @@ class StdioBridge:
 
     def _linger_ms(self) -> int:
         """Time the last frames (a ``close`` sent just before exiting) get to leave, if anyone can take them."""
-        return 0 if self._disconnected or self._exit == EXIT_UNAVAILABLE else 1000
+        return 0 if (self._link is not None and self._link.disconnected) or self._exit == EXIT_UNAVAILABLE else 1000
 
     # -- setup ---------------------------------------------------------------------
 
@@ -310,11 +312,6 @@ class StdioBridge:
             log.error("%s; start one with `troupe serve`, or pass the endpoint it serves on with --endpoint", problem)
             return None
         return endpoint
-
-    def _make_socket(self, context: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
-        socket = context.socket(zmq.DEALER)
-        dealer.configure(socket)  # no timeout of its own: a client not reading stdout must not cut the session
-        return socket
 
     @contextlib.contextmanager
     def _signal_handlers(self) -> Iterator[None]:
@@ -334,22 +331,21 @@ class StdioBridge:
 
     # -- the loop ------------------------------------------------------------------
 
-    def _loop(self, socket: zmq.Socket[bytes], monitor: zmq.Socket[bytes]) -> int:
+    def _loop(self, link: DealerLink) -> int:
         poller = zmq.Poller()
-        poller.register(monitor, zmq.POLLIN)
         poller.register(self._mailbox.fileno(), zmq.POLLIN)
         # Which variables the server takes from its sessions (pass_env): asked first, sent with the open.
         self._send(frames.encode("ctl", ref=self._servers_ref, op="servers"))
         self._deadline = time.monotonic() + self.open_timeout
         while self._exit is None:
-            poller.register(socket, zmq.POLLIN | (zmq.POLLOUT if self._outbox else 0))
+            link.register(poller)
             poller.register(self.stdin_fd, zmq.POLLIN if self._reading_stdin() else 0)
             ready = dict(poller.poll(self._poll_timeout_ms()))
-            if socket in ready:
-                self._drain_socket(socket)
-            if monitor in ready:
-                self._drain_monitor(monitor)
-            if self._disconnected and self._exit is None and not socket.poll(0, zmq.POLLIN):
+            if link.socket in ready:
+                self._drain_socket(link)
+            if link.monitor in ready:
+                link.events()
+            if link.disconnected and self._exit is None and not link.has_input():
                 self._lost_connection()  # only once the frames that arrived before it are handled
             if self._mailbox.fileno() in ready:
                 for reason in self._mailbox.drain():
@@ -365,7 +361,7 @@ class StdioBridge:
             self._stdin_open
             and not self._stopping
             and self._phase is not Phase.CLOSING
-            and len(self._queued) + len(self._outbox) < _BACKLOG
+            and len(self._queued) + (len(self._link.outbox) if self._link is not None else 0) < _BACKLOG
         )
 
     def _poll_timeout_ms(self) -> int | None:
@@ -386,7 +382,7 @@ class StdioBridge:
         if self._stopping:
             log.warning("stopped before the daemon at %s opened a session to %r", self.endpoint, self.server)
             self._exit = EXIT_OK
-        elif self._connected:
+        elif self._link is not None and self._link.connected:
             log.error(
                 "the troupe daemon at %s did not open a session to %r within %gs "
                 "(the server may be slow to start; raise --open-timeout)",
@@ -406,26 +402,13 @@ class StdioBridge:
     # -- the daemon's side ---------------------------------------------------------
 
     def _send(self, data: bytes) -> None:
-        self._outbox.append(data)
-        self._flush_outbox()
+        assert self._link is not None
+        self._link.send(data)
 
     def _flush_outbox(self) -> None:
         """Send what the socket takes now; the rest waits for POLLOUT (a DEALER blocks when full)."""
-        assert self._socket is not None
-        while self._outbox:
-            try:
-                self._socket.send(self._outbox[0], zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self._outbox.popleft()
-
-    def _drain_monitor(self, monitor: zmq.Socket[bytes]) -> None:
-        while monitor.poll(0):
-            event = recv_monitor_message(monitor)["event"]
-            if event == zmq.EVENT_CONNECTED:
-                self._connected = True
-            elif event == zmq.EVENT_DISCONNECTED:
-                self._disconnected = True
+        assert self._link is not None
+        self._link.flush()
 
     def _lost_connection(self) -> None:
         """The daemon went away: its sessions died with it, and a reconnect would not own ours."""
@@ -437,39 +420,40 @@ class StdioBridge:
         self._exit = EXIT_OK if self._phase is Phase.CLOSING else EXIT_SESSION_ENDED
         self._fail_pending("Connection closed: lost the connection to the troupe daemon", {"reason": "disconnected"})
 
-    def _drain_socket(self, socket: zmq.Socket[bytes]) -> None:
-        for _ in range(_BATCH):
-            if self._exit is not None:
-                return
+    def _drain_socket(self, link: DealerLink) -> None:
+        """What arrived, up to a batch, until a frame decides the bridge's exit."""
+        if self._exiting():
+            return
+        for data in link.receive(_BATCH):
             try:
-                data = socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                frame = frames.decode(data, frames.DAEMON_TO_CLIENT)
+                frame = decode_for_client(data)
             except frames.FrameError as exc:
                 log.warning("ignored a bad frame from the daemon: %s", exc)
                 continue
             self._on_frame(frame)
+            if self._exiting():
+                return
 
-    def _on_frame(self, frame: dict[str, Any]) -> None:
-        match frame["t"]:
-            case "ctl" if frame["ref"] == self._servers_ref:
-                self._send_open(frame)
-            case "stderr" if frame["sid"] == self._sid:
-                self._server_stderr(frame["line"])
-            case "opened":
-                self._on_opened(frame)
-            case "mcp":
-                self._on_mcp(frame)
-            case "closed":
-                self._on_closed(frame)
-            case "error":
-                self._on_error(frame)
-            case other:
-                log.debug("ignored a %s frame from the daemon", other)
+    def _exiting(self) -> bool:
+        return self._exit is not None
 
-    def _send_open(self, servers: dict[str, Any]) -> None:
+    def _on_frame(self, frame: ToClientFrame) -> None:
+        if frame["t"] == "mcp":
+            self._on_mcp(frame)
+        elif frame["t"] == "ctl" and frame["ref"] == self._servers_ref:
+            self._send_open(frame)
+        elif frame["t"] == "stderr" and frame["sid"] == self._sid:
+            self._server_stderr(frame["line"])
+        elif frame["t"] == "opened":
+            self._on_opened(frame)
+        elif frame["t"] == "closed":
+            self._on_closed(frame)
+        elif frame["t"] == "error":
+            self._on_error(frame)
+        else:
+            log.debug("ignored a %s frame from the daemon", frame["t"])
+
+    def _send_open(self, servers: Mapping[str, Any]) -> None:
         """Open the session, bringing this process's values of the variables the server takes (never logged)."""
         described = (servers.get("result") or {}).get("servers", {}).get(self.server) if servers.get("ok") else None
         names = described.get("pass_env", []) if isinstance(described, dict) else []
@@ -482,7 +466,7 @@ class StdioBridge:
             )
         )
 
-    def _on_opened(self, frame: dict[str, Any]) -> None:
+    def _on_opened(self, frame: OpenedFrame) -> None:
         if frame["ref"] != self._open_ref or self._phase is not Phase.OPENING:
             log.warning("ignored an unexpected opened frame (ref %r, sid %s)", frame["ref"], frame["sid"])
             return
@@ -495,7 +479,7 @@ class StdioBridge:
         if self._phase is Phase.OPEN and (self._stopping or not self._stdin_open):
             self._begin_close()
 
-    def _on_mcp(self, frame: dict[str, Any]) -> None:
+    def _on_mcp(self, frame: DaemonMcpFrame) -> None:
         if frame["sid"] != self._sid:
             log.debug("ignored an mcp frame for session %s", frame["sid"])
             return
@@ -508,7 +492,7 @@ class StdioBridge:
         log.debug("session %s: <- %s", self._sid, _describe(msg))
         self._write(msg)
 
-    def _on_closed(self, frame: dict[str, Any]) -> None:
+    def _on_closed(self, frame: ClosedFrame) -> None:
         if frame["sid"] != self._sid:
             log.debug("ignored a closed frame for session %s", frame["sid"])
             return
@@ -529,7 +513,7 @@ class StdioBridge:
         except (OSError, ValueError):
             pass
 
-    def _on_error(self, frame: dict[str, Any]) -> None:
+    def _on_error(self, frame: ErrorFrame) -> None:
         code, message, ref = frame["code"], frame["message"], frame.get("ref")
         if ref is not None and ref == self._servers_ref:
             self._send_open({"ok": False})  # a daemon that cannot say: open without variables
@@ -551,7 +535,7 @@ class StdioBridge:
         else:
             log.debug("ignored an error frame for session %s: %s", frame.get("sid"), code)
 
-    def _on_session_error(self, frame: dict[str, Any]) -> None:
+    def _on_session_error(self, frame: ErrorFrame) -> None:
         """A frame of ours was refused: answer its request, if it was one, so the client is not left waiting."""
         code, message, request_id, data = frame["code"], frame["message"], frame.get("id"), frame.get("data") or {}
         if data.get("response"):

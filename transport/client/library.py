@@ -25,9 +25,9 @@ from collections import deque
 from typing import Any, Self
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from mcp_troupe.transport import dealer, discovery
+from mcp_troupe.transport.dealer import DealerLink
 from mcp_troupe.transport.wire import jsonrpc
 from mcp_troupe.transport.wire.frames import DAEMON_TO_CLIENT, FrameError, decode, encode
 
@@ -109,12 +109,9 @@ class Client:
         # The process's shared context: closing a Client closes its sockets, and no context of its own can
         # be left to a garbage collector that might terminate it before its sockets (which never returns).
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-        self._socket = self._ctx.socket(zmq.DEALER)
-        self._socket.setsockopt(zmq.LINGER, 1000)
-        dealer.configure(self._socket, timeout_ms=round(heartbeat_timeout * 1000))
-        self._monitor = self._socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self._link = DealerLink(self._ctx, self.endpoint, timeout_ms=round(heartbeat_timeout * 1000))
         try:
-            self._socket.connect(self.endpoint)
+            self._link.connect()
         except zmq.ZMQError as exc:
             self._close_sockets()
             raise DaemonUnavailable(
@@ -125,8 +122,6 @@ class Client:
         self._refs = itertools.count(1)
         self._replies: dict[int | str, dict[str, Any]] = {}
         self._sessions: dict[str, Session] = {}
-        self._connected = False
-        self._lost = False
 
     # -- public ----------------------------------------------------------------------
 
@@ -175,12 +170,16 @@ class Client:
         self._close_sockets()
 
     def _close_sockets(self) -> None:
-        self._socket.disable_monitor()
-        self._monitor.close(linger=0)
-        self._socket.close(linger=0 if self._lost_or_never_connected() else 1000)
+        self._link.close(linger_ms=1000 if self._link.connected and not self._lost else 0)
 
-    def _lost_or_never_connected(self) -> bool:
-        return getattr(self, "_lost", True) or not getattr(self, "_connected", False)
+    @property
+    def _connected(self) -> bool:
+        return self._link.connected
+
+    @property
+    def _lost(self) -> bool:
+        """The connection the daemon was reached on ended: the daemon is gone, and its sessions with it."""
+        return self._link.connected and self._link.disconnected
 
     def __enter__(self) -> Self:
         return self
@@ -193,7 +192,7 @@ class Client:
     def _send(self, data: bytes) -> None:
         if self._lost:
             raise DaemonUnavailable(f"the connection to the troupe daemon at {self.endpoint} was lost")
-        self._socket.send(data)
+        self._link.socket.send(data)  # blocking: a caller waits for room, as for the answer
 
     def _deadline(self, timeout: float | None) -> float:
         return time.monotonic() + (self.timeout if timeout is None else timeout)
@@ -207,20 +206,19 @@ class Client:
     def _pump(self, deadline: float, what: str) -> None:
         """Receive and file one frame; `Timeout` at the deadline, `DaemonUnavailable` if the daemon is gone."""
         poller = zmq.Poller()
-        poller.register(self._socket, zmq.POLLIN)
-        poller.register(self._monitor, zmq.POLLIN)
+        self._link.register(poller)
         while True:
             self._check_connection(what)
             remaining = deadline - time.monotonic()
             if not self._connected:
                 remaining = min(remaining, self._started + self.connect_timeout - time.monotonic())
             ready = dict(poller.poll(max(0, int(remaining * 1000)))) if remaining > 0 else {}
-            if self._monitor in ready:
-                self._drain_monitor()
-            if self._socket in ready:
+            if self._link.monitor in ready:
+                self._link.events()
+            if self._link.socket in ready:
                 break
             if not ready:
-                self._drain_monitor()
+                self._link.events()
                 self._check_connection(what)
                 if not self._connected:
                     raise DaemonUnavailable(
@@ -229,25 +227,17 @@ class Client:
                     )
                 raise Timeout(f"timed out while {what}")
         try:
-            frame = decode(self._socket.recv(), DAEMON_TO_CLIENT)
+            frame = decode(self._link.socket.recv(), DAEMON_TO_CLIENT)
         except FrameError as exc:
             log.warning("ignored a bad frame from the daemon: %s", exc)
             return
         self._file(frame)
 
-    def _drain_monitor(self) -> None:
-        while self._monitor.poll(0):
-            event = recv_monitor_message(self._monitor)["event"]
-            if event == zmq.EVENT_CONNECTED:
-                self._connected = True
-            elif event == zmq.EVENT_DISCONNECTED and self._connected:
-                self._lost = True
-
     def _check_connection(self, what: str) -> None:
-        if self._lost and not self._socket.poll(0, zmq.POLLIN):  # what arrived before the loss is read first
+        if self._lost and not self._link.has_input():  # what arrived before the loss is read first
             raise DaemonUnavailable(f"lost the connection to the troupe daemon at {self.endpoint} while {what}")
         if not self._connected and time.monotonic() >= self._started + self.connect_timeout:
-            self._drain_monitor()
+            self._link.events()
             if not self._connected:
                 raise DaemonUnavailable(
                     f"no troupe daemon answers at {self.endpoint} (not connected after {self.connect_timeout:g}s) "

@@ -125,7 +125,7 @@ def _session_wake(count: int) -> list[int]:
     from mcp_troupe.actors.core.options import Limits
     from mcp_troupe.actors.core.session import SessionCore
 
-    limits = Limits(rate_per_session=0)
+    limits = Limits(rate_per_session=0, request_timeout=30.0)  # no request timeout by default (transparency)
     cores = []
     for i in range(count):
         core = SessionCore(f"s{i}", "echo", 0.0, limits)

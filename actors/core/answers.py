@@ -60,8 +60,12 @@ def cancelled_id(msg: Message) -> RequestId | None:
 
 
 def id_of(body: object) -> RequestId | None:
-    value = body.get("id") if isinstance(body, dict) else None
-    return value if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    """The ``id`` of a message (or any map), if it is one a JSON-RPC id can be."""
+    return as_id(body.get("id") if isinstance(body, dict) else None)
+
+
+def as_id(value: object) -> RequestId | None:
+    return value if jsonrpc.is_id(value) else None
 
 
 def as_map(value: object) -> dict[str, Any] | None:

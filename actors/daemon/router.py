@@ -24,6 +24,7 @@ import pykka
 
 from mcp_troupe.actors.core.adapters import AdapterLink, AdapterTable
 from mcp_troupe.actors.core.admission import Admission, ClientLink
+from mcp_troupe.actors.core.answers import as_id, id_of
 from mcp_troupe.actors.core.deadlines import Wakeups
 from mcp_troupe.actors.core.options import PRIORITY_METHODS, Limits, ServerPolicy
 from mcp_troupe.actors.core.recency import Recency
@@ -199,16 +200,16 @@ class Router:
                 ErrorCode.BAD_FRAME,
                 f"'mcp' frame names no session and this client has {len(sids)} open sessions; "
                 "add the 'sid' field (it may be left out only when the client has exactly one session)",
-                id=_request_id(frame["msg"]),
-                ref=_ref_of(frame),
+                id=id_of(frame["msg"]),
+                ref=as_id(frame.get("ref")),
             )
         (sid,) = sids
         log.debug("mcp frame without sid from client %s routed to its only session %s", self.client_label(peer), sid)
         return sid
 
     def _route(self, peer: bytes, frame: ClientMcpFrame | CloseFrame) -> Route:
-        sid, ref = frame["sid"], _ref_of(frame)
-        msg_id = _request_id(frame["msg"]) if frame["t"] == "mcp" else None
+        sid, ref = frame["sid"], as_id(frame.get("ref"))
+        msg_id = id_of(frame["msg"]) if frame["t"] == "mcp" else None
         route = self.sessions.get(sid)
         if route is None:
             message = f"no open session {sid!r}; it was closed or never opened: open a new session"
@@ -223,9 +224,11 @@ class Router:
             route.actor.tell(message)
         except pykka.ActorDeadError:
             sid = frame["sid"]
-            msg_id = _request_id(frame["msg"]) if frame["t"] == "mcp" else None
+            msg_id = id_of(frame["msg"]) if frame["t"] == "mcp" else None
             message = f"session {sid!r} has ended; open a new session"
-            raise FrameError(ErrorCode.SESSION_CLOSED, message, sid=sid, id=msg_id, ref=_ref_of(frame)) from None
+            raise FrameError(
+                ErrorCode.SESSION_CLOSED, message, sid=sid, id=msg_id, ref=as_id(frame.get("ref"))
+            ) from None
 
     def _open(self, peer: bytes, frame: OpenFrame) -> None:
         ref, server = frame["ref"], frame["server"]
@@ -671,14 +674,3 @@ MAX_ENV_VALUE = 32 * 1024
 """Longest value of a variable a session brings for its server."""
 
 _LOST = {"disconnected": "is gone (connection ended)", "not_reading": "stopped reading"}
-
-
-def _ref_of(frame: Mapping[str, object]) -> int | str | None:
-    """The ``ref`` a frame carries, to echo in its refusal (a client may add one to any frame)."""
-    ref = frame.get("ref")
-    return ref if isinstance(ref, (int, str)) and not isinstance(ref, bool) else None
-
-
-def _request_id(msg: object) -> int | str | None:
-    value = msg.get("id") if isinstance(msg, dict) else None
-    return value if isinstance(value, (int, str)) and not isinstance(value, bool) else None

@@ -30,7 +30,7 @@ def test_the_message_loop_copied_is_the_one_pykka_runs() -> None:
 
 def test_the_other_private_names_used() -> None:
     assert hasattr(ThreadingFuture(), "_result")
-    assert isinstance(messages._ActorStop(), object) and messages._ActorStop.__module__ == "pykka.messages"
+    assert messages._ActorStop.__module__ == "pykka.messages"
 
 
 def test_no_other_module_touches_pykka_privately() -> None:

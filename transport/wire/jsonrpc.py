@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 PARSE_ERROR: Final = -32700
 INVALID_REQUEST: Final = -32600
@@ -184,7 +184,7 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def is_id(value: object) -> bool:
+def is_id(value: object) -> TypeGuard[RequestId]:
     """Whether a value can be a JSON-RPC request id (a string or an integer)."""
     return isinstance(value, str) or _is_int(value)
 

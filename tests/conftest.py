@@ -59,6 +59,8 @@ class RunningDaemon:
     extra: dict[str, Any] = field(default_factory=dict)
     front_endpoint: str | None = None
     """The front endpoint when it is not the runtime directory's (``--front``)."""
+    keys: dict[str, str] = field(default_factory=dict)
+    """``server_key`` and ``key_file`` for `client` when the front socket takes only CurveZMQ peers."""
 
     @property
     def front(self) -> str:
@@ -69,7 +71,7 @@ class RunningDaemon:
         return f"ipc://{self.runtime_dir / 'back.sock'}"
 
     def client(self, timeout: float = 20.0) -> Client:
-        return Client(self.front, timeout=timeout)
+        return Client(self.front, timeout=timeout, **self.keys)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -91,16 +93,26 @@ def start_daemon(
     env: dict[str, str] | None = None,
     ready: bool = True,
     front: str | None = None,
+    insecure_tcp: bool = True,
+    keys: dict[str, str] | None = None,
 ) -> RunningDaemon:
-    """``front``: a tcp endpoint (e.g. from `free_tcp_endpoint`) to serve clients on instead of ipc."""
+    """``front``: a tcp endpoint (e.g. from `free_tcp_endpoint`) to serve clients on instead of ipc;
+    without CurveZMQ keys unless ``insecure_tcp`` is False (then the state directory must hold them)."""
     runtime = Path(tempfile.mkdtemp(prefix="trp-", dir="/tmp"))
     if front is not None:
-        args = [*(args or []), "--front", front]
+        args = [*(args or []), "--front", front, *(["--allow-insecure-tcp"] if insecure_tcp else [])]
     # A home of its own: the daemon's pointer file (~/.local/state/troupe) must not send another test's
     # clients, or the user's, to this daemon.
     home = runtime / "home"
     home.mkdir()
-    full_env = {**os.environ, "TROUPE_RUNTIME_DIR": str(runtime), "HOME": str(home), **(env or {})}
+    state = home / ".local" / "state" / "troupe"
+    full_env = {
+        **os.environ,
+        "TROUPE_RUNTIME_DIR": str(runtime),
+        "HOME": str(home),
+        "TROUPE_STATE_DIR": str(state),
+        **(env or {}),
+    }
     log_path = runtime / "daemon.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -110,7 +122,7 @@ def start_daemon(
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
-    daemon = RunningDaemon(process, runtime, log_path, full_env, front_endpoint=front)
+    daemon = RunningDaemon(process, runtime, log_path, full_env, front_endpoint=front, keys=keys or {})
     if ready:
         wait_ready(daemon, servers)
     return daemon

@@ -21,9 +21,14 @@ from typing import Final
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from mcp_troupe.transport.keys import Credentials
 from mcp_troupe.transport.runtime import ipc_path
 
 HEARTBEAT_MS: Final = 1000
+_HANDSHAKE_FAILED: Final = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+_WATCHED: Final = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED
 
 
 def configure(sock: zmq.Socket[bytes], *, heartbeat_ms: int = HEARTBEAT_MS, timeout_ms: int = 0) -> None:
@@ -66,7 +71,8 @@ class DealerLink:
 
     ``send`` never blocks and never drops: what the socket does not take now waits in `outbox`, in order,
     and goes when the socket reports room (``POLLOUT``, which `register` asks for while frames wait).
-    `events` reads the monitor: `connected` once a connection is made, `disconnected` once one is lost.
+    `events` reads the monitor: `connected` once a connection is made (its ZMTP handshake done),
+    `disconnected` once one is lost, `handshake_failure` when the daemon's handshake fails.
     """
 
     def __init__(
@@ -78,6 +84,7 @@ class DealerLink:
         timeout_ms: int = 0,
         linger_ms: int = 1000,
         reconnect_ivl_ms: int | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.socket: zmq.Socket[bytes] = context.socket(zmq.DEALER)
@@ -85,12 +92,18 @@ class DealerLink:
         configure(self.socket, heartbeat_ms=heartbeat_ms, timeout_ms=timeout_ms)
         if reconnect_ivl_ms is not None:
             self.socket.reconnect_ivl = reconnect_ivl_ms
-        self.monitor: zmq.Socket[bytes] = self.socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self.secure = credentials is not None and endpoint.startswith("tcp://")
+        """CurveZMQ is used: keys were given and the endpoint is tcp (ipc relies on the runtime directory)."""
+        if self.secure:
+            credentials.apply(self.socket)  # type: ignore[union-attr]  # secure implies credentials
+        self.monitor: zmq.Socket[bytes] = self.socket.get_monitor_socket(_WATCHED)
         self.outbox: deque[bytes] = deque()
         self.connected = False
         """A connection to the daemon was made (and maybe lost since)."""
         self.disconnected = False
         """A connection to the daemon was lost."""
+        self.handshake_failure: str | None = None
+        """Why the daemon's handshake failed, the last time it did (its key, or ours, is wrong)."""
 
     def connect(self) -> None:
         """Start connecting (libzmq connects, and reconnects, in the background); `zmq.ZMQError` if malformed."""
@@ -119,13 +132,34 @@ class DealerLink:
         """The monitor's events since the last call (``zmq.EVENT_CONNECTED``, ``zmq.EVENT_DISCONNECTED``)."""
         seen = []
         while self.monitor.poll(0):
-            event = recv_monitor_message(self.monitor)["event"]
-            if event == zmq.EVENT_CONNECTED:
+            message = recv_monitor_message(self.monitor)
+            event = message["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.connected = True
+                self.handshake_failure = None
             elif event == zmq.EVENT_DISCONNECTED:
-                self.disconnected = True
+                self.disconnected = self.connected
+            elif event & _HANDSHAKE_FAILED:
+                self.handshake_failure = self._why(event, int(message["value"]))
             seen.append(event)
         return seen
+
+    def _why(self, event: int, value: int) -> str:
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            return (
+                f"the daemon at {self.endpoint} refused this peer's key (status {value}): its public key must be "
+                "in the daemon's keys directory (docs/security.rst)"
+            )
+        if self.secure:
+            return (
+                f"the CurveZMQ handshake with {self.endpoint} failed: is the daemon's public key "
+                "(--server-key, TROUPE_SERVER_KEY) the one `troupe keys show` prints there?"
+            )
+        return (
+            f"the handshake with {self.endpoint} failed (ZMQ monitor event {event}); a daemon on tcp takes only "
+            "CurveZMQ peers unless told otherwise: give its public key and a key file (--server-key/--key-file, "
+            "or TROUPE_SERVER_KEY/TROUPE_KEY_FILE)"
+        )
 
     def receive(self, limit: int) -> Iterator[bytes]:
         """Up to ``limit`` frames that have arrived, without waiting (the last part of each message)."""

@@ -65,6 +65,17 @@ def candidate_dirs(environ: Mapping[str, str] | None = None) -> list[Path]:
     return list(dict.fromkeys(dirs))
 
 
+def state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The daemon's state directory (its keys; not created): ``$TROUPE_STATE_DIR``, else
+    ``$XDG_STATE_HOME/troupe``, else ``~/.local/state/troupe``."""
+    env = os.environ if environ is None else environ
+    if env.get("TROUPE_STATE_DIR"):
+        return Path(env["TROUPE_STATE_DIR"])
+    if env.get("XDG_STATE_HOME"):
+        return Path(env["XDG_STATE_HOME"]) / "troupe"
+    return Path(env.get("HOME") or Path.home()) / ".local" / "state" / "troupe"
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Create ``path`` with mode 0700 if needed and check nobody else can use it."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)

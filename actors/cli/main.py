@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from mcp_troupe.actors.cli import keys as keys_cli
 from mcp_troupe.actors.cli import operator as operator_cli
 from mcp_troupe.actors.core.options import LIMIT_HELP, Limits
 from mcp_troupe.actors.daemon.config import LIMIT_KEYS, LOG_LEVELS, ConfigError, load
@@ -22,6 +23,7 @@ from mcp_troupe.transport import discovery
 from mcp_troupe.transport.adapter.server_process import MAX_LINE_BYTES, MAX_LINE_CONTAINERS
 from mcp_troupe.transport.bridge.stdio import MAX_LINE_BYTES as CONNECT_MAX_LINE_BYTES
 from mcp_troupe.transport.client import Client, DaemonUnavailable, FrameRefused, RequestError, TroupeError
+from mcp_troupe.transport.keys import Credentials, KeyFileError
 from mcp_troupe.transport.runtime import BACK_SOCKET, FRONT_SOCKET, RuntimeDirError, ipc_endpoint
 
 EXIT_OK = 0
@@ -42,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     head, tail = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
     args = _parser().parse_args(head)
     args.command = tail
+    keys_cli.export_keys(args)
     _setup_logging(getattr(args, "log_level", None) or "info", getattr(args, "log_format", None) or "text")
     try:
         return int(args.func(args))
@@ -67,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-address", metavar="HOST:PORT", help="serve Prometheus metrics here (off by default)")
     serve.add_argument("--audit-log", metavar="PATH", help="append JSON-lines audit records here (off by default)")
     serve.add_argument("--events", metavar="ENDPOINT", help="event stream endpoint (default: the runtime directory's)")
+    serve.add_argument("--state-dir", help="where the daemon's keys are (overrides [daemon] state_dir)")
+    serve.add_argument(
+        "--allow-insecure-tcp",
+        dest="allow_insecure_tcp",
+        action="store_const",
+        const=True,
+        help="serve tcp endpoints without CurveZMQ when the daemon has no key pair (docs/security.rst)",
+    )
     serve.add_argument(
         "--enable-fault-injection",
         dest="fault_injection",
@@ -134,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
         default=MAX_LINE_CONTAINERS,
         help=f"most JSON objects and arrays in one server message (default {MAX_LINE_CONTAINERS})",
     )
+    keys_cli.add_key_flags(adapter)
     adapter.set_defaults(func=_adapter)
 
     call = sub.add_parser("call", help="open a session, initialize, send one request, print its result")
@@ -144,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--runtime-dir", metavar="DIR", help="the daemon's runtime directory (instead of --endpoint)")
     call.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each reply (default 30)")
     call.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+    keys_cli.add_key_flags(call)
     call.set_defaults(func=_call)
 
     connect = sub.add_parser(
@@ -170,6 +183,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not copy the server's stderr to this process's stderr (copied by default)",
     )
+    keys_cli.add_key_flags(connect)
     connect.set_defaults(func=_connect)
 
     operator_cli.add_commands(sub)
@@ -177,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print the supervision tree: children, states, restarts, failures")
     status.add_argument("--endpoint", help="the daemon's front endpoint (default: the runtime directory's)")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    keys_cli.add_key_flags(status)
     status.set_defaults(func=_status)
 
     fault = sub.add_parser(
@@ -191,7 +206,10 @@ def _parser() -> argparse.ArgumentParser:
         help="now: in its next message; start: in on_start of its next incarnation; both (default: now)",
     )
     fault.add_argument("--endpoint", help="the daemon's front endpoint (default: the runtime directory's)")
+    keys_cli.add_key_flags(fault)
     fault.set_defaults(func=_inject_fault)
+
+    keys_cli.add_commands(sub)
     return parser
 
 
@@ -245,7 +263,7 @@ def _fail(message: str, code: int) -> int:
 def _serve(args: argparse.Namespace) -> int:
     overrides = {"front": args.front, "back": args.back, "runtime_dir": args.runtime_dir, "log_level": args.log_level}
     overrides |= {"log_format": args.log_format, "metrics_address": args.metrics_address, "audit_log": args.audit_log}
-    overrides |= {"events": args.events}
+    overrides |= {"events": args.events, "state_dir": args.state_dir, "allow_insecure_tcp": args.allow_insecure_tcp}
     overrides |= {name: getattr(args, name) for name in LIMIT_KEYS}
     overrides |= {
         name: getattr(args, name) for name in ("fault_injection", "strategy", "intensity", "period", "backoff_initial")
@@ -256,9 +274,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
     logs.setup(config.log_level, config.log_format)
-    daemon = Daemon(config, version=version())
     try:
-        return daemon.run()
+        return Daemon(config, version=version()).run()
     except (DaemonError, RuntimeDirError) as exc:
         return _fail(str(exc), EXIT_UNAVAILABLE)
 
@@ -273,7 +290,8 @@ def _adapter(args: argparse.Namespace) -> int:
         )
     try:
         endpoint = args.endpoint or discovery.find(BACK_SOCKET)
-    except RuntimeDirError as exc:
+        credentials = Credentials.resolve()
+    except (RuntimeDirError, KeyFileError) as exc:
         return _fail(str(exc), EXIT_USAGE)
     adapter = Adapter(
         args.name,
@@ -288,6 +306,7 @@ def _adapter(args: argparse.Namespace) -> int:
         adapter_id=args.adapter_id,
         max_message_bytes=args.max_message_bytes,
         max_message_items=args.max_message_items,
+        credentials=credentials,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _n, _f: adapter.request_stop())
@@ -347,9 +366,12 @@ def _connect(args: argparse.Namespace) -> int:
             open_timeout=args.open_timeout,
             server_stderr=args.server_stderr,
             max_line_bytes=args.max_line_bytes,
+            credentials=Credentials.resolve(),
         )
     except RuntimeDirError as exc:
         return _fail(str(exc), EXIT_UNAVAILABLE)
+    except KeyFileError as exc:
+        return _fail(str(exc), EXIT_USAGE)
     return bridge.run()
 
 

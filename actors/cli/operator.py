@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mcp_troupe.actors.cli.keys import add_key_flags
 from mcp_troupe.actors.core.durations import format_duration, parse_duration
 from mcp_troupe.transport.client import Client, FrameRefused, TroupeError
 from mcp_troupe.transport.client.events import subscribe
@@ -53,6 +54,7 @@ def _command(
     )
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_key_flags(parser)
     parser.set_defaults(func=func)
     return parser
 

@@ -51,6 +51,12 @@ class Limits:
     """Session age in seconds after which it is tagged ``long-running``."""
     high_volume_frames: int = 10_000
     """Frames (both directions) after which a session is tagged ``high-volume``."""
+    reattach_grace: float = 0.0
+    """Seconds a session outlives its client's connection, waiting for an ``attach`` with its resume
+    token; 0 = it closes with the connection (``client_gone``). A session can always be attached from
+    another connection while its own is alive."""
+    reattach_buffer: int = 1000
+    """Frames for the client a detached session keeps for its ``attach``; one more closes it (``client_gone``)."""
 
     def timeout_for(self, method: str) -> float:
         if method in self.timeouts:
@@ -96,5 +102,7 @@ LIMIT_HELP: dict[str, str] = {
     "idle_timeout": "seconds without traffic before a session is closed; 0 = never",
     "long_running_after": "session age (s) that tags it long-running",
     "high_volume_frames": "frames that tag a session high-volume",
+    "reattach_grace": "seconds a session waits for its client to attach again after its connection ends; 0 = none",
+    "reattach_buffer": "frames a detached session keeps for its client's return",
 }
 """One line per `Limits` field, for ``--help``; docs/limits.rst has the full story."""

@@ -42,13 +42,17 @@ class RefusalLog:
 
     def summaries(self, now: float) -> list[str]:
         """At the end of a window: one line per peer whose refusals were not all logged; starts a new window."""
+        return [
+            f"refused {sum(counts.values())} more frame(s) from {label} in the last {self.window:g}s "
+            f"({', '.join(f'{code} {n}' for code, n in counts.most_common())})"
+            for label, counts in self.suppressed(now)
+        ]
+
+    def suppressed(self, now: float) -> list[tuple[str, Counter[str]]]:
+        """At the end of a window: per peer whose refusals were not all logged, its label and the rest's
+        counts by code; starts a new window."""
         if not self._peers or now - self._started < self.window:
             return []
-        lines = [
-            f"refused {sum(p.suppressed.values())} more frame(s) from {p.label} in the last {self.window:g}s "
-            f"({', '.join(f'{code} {n}' for code, n in p.suppressed.most_common())})"
-            for p in self._peers.values()
-            if p.suppressed
-        ]
+        found = [(p.label, p.suppressed) for p in self._peers.values() if p.suppressed]
         self._peers.clear()
-        return lines
+        return found

@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from mcp_troupe.actors.core.supervision import (
@@ -73,8 +73,15 @@ class _Group:
 
 
 class AdapterProcesses:
-    def __init__(self, config: DaemonConfig, back: str, on_exit: Callable[[str, str], None]) -> None:
-        """``on_exit(adapter_id, reason)`` is told when an adapter process ends (its sessions are gone).
+    def __init__(
+        self,
+        config: DaemonConfig,
+        back: str,
+        on_exit: Callable[[str, str], None],
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """``on_exit(adapter_id, reason)`` is told when an adapter process ends (its sessions are gone);
+        ``env``: variables every adapter process gets besides the daemon's (its CurveZMQ keys).
 
         Each child gets an adapter id of the daemon's making (``--adapter-id``), so
         children are matched by id, never by a pid a remote adapter might share.
@@ -89,6 +96,7 @@ class AdapterProcesses:
         ]
         self._back = back
         self._on_exit = on_exit
+        self._env = dict(env or {})
         self.lost: queue.SimpleQueue[str] = queue.SimpleQueue()
         """Ids of adapters the router found silent (put from the hub's thread)."""
 
@@ -151,7 +159,7 @@ class AdapterProcesses:
                     log.critical("giving up on server %r: %s", group.server.name, reason)
 
     def _spawn(self, server: ServerConfig, adapter_id: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, **server.env}
+        env = {**os.environ, **server.env, **self._env}
         command = adapter_command(server, self._back, adapter_id, self._config)
         process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
         log.info("started adapter for server %r (pid %d)", server.name, process.pid)

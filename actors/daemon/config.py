@@ -19,7 +19,14 @@ from typing import Any
 
 from mcp_troupe.actors.core.options import ON_EXIT_POLICIES, Limits
 from mcp_troupe.actors.core.supervision import Strategy, SupervisorPolicy
-from mcp_troupe.transport.runtime import BACK_SOCKET, EVENTS_SOCKET, FRONT_SOCKET, ipc_endpoint, runtime_dir
+from mcp_troupe.transport.runtime import (
+    BACK_SOCKET,
+    EVENTS_SOCKET,
+    FRONT_SOCKET,
+    ipc_endpoint,
+    runtime_dir,
+    state_dir,
+)
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -51,6 +58,22 @@ class ServerConfig:
     pass_env: tuple[str, ...] = ()
     """Environment variables a session may bring for its own server process (``open`` ``env``, sent by
     ``troupe connect`` from its environment); none by default."""
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """``[security]``: who may connect on tcp endpoints (docs/security.rst)."""
+
+    clients_dir: Path | None = None
+    """Public keys of clients let in on the front socket; default ``<state_dir>/clients``."""
+    operators_dir: Path | None = None
+    """Public keys of operators (acting control operations); default ``<state_dir>/operators``."""
+    adapters_dir: Path | None = None
+    """Public keys of adapters let in on the back socket (``adapters_dir/SERVER/`` for one server only);
+    default ``<state_dir>/adapters``."""
+    allow_insecure_tcp: bool = False
+    """Serve a tcp endpoint without CurveZMQ when the daemon has no key pair (anyone who reaches the
+    port is let in, with no operator rights); refused by default."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +138,10 @@ class DaemonConfig:
     adapter_intensity: int = 3
     """Restarts of one server's adapter processes allowed within ``adapter_period``."""
     adapter_period: float = 60.0
+    state_dir: Path | None = None
+    """Where the daemon keeps its key pair (``troupe keys generate``) and, by default, the keys it lets in;
+    None: `mcp_troupe.transport.runtime.state_dir` (`load` fills it in)."""
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 def example_server() -> ServerConfig:
@@ -140,6 +167,7 @@ def example_unavailable(server: ServerConfig) -> str | None:
 # key -> (accepted types, description of the accepted form)
 DAEMON_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "runtime_dir": ((str,), "a directory path"),
+    "state_dir": ((str,), "a directory path"),
     "front": ((str,), "a ZMQ endpoint such as 'ipc:///run/troupe/front.sock' or 'tcp://127.0.0.1:5555'"),
     "back": ((str,), "a ZMQ endpoint"),
     "max_frame_bytes": ((int,), "a positive integer (bytes)"),
@@ -163,6 +191,12 @@ DAEMON_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "audit_log": ((str,), "a file path"),
     "fault_injection": ((bool,), "true or false"),
     "discoverable": ((bool,), "true or false"),
+}
+SECURITY_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "clients_dir": ((str,), "a directory of client public keys (*.key)"),
+    "operators_dir": ((str,), "a directory of operator public keys (*.key)"),
+    "adapters_dir": ((str,), "a directory of adapter public keys (*.key; SERVER/*.key for one server)"),
+    "allow_insecure_tcp": ((bool,), "true or false"),
 }
 SUPERVISOR_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "strategy": ((str,), "one of one_for_one, one_for_all, rest_for_one"),
@@ -214,16 +248,18 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Daemo
     daemon: dict[str, Any] = {}
     supervisor: dict[str, Any] = {}
     limits: dict[str, Any] = {}
+    security: dict[str, Any] = {}
     servers: dict[str, ServerConfig] | None = None
     if path is not None:
         data = _read(path)
-        unknown = set(data) - {"daemon", "servers", "limits", "supervisor"}
+        unknown = set(data) - {"daemon", "servers", "limits", "supervisor", "security"}
         if unknown:
             raise ConfigError(
                 f"{path}: unknown top-level table(s) {sorted(unknown)}; "
-                "use [daemon], [limits], [supervisor] and [servers.NAME]"
+                "use [daemon], [limits], [supervisor], [security] and [servers.NAME]"
             )
         daemon = _checked(data.get("daemon", {}), DAEMON_KEYS, f"{path}: [daemon]")
+        security = _checked(data.get("security", {}), SECURITY_KEYS, f"{path}: [security]")
         supervisor = _checked(data.get("supervisor", {}), SUPERVISOR_KEYS, f"{path}: [supervisor]")
         limits = _limits(data.get("limits", {}), path)
         servers = _servers(data.get("servers", {}), path)
@@ -236,6 +272,8 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Daemo
             limits[key] = value
         elif key in SUPERVISOR_KEYS:
             supervisor[key] = value
+        elif key in SECURITY_KEYS:
+            security[key] = value
         else:
             daemon[key] = value
     daemon["limits"] = _build_limits(limits)
@@ -243,7 +281,17 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Daemo
         if key in supervisor:
             daemon[key] = supervisor.pop(key)
     daemon["supervisor"] = _build_policy(supervisor)
+    daemon["state_dir"] = Path(daemon["state_dir"]).expanduser() if daemon.get("state_dir") else state_dir()
+    daemon["security"] = _build_security(security, daemon["state_dir"])
     return _build(daemon, servers if servers is not None else {"example": example_server()})
+
+
+def _build_security(values: dict[str, Any], state: Path) -> SecurityConfig:
+    dirs = {
+        name: Path(values[name]).expanduser() if values.get(name) else state / name.removesuffix("_dir")
+        for name in ("clients_dir", "operators_dir", "adapters_dir")
+    }
+    return SecurityConfig(**dirs, allow_insecure_tcp=bool(values.get("allow_insecure_tcp", False)))
 
 
 def _limits(table: object, path: Path) -> dict[str, Any]:
@@ -289,6 +337,7 @@ def _build_limits(values: dict[str, Any]) -> Limits:
         "rate_burst",
         "open_burst",
         "open_burst_total",
+        "reattach_buffer",
     ):
         if getattr(limits, name) < 1:
             raise ConfigError(f"limits: {name} must be >= 1")

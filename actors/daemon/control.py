@@ -28,9 +28,17 @@ from mcp_troupe.actors.shells.session import CloseSession, Describe
 from mcp_troupe.actors.shells.supervisor import Crash, InjectFault, Status
 from mcp_troupe.actors.telemetry.observe import Observers
 from mcp_troupe.transport.hub.loop import HubStats
+from mcp_troupe.transport.keys import OPERATOR
 from mcp_troupe.transport.wire.frames import ErrorCode, encode
 
 log = logging.getLogger("troupe.control")
+
+ACTING = frozenset({"sessions.close", "sessions.cleanup", "inject_fault", "security.reload"})
+"""Operations that change something: they need operator rights. The others only read."""
+OPERATOR_HELP = (
+    "on ipc, run it as the user who owns the daemon's runtime directory; on tcp, with a key in the daemon's "
+    "operators_dir (docs/security.rst)"
+)
 
 GATHER_TIMEOUT = 2.0
 """Seconds a control operation waits for session snapshots before answering with what it has."""
@@ -94,6 +102,19 @@ class DaemonView(Protocol):
 
     def client_label(self, peer: bytes) -> str: ...
 
+    def rights(self, peer: bytes) -> frozenset[str]:
+        """What the client behind ``peer`` may do: ``operator`` for acting operations."""
+        ...
+
+    def owns(self, peer: bytes, route: Route) -> bool:
+        """The client behind ``peer`` opened the session (its connection, or its CurveZMQ key)."""
+        ...
+
+    @property
+    def reload_keys(self) -> Callable[[Callable[[dict[str, Any] | str], None]], None] | None:
+        """Reads the key directories again off this thread, then calls back with counts (or what failed)."""
+        ...
+
 
 class Outbox(Protocol):
     """What control uses of the hub: sending and calling from any thread, its counters from the loop thread."""
@@ -125,6 +146,7 @@ class ControlPlane:
             "sessions.close": self._sessions_close,
             "sessions.cleanup": self._sessions_cleanup,
             "inject_fault": self._inject_fault,
+            "security.reload": self._security_reload,
         }
 
     # -- dispatch ------------------------------------------------------------------
@@ -134,9 +156,17 @@ class ControlPlane:
         try:
             if handler is None:
                 raise ControlError(ErrorCode.UNKNOWN_OP, f"unknown control op {op!r}; known: {sorted(self.handlers)}")
+            if op in ACTING and OPERATOR not in self._router.rights(peer):
+                self._router.observers.metrics.forbidden.labels(op).inc()
+                self._audit(peer, op, refused="forbidden")
+                raise ControlError(ErrorCode.FORBIDDEN, f"{op} needs operator rights: {OPERATOR_HELP}")
             handler(peer, ref, args)
         except ControlError as exc:
             self.error(peer, ref, exc.code, exc.message)
+
+    def _visible(self, peer: bytes, route: Route) -> bool:
+        """Operators see every session; a plain client, its own."""
+        return OPERATOR in self._router.rights(peer) or self._router.owns(peer, route)
 
     def reply(self, peer: bytes, ref: Ref, result: dict[str, Any]) -> None:
         """Any thread: the frame goes through the hub's mailbox."""
@@ -234,6 +264,7 @@ class ControlPlane:
             "pending": router.pending.count,
             "requests": {"total": self.requests, "per_second": round((n1 - n0) / (t1 - t0), 2) if t1 > t0 else 0.0},
             "refused": {k: int(v) for k, v in metrics.by_label("troupe_requests_refused", "reason").items()},
+            "forbidden": {k: int(v) for k, v in metrics.by_label("troupe_forbidden", "what").items()},
             "errors": dict(router.errors),
             "frames": {
                 "in": dict(hub.frames_in),
@@ -249,7 +280,11 @@ class ControlPlane:
 
     def _sessions_list(self, peer: bytes, ref: Ref, args: dict[str, Any]) -> None:
         server, state = args.get("server"), args.get("state")
-        routes = [r for r in self._router.sessions.values() if server is None or r.adapter.server == server]
+        routes = [
+            r
+            for r in self._router.sessions.values()
+            if (server is None or r.adapter.server == server) and self._visible(peer, r)
+        ]
 
         def finish(snapshots: list[dict[str, Any]], missing: int) -> None:
             chosen = [s for s in snapshots if state is None or s["state"] == state]
@@ -259,7 +294,7 @@ class ControlPlane:
         self.gather(routes, finish)
 
     def _sessions_show(self, peer: bytes, ref: Ref, args: dict[str, Any]) -> None:
-        route = self._route(args)
+        route = self._route(args, peer)
 
         def finish(snapshots: list[dict[str, Any]], _missing: int) -> None:
             if snapshots:
@@ -271,7 +306,7 @@ class ControlPlane:
 
     def _sessions_logs(self, peer: bytes, ref: Ref, args: dict[str, Any]) -> None:
         """The last lines the session's server wrote to stderr (at most ``STDERR_KEPT``)."""
-        route = self._route(args)
+        route = self._route(args, peer)
 
         def finish(snapshots: list[dict[str, Any]], _missing: int) -> None:
             if snapshots:
@@ -341,14 +376,30 @@ class ControlPlane:
             router.sessions[args["sid"]].actor.tell(Crash())
         self.reply(peer, ref, {"injected": target, "when": when})
 
-    def _route(self, args: dict[str, Any]) -> Route:
+    def _route(self, args: dict[str, Any], peer: bytes | None = None) -> Route:
+        """The session ``args.sid`` names; with ``peer``, only if that client may see it (others are told
+        it does not exist: a session id is no proof of anything)."""
         sid = args.get("sid")
         if not isinstance(sid, str):
             raise ControlError(ErrorCode.BAD_ARGS, "args.sid must be a session id string")
         route = self._router.sessions.get(sid)
-        if route is None:
-            raise ControlError(ErrorCode.UNKNOWN_SESSION, f"no open session {sid!r}")
+        if route is None or (peer is not None and not self._visible(peer, route)):
+            raise ControlError(ErrorCode.UNKNOWN_SESSION, f"no open session {sid[:64]!r}")
         return route
+
+    def _security_reload(self, peer: bytes, ref: Ref, _args: dict[str, Any]) -> None:
+        reload = self._router.reload_keys
+        if reload is None:
+            raise ControlError(ErrorCode.BAD_ARGS, "this daemon uses no CurveZMQ keys (no tcp endpoint with keys)")
+        self._audit(peer, "security.reload")
+
+        def done(result: dict[str, Any] | str) -> None:
+            if isinstance(result, str):
+                self.error(peer, ref, ErrorCode.BAD_ARGS, result)
+            else:
+                self.reply(peer, ref, result)
+
+        reload(done)
 
     def _audit(self, peer: bytes, action: str, **fields: Any) -> None:
         self._router.observers.audit(

@@ -11,6 +11,7 @@ the hub to run a router method (`session_finished`, `pending_changed`).
 
 from __future__ import annotations
 
+import hmac
 import logging
 import secrets
 import time
@@ -35,10 +36,12 @@ from mcp_troupe.actors.daemon.tables import Route
 from mcp_troupe.actors.shells.session import (
     ClientFrameRefused,
     CloseSession,
+    Detached,
     Forgotten,
     FromClient,
     FromServer,
     Peers,
+    Reattached,
     Rebound,
     ServerExited,
     ServerStarted,
@@ -50,9 +53,11 @@ from mcp_troupe.actors.shells.session import (
 from mcp_troupe.actors.shells.supervisor import TICK, Forward
 from mcp_troupe.actors.telemetry.observe import Observers
 from mcp_troupe.transport.hub.loop import BACK, FRONT, Hub
+from mcp_troupe.transport.keys import ANY_SERVER
 from mcp_troupe.transport.wire import jsonrpc
 from mcp_troupe.transport.wire.frames import MAX_ITEMS, ErrorCode, FrameError, encode
 from mcp_troupe.transport.wire.kinds import (
+    AttachFrame,
     ClientMcpFrame,
     CloseFrame,
     OpenFrame,
@@ -133,6 +138,10 @@ class Router:
         self.closing = 0
         """Sessions in ``self.sessions`` that are closing: they no longer count against max_sessions."""
         self.evictions = 0
+        self.detached: dict[str, float] = {}
+        """Sessions whose client's connection ended, and when they close unless attached again."""
+        self.reload_keys: Callable[[Callable[[dict[str, Any] | str], None]], None] | None = None
+        """Set by the daemon when it has CurveZMQ keys: the ``security.reload`` operation."""
 
     @property
     def adapters(self) -> dict[bytes, AdapterLink]:
@@ -163,6 +172,8 @@ class Router:
                 self._open(peer, frame)
             elif frame["t"] == "close":
                 self._tell(self._route(peer, frame), CloseSession("client", frame.get("ref")), frame)
+            elif frame["t"] == "attach":
+                self._attach(peer, frame)
             else:
                 self.control.handle(peer, frame["ref"], frame["op"], frame.get("args") or {})
         except FrameError as exc:
@@ -242,12 +253,14 @@ class Router:
         victim = self.admission.room(self.open_sessions, self._victim, ref)
         if victim is not None:
             self._evict(victim)
-        sid = secrets.token_urlsafe(16)
+        sid, token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)  # 128 random bits each
         policy = self._options.server_policies.get(server)
         core = SessionCore(sid, server, now, self._limits, policy, expire_idle=frame.get("expire_idle", False))
-        peers = Peers(peer, adapter.peer, ref, client.label, stderr=frame.get("stderr", False))
+        peers = Peers(peer, adapter.peer, ref, client.label, stderr=frame.get("stderr", False), token=token)
         actor = SessionActor.start(core, peers, self._links)
-        self.sessions[sid] = Route(actor, peer, adapter, env=env)
+        conn = self._hub.connection(FRONT, peer)
+        owner_key = conn.key if conn is not None else b""
+        self.sessions[sid] = Route(actor, peer, adapter, env=env, token=token.encode(), owner_key=owner_key)
         self.recency.touch(sid, self.now)
         adapter.sessions.add(sid)
         client.sessions.add(sid)
@@ -259,6 +272,63 @@ class Router:
         self._hub.send_back(adapter.peer, encode("spawn", sid=sid, env=env))
         if client.blocked:
             self._hub.send_back(adapter.peer, encode("pause", sid=sid))
+
+    def _attach(self, peer: bytes, frame: AttachFrame) -> None:
+        """Move a session to this connection: its resume token (and, with CurveZMQ, its owner's key) says so."""
+        sid, ref = frame["sid"], frame["ref"]
+        route = self.sessions.get(sid)
+        if route is None or route.closing:
+            message = f"no open session {sid!r}; it was closed or never opened: open a new session"
+            raise FrameError(ErrorCode.UNKNOWN_SESSION, message, sid=sid, ref=ref)
+        conn = self._hub.connection(FRONT, peer)
+        key = conn.key if conn is not None else b""
+        if not hmac.compare_digest(frame["token"].encode("utf-8", "replace"), route.token):
+            raise FrameError(ErrorCode.NOT_OWNER, f"wrong resume token for session {sid!r}", sid=sid, ref=ref)
+        if route.owner_key and not hmac.compare_digest(key, route.owner_key):
+            message = f"session {sid!r} belongs to another key; attach it with the key that opened it"
+            raise FrameError(ErrorCode.NOT_OWNER, message, sid=sid, ref=ref)
+        old = self.clients.get(route.client)
+        if old is not None:
+            old.sessions.discard(sid)
+        previous_alive = route.client != peer and self._hub.connection(FRONT, route.client) is not None
+        route.client = peer
+        client = self._client(peer)
+        client.sessions.add(sid)
+        self.detached.pop(sid, None)
+        log.info("session %s attached to client %s", sid, client.label)
+        try:
+            route.actor.tell(Reattached(peer, client.label, ref, previous_alive))
+        except pykka.ActorDeadError:
+            raise FrameError(ErrorCode.SESSION_CLOSED, f"session {sid!r} has ended", sid=sid, ref=ref) from None
+        # The client it left may have stopped reading (its server paused): the new one follows its own state.
+        self._hub.send_back(route.adapter.peer, encode("pause" if client.blocked else "resume", sid=sid))
+
+    def close_detached(self, sid: str) -> None:
+        """A detached session holds all the frames it may for its client: it closes."""
+        self.detached.pop(sid, None)
+        self._tell_route(sid, CloseSession("client_gone"))
+
+    def _detach(self, sids: set[str]) -> None:
+        grace, keep = self._limits.reattach_grace, self._limits.reattach_buffer
+        for sid in sids:
+            self.detached[sid] = self.now + grace
+            self._tell_route(sid, Detached(keep))
+
+    def _expire_detached(self, now: float) -> None:
+        for sid in [sid for sid, until in self.detached.items() if now >= until]:
+            self.close_detached(sid)
+
+    def rights(self, peer: bytes) -> frozenset[str]:
+        """What the client behind ``peer`` may do (decided when its connection was let in)."""
+        conn = self._hub.connection(FRONT, peer)
+        return conn.rights if conn is not None else frozenset()
+
+    def owns(self, peer: bytes, route: Route) -> bool:
+        """The client behind ``peer`` is the session's owner: its connection, or (CurveZMQ) its key."""
+        if route.client == peer:
+            return True
+        conn = self._hub.connection(FRONT, peer) if route.owner_key else None
+        return conn is not None and hmac.compare_digest(conn.key, route.owner_key)
 
     def _session_env(self, server: str, env: dict[str, Any] | None, ref: int | str) -> dict[str, str] | None:
         """The variables a session brings for its server, if the server's ``pass_env`` names them all."""
@@ -355,6 +425,9 @@ class Router:
         self.observers.metrics.bad_frames.labels(code).inc()
         if self.refusals.note(peer, self.client_label(peer), code, self.now):
             log.info("refused a frame from client %s: %s", self.client_label(peer), exc)
+            if code in _AUDITED:
+                record = {"event": "refused", "code": code, "client": self.client_label(peer), "sid": exc.sid}
+                self.observers.audit(record)
         self._hub.send_front(peer, exc.to_frame())
         if exc.too_big:
             self._answer_server_for(peer, exc)
@@ -451,6 +524,20 @@ class Router:
 
     def _register(self, peer: bytes, frame: RegisterFrame) -> None:
         adapter_id, server = frame.get("adapter_id"), frame["server"]
+        conn = self._hub.connection(BACK, peer)
+        rights = conn.rights if conn is not None else frozenset()
+        if ANY_SERVER not in rights and server not in rights:
+            self.errors["adapter_forbidden"] += 1
+            self.observers.metrics.forbidden.labels("register").inc()
+            who = f"key {conn.user!r}" if conn is not None and conn.user else "this connection"
+            log.warning("refused adapter %s for server %r: %s may not serve it", self._adapter_label(peer), server, who)
+            self.observers.audit({"event": "refused", "code": "forbidden", "adapter": who, "server": server})
+            message = (
+                f"{who} may not register an adapter for server {server!r}: put its public key in the daemon's "
+                f"adapters_dir/{server}/ (or adapters_dir/ for every server) and reload"
+            )
+            self._hub.send_back(peer, FrameError(ErrorCode.FORBIDDEN, message).to_frame())
+            return
         registration = self.adapter_table.register(
             peer, server, frame["capacity"], frame.get("pid"), adapter_id, self.now
         )
@@ -588,6 +675,7 @@ class Router:
         """Forget a session (called on the loop thread when its actor ends)."""
         route = self.sessions.pop(sid, None)
         self._pending_by_session.pop(sid, None)
+        self.detached.pop(sid, None)
         self.wakeups.discard(sid)
         self.recency.discard(sid)
         if route is not None:
@@ -612,9 +700,16 @@ class Router:
         self.now = now
         self.to_supervisor(TICK)
         self._watch_adapters(now)
+        if self.detached:
+            self._expire_detached(now)
         self.control.on_tick(now)
-        for line in self.refusals.summaries(now):
-            log.info("%s", line)
+        window = self.refusals.window
+        for label, counts in self.refusals.suppressed(now):
+            total = sum(counts.values())
+            log.info("refused %d more frame(s) from %s in the last %gs (%s)", total, label, window, _codes(counts))
+            if counts.keys() & _AUDITED:
+                audited = {code: n for code, n in counts.items() if code in _AUDITED}
+                self.observers.audit({"event": "refused", "client": label, "counts": audited, "window_s": window})
         if len(self.clients) > 2 * len(self.sessions) + 64:
             self.clients = {peer: c for peer, c in self.clients.items() if c.sessions}
 
@@ -624,11 +719,25 @@ class Router:
         """A client's connection ended, or it stopped reading past its share: end its sessions."""
         if which == BACK:
             log.debug("connection of adapter %s ended (%s)", self._adapter_label(peer), reason)
+            link = self.adapter_table.get(peer)
+            if link is not None and reason == "key_revoked":
+                self._adapter_lost(link, "its key was revoked")
             return
         client = self.clients.get(peer) if reason == "not_reading" else self.clients.pop(peer, None)
         if client is None or not client.sessions:
             return
-        close = "client_gone" if reason == "disconnected" else "client_not_reading"
+        if reason == "disconnected" and self._limits.reattach_grace > 0:
+            grace = self._limits.reattach_grace
+            log.info(
+                "client %s %s: its %d session(s) wait %gs for it",
+                client.label,
+                _LOST[reason],
+                len(client.sessions),
+                grace,
+            )
+            self._detach(client.sessions)
+            return
+        close = _CLOSE_REASON[reason]
         log.info("client %s %s: closing its %d session(s)", client.label, _LOST[reason], len(client.sessions))
         for sid in list(client.sessions):
             self._tell_route(sid, CloseSession(close))
@@ -673,4 +782,17 @@ class Router:
 MAX_ENV_VALUE = 32 * 1024
 """Longest value of a variable a session brings for its server."""
 
-_LOST = {"disconnected": "is gone (connection ended)", "not_reading": "stopped reading"}
+_LOST = {
+    "disconnected": "is gone (connection ended)",
+    "not_reading": "stopped reading",
+    "key_revoked": "lost its key (revoked)",
+}
+_AUDITED = frozenset({str(ErrorCode.NOT_OWNER), str(ErrorCode.FORBIDDEN)})
+"""Refusals that the audit log records: each of the first in a window, then their count per window."""
+
+
+def _codes(counts: Counter[str]) -> str:
+    return ", ".join(f"{code} {n}" for code, n in counts.most_common())
+
+
+_CLOSE_REASON = {"disconnected": "client_gone", "not_reading": "client_not_reading", "key_revoked": "key_revoked"}

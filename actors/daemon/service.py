@@ -16,12 +16,14 @@ import os
 import select
 import signal
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pykka
 
@@ -37,7 +39,21 @@ from mcp_troupe.actors.telemetry.metrics import LoopCollector, Metrics
 from mcp_troupe.actors.telemetry.observe import AuditLog, Observers, hub_publisher
 from mcp_troupe.transport import discovery
 from mcp_troupe.transport.hub.loop import BACK, EVENTS, FRONT, Hub, HubOptions
-from mcp_troupe.transport.runtime import ensure_private_dir, ipc_path
+from mcp_troupe.transport.keys import (
+    ANY_SERVER,
+    DAEMON_KEY,
+    ENV_KEY_FILE,
+    ENV_SERVER_KEY,
+    OPERATOR,
+    Grant,
+    KeyFileError,
+    KeyRing,
+    ServerKeys,
+    load_ring,
+    load_server_keys,
+    state_key_paths,
+)
+from mcp_troupe.transport.runtime import ensure_private_dir, ipc_path, state_dir
 
 log = logging.getLogger("troupe.daemon")
 
@@ -56,6 +72,8 @@ class DaemonError(RuntimeError):
 class Daemon:
     def __init__(self, config: DaemonConfig, version: str = "") -> None:
         self.config = config
+        self.server_keys, curve = _curve(config)
+        self.keys = self._read_keys() if self.server_keys is not None else KeyRing()
         self.hub = Hub(
             HubOptions(
                 heartbeat_ms=config.heartbeat_ms,
@@ -65,6 +83,9 @@ class Daemon:
                 front_max_message=4 * config.max_frame_bytes,
                 back_max_message=2 * (config.max_server_frame_bytes + SERVER_FRAME_MARGIN),
                 max_connections=(config.max_client_connections, HubOptions().max_connections[1]),
+                server_keys=self.server_keys,
+                curve=curve,
+                keys=self.keys,
             )
         )
         policies = {s.name: ServerPolicy(s.on_exit, s.max_restarts) for s in config.servers.values()}
@@ -82,6 +103,9 @@ class Daemon:
         )
         self.observers = self._observers()
         self.router = Router(self.hub, options, observers=self.observers, version=version)
+        if self.server_keys is not None:
+            self.router.reload_keys = self._reload_in_background
+        self._reload_requested = False
         self.supervisor: pykka.ActorRef[Supervisor] | None = None
         self.exit_code = 0
         self.adapters: AdapterProcesses | None = None
@@ -101,7 +125,66 @@ class Daemon:
         audit = AuditLog.start(Path(self.config.audit_log)).tell if self.config.audit_log else lambda _record: None
         return Observers(metrics, hub_publisher(self.hub.publish), audit)
 
+    # -- keys ----------------------------------------------------------------------
+
+    def _read_keys(self) -> KeyRing:
+        """The keys let in, from the security directories; the daemon's own key serves its adapters."""
+        sec = self.config.security
+        try:
+            ring = load_ring(sec.clients_dir, sec.operators_dir, sec.adapters_dir)
+        except KeyFileError as exc:
+            raise DaemonError(str(exc)) from None
+        assert self.server_keys is not None
+        back = {**ring.back, self.server_keys.public: Grant(DAEMON_KEY, frozenset({ANY_SERVER}))}
+        return KeyRing(ring.front, back)
+
+    def reload_keys(self) -> dict[str, Any]:
+        """Read the key directories again and let in exactly their keys from now on; live sessions of
+        keys still allowed carry on. Raises `DaemonError` (the old keys stay) if a file is bad."""
+        keys = self._read_keys()
+        self.keys = keys
+        self.hub.set_keys(keys)
+        operators = sum(1 for g in keys.front.values() if OPERATOR in g.rights)
+        counts = {"clients": len(keys.front) - operators, "operators": operators, "adapters": len(keys.back) - 1}
+        log.info("keys reloaded: %(clients)d client, %(operators)d operator, %(adapters)d adapter key(s)", counts)
+        return counts
+
+    def _reload_in_background(self, done: Callable[[dict[str, Any] | str], None]) -> None:
+        """For the ``security.reload`` operation: files are read on a thread of their own, not the hub's."""
+
+        def run() -> None:
+            try:
+                result: dict[str, Any] | str = self.reload_keys()
+            except DaemonError as exc:
+                log.error("keys not reloaded: %s", exc)
+                result = f"keys not reloaded (the old ones stay): {exc}"
+            done(result)
+
+        threading.Thread(target=run, name="troupe-keys", daemon=True).start()
+
+    def _reload_now(self) -> None:
+        """SIGHUP, on the main thread."""
+        self._reload_requested = False
+        if self.server_keys is None:
+            log.info("SIGHUP: no CurveZMQ keys in use; nothing to reload")
+            return
+        try:
+            self.reload_keys()
+        except DaemonError as exc:
+            log.error("keys not reloaded (the old ones stay): %s", exc)
+
+    def adapter_env(self) -> dict[str, str]:
+        """What the adapter processes this daemon starts need to reach a CurveZMQ back socket."""
+        if self.server_keys is None or not self.config.back.startswith("tcp://"):
+            return {}
+        _public, secret = state_key_paths(self.config.state_dir or state_dir())
+        return {ENV_SERVER_KEY: self.server_keys.public.decode(), ENV_KEY_FILE: str(secret)}
+
     def start(self) -> None:
+        if self.config.fault_injection:
+            log.warning(
+                "FAULT INJECTION IS ON: operators may crash the janitor, the evictor and sessions (inject_fault)"
+            )
         self._prepare_ipc()
         self._start_supervisor()
         self.hub.start(self.router)
@@ -114,7 +197,7 @@ class Daemon:
         for server in self.config.servers.values():
             if (why := example_unavailable(server)) is not None:
                 log.warning("server %r: %s; its sessions fail until then", server.name, why)
-        self.adapters = AdapterProcesses(self.config, self.back_endpoint, self._adapter_exited)
+        self.adapters = AdapterProcesses(self.config, self.back_endpoint, self._adapter_exited, self.adapter_env())
         self.router.on_adapter_lost = self._adapter_silent
         self.adapters.start()
         self._await_adapters()
@@ -195,6 +278,8 @@ class Daemon:
             readable, _, _ = select.select([self._wake_r], [], [], 1.0)
             if readable:
                 _drain(self._wake_r)
+            if self._reload_requested:
+                self._reload_now()
             self.adapters.check()  # type: ignore[union-attr]
         if self.exit_code == 0:
             log.info("received %s: shutting down", signal.Signals(self._stop_requested[0]).name)
@@ -215,6 +300,14 @@ class Daemon:
     def _install_signal_handlers(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda n, _frame: self.request_stop(n))
+        signal.signal(signal.SIGHUP, lambda _n, _frame: self._request_reload())
+
+    def _request_reload(self) -> None:
+        self._reload_requested = True
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass
 
     # -- stop ----------------------------------------------------------------------
 
@@ -242,6 +335,34 @@ class Daemon:
         os.close(self._wake_r)
         os.close(self._wake_w)
         log.info("stopped")
+
+
+def _curve(config: DaemonConfig) -> tuple[ServerKeys | None, frozenset[int]]:
+    """The daemon's key pair and the sockets that use CurveZMQ (those on tcp); refuses insecure tcp."""
+    endpoints = {FRONT: config.front, BACK: config.back, EVENTS: config.events}
+    tcp = frozenset(which for which, endpoint in endpoints.items() if endpoint.startswith("tcp://"))
+    if not tcp:
+        return None, frozenset()
+    try:
+        keys = load_server_keys(config.state_dir or state_dir())
+    except KeyFileError as exc:
+        raise DaemonError(str(exc)) from None
+    names = ", ".join(endpoints[w] for w in sorted(tcp))
+    if keys is not None:
+        log.info("CurveZMQ on %s (daemon key %s...)", names, keys.public[:12].decode())
+        return keys, tcp
+    if not config.security.allow_insecure_tcp:
+        raise DaemonError(
+            f"{names} is a tcp endpoint, and the daemon has no CurveZMQ key pair in {config.state_dir or state_dir()}: "
+            "anyone who can reach the port could use every server. Run `troupe keys generate` (docs/security.rst), or set "
+            "[security] allow_insecure_tcp = true to serve it unauthenticated"
+        )
+    log.warning(
+        "INSECURE: serving %s without authentication ([security] allow_insecure_tcp); tcp clients get no operator "
+        "rights, and any adapter that reaches the back socket may register",
+        names,
+    )
+    return None, frozenset()
 
 
 def _drain(fd: int) -> None:

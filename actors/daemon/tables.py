@@ -6,7 +6,7 @@ them through `mcp_troupe.actors.daemon.control.DaemonView`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pykka
 
@@ -22,3 +22,7 @@ class Route:
     closing: bool = False
     env: dict[str, str] | None = None
     """What the session brought for its server's environment (``open`` ``env``): every spawn gets it."""
+    token: bytes = field(default=b"", repr=False)
+    """The resume token (``opened``), which an ``attach`` must bring; never logged."""
+    owner_key: bytes = b""
+    """The CurveZMQ public key of the client that opened it, if any: only that key may attach it."""

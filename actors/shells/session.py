@@ -66,6 +66,8 @@ class RouterPort(Protocol):
 
     def wake_me_at(self, sid: str, at: float) -> None: ...
 
+    def close_detached(self, sid: str) -> None: ...
+
 
 # -- messages ------------------------------------------------------------------
 
@@ -122,6 +124,24 @@ class Rebound:
 
 
 @dataclass(frozen=True, slots=True)
+class Detached:
+    """From the router: the client's connection ended; keep its frames (at most ``keep``) for an ``attach``."""
+
+    keep: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reattached:
+    """From the router: the client is now behind ``client`` (an ``attach`` with the resume token)."""
+
+    client: bytes
+    label: str
+    ref: int | str
+    previous_alive: bool
+    """The connection it left is still open: tell it the session went elsewhere."""
+
+
+@dataclass(frozen=True, slots=True)
 class CloseSession:
     reason: str
     ref: int | str | None = None
@@ -155,6 +175,8 @@ class Peers:
     """How operators see the client's connection; its routing id is never shown."""
     stderr: bool = False
     """The client asked for its server's stderr lines (``stderr`` frames)."""
+    token: str = field(default="", repr=False)
+    """The resume token, sent once in ``opened``; never logged."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +214,9 @@ class SessionActor(LoopActor):
         drops: nobody could read them). What the session does for the record still happens."""
         self._counted = False
         """Whether the message being handled was counted in the global pending count."""
+        self._held: deque[bytes] | None = None
+        """Frames for a detached client, kept for its ``attach`` (None: the client is attached)."""
+        self._held_limit = 0
 
     def on_receive(self, message: Any) -> Any:
         state = self.core.state
@@ -224,6 +249,11 @@ class SessionActor(LoopActor):
                     self._to_client(self._peers.client, encode("stderr", sid=core.sid, line=line))
             case Rebound(adapter):
                 self._peers = replace(self._peers, adapter=adapter)
+            case Detached(keep):
+                self._held, self._held_limit = deque(), keep
+                self._to_client = self._hold
+            case Reattached(client, label, ref, previous_alive):
+                self._reattach(client, label, ref, previous_alive)
             case CloseSession(reason, ref):
                 self._close_ref = ref
                 if reason == "client_gone":
@@ -250,6 +280,33 @@ class SessionActor(LoopActor):
             case _:
                 raise TypeError(f"SessionActor got an unknown message {message!r}")
         return None
+
+    def _hold(self, _peer: bytes, data: bytes) -> None:
+        held = self._held
+        assert held is not None
+        if len(held) < self._held_limit:
+            held.append(data)
+            return
+        if len(held) == self._held_limit:
+            self._held_limit = -1  # asked once: the router closes the session
+            log.info("session %s: its client stayed away past reattach_buffer frames; closing it", self.core.sid)
+            self._links.outbox.call(partial(self._links.router.close_detached, self.core.sid))
+        self._links.observers.metrics.detached_dropped.inc()
+
+    def _reattach(self, client: bytes, label: str, ref: int | str, previous_alive: bool) -> None:
+        old, sid = self._peers.client, self.core.sid
+        if previous_alive:
+            message = "the session was attached to another connection with its resume token"
+            self._links.outbox.send_front(old, encode("closed", sid=sid, reason="attached_elsewhere", message=message))
+        held = self._held or deque()
+        self._peers = replace(self._peers, client=client, client_label=label)
+        self._held = None
+        self._to_client = self._links.outbox.send_front
+        frame = encode("attached", ref=ref, sid=sid, server=self.core.server, seq=self._seq - len(held))
+        self._to_client(client, frame)
+        for data in held:
+            self._to_client(client, data)
+        self._event("session.attached", held=len(held))
 
     def _unopened_close(self, ref: int | str) -> None:
         """A ``close`` with a ref for a session its client was never told of: answer the ref, name no session."""
@@ -339,7 +396,10 @@ class SessionActor(LoopActor):
                 frame = encode("error", code=str(code), message=message, sid=sid, id=request_id)
                 to_client(peers.client, frame)
             case Opened(pid):
-                to_client(peers.client, encode("opened", ref=peers.open_ref, sid=sid, server=self.core.server))
+                opened = encode(
+                    "opened", ref=peers.open_ref, sid=sid, server=self.core.server, token=peers.token or None
+                )
+                to_client(peers.client, opened)
                 log.info("session %s opened on server %s (pid %s)", sid, self.core.server, pid)
                 self._links.observers.metrics.sessions_opened.inc()
                 self._event("session.opened", pid=pid)

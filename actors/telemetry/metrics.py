@@ -87,6 +87,17 @@ class Metrics:
         self.restarts = Counter("troupe_actor_restarts", "Supervised actor restarts, by child.", ["child"], registry=r)
         self.escalations = Counter("troupe_supervisor_escalations", "Supervisor escalations.", registry=r)
         self.bad_frames = Counter("troupe_bad_frames", "Frames refused, by error code.", ["code"], registry=r)
+        self.detached_dropped = Counter(
+            "troupe_detached_frames_dropped",
+            "Frames for a detached session's client beyond reattach_buffer (the session is closed).",
+            registry=r,
+        )
+        self.forbidden = Counter(
+            "troupe_forbidden",
+            "Frames and operations refused for their sender's rights, by what.",
+            ["what"],
+            registry=r,
+        )
         self._by_method: dict[tuple[Counter | Histogram, str], Any] = {}
 
     def _method_child(self, family: Counter | Histogram, method: str) -> Any:

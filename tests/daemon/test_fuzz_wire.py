@@ -619,6 +619,7 @@ def innocent_frames(draw: st.DrawFn, side: str) -> Packed:
             {"v": 1, "t": "mcp", "sid": victim, "msg": msg if isinstance(msg, dict) else {}},
             {"v": 1, "t": "close", "sid": victim},
             {"v": 1, "t": "close", "sid": victim, "ref": draw(FRESH_REFS)},
+            {"v": 1, "t": "attach", "sid": victim, "ref": draw(FRESH_REFS), "token": draw(st.text(max_size=40))},
         ]
     else:
         bodies = [
@@ -797,10 +798,11 @@ def reply_expected(body: Any, size: int, mine: Callable[[str], bool]) -> bool:
 
 
 def names_innocent(body: Any, size: int, innocent: str) -> bool:
-    """A valid ``mcp`` or ``close`` frame naming the innocent session: ``not_owner`` for any other connection."""
+    """A valid ``mcp``, ``close`` or ``attach`` frame naming the innocent session: ``not_owner`` for any other
+    connection (an ``attach`` brings a token nobody but the innocent client was given)."""
     return (
         valid_v1(body, CLIENT_TO_DAEMON)
-        and body["t"] in ("mcp", "close")
+        and body["t"] in ("mcp", "close", "attach")
         and body.get("sid") == innocent
         and not too_many_elements(body, size)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from conftest import ROOT, RunningDaemon, finish, server_pids, start_daemon, wait_for
 
 from mcp_troupe.transport.client import FrameRefused, RequestError, Session, SessionClosed
+from mcp_troupe.transport.keys import generate
 from mcp_troupe.transport.wire import jsonrpc
 
 SERVER = f'command = ["{sys.executable}", "-m", "mcp_troupe.examples.server"]'
@@ -161,12 +163,19 @@ def test_sessions_go_to_the_least_loaded_adapter_within_capacity(tmp_path: Path)
 
 
 @pytest.mark.timeout(90)
-def test_an_adapter_started_on_its_own_connects_over_tcp(tmp_path: Path) -> None:
+def test_an_adapter_started_on_its_own_connects_over_tcp_with_its_key(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     back = f"tcp://127.0.0.1:{port}"
-    daemon = start_daemon(config(tmp_path, f'[daemon]\nback = "{back}"\n'), servers=0)
+    state = tmp_path / "state"
+    server_key = generate(state, "daemon").decode()
+    generate(tmp_path / "remote-host", "remote-adapter")
+    (state / "adapters" / "remote").mkdir(parents=True)
+    shutil.copy(tmp_path / "remote-host" / "remote-adapter.key", state / "adapters" / "remote")
+    daemon = start_daemon(
+        config(tmp_path, f'[daemon]\nback = "{back}"\n'), servers=0, env={"TROUPE_STATE_DIR": str(state)}
+    )
     troupe = Path(sys.executable).parent / "troupe"
     adapter = subprocess.Popen(
         [
@@ -181,7 +190,11 @@ def test_an_adapter_started_on_its_own_connects_over_tcp(tmp_path: Path) -> None
             "mcp_troupe.examples.server",
         ],
         cwd=ROOT,
-        env=daemon.env,
+        env={
+            **daemon.env,
+            "TROUPE_SERVER_KEY": server_key,
+            "TROUPE_KEY_FILE": str(tmp_path / "remote-host" / "remote-adapter.key_secret"),
+        },
         stderr=subprocess.DEVNULL,
     )
     try:

@@ -11,7 +11,7 @@ for "off", or ``""`` that the loader fills in) has words there instead, or an
 ``ipc://<runtime_dir>/...`` endpoint that must be the one the loader computes.
 
 Checks compare both ways: a key added to ``DAEMON_KEYS``, ``SERVER_KEYS``,
-``SUPERVISOR_KEYS`` or ``LIMIT_KEYS`` without a row fails, and so does a row
+``SUPERVISOR_KEYS``, ``LIMIT_KEYS`` or ``SECURITY_KEYS`` without a row fails, and so does a row
 left behind after its key is gone, a default changed in one place only, a type
 the loader does not accept, or a ``troupe serve`` flag the row forgets (or names
 wrongly). The TOML examples must load, and mean what they say.
@@ -35,9 +35,11 @@ from mcp_troupe.actors.core.supervision import SupervisorPolicy
 from mcp_troupe.actors.daemon.config import (
     DAEMON_KEYS,
     LIMIT_KEYS,
+    SECURITY_KEYS,
     SERVER_KEYS,
     SUPERVISOR_KEYS,
     DaemonConfig,
+    SecurityConfig,
     ServerConfig,
     load,
 )
@@ -52,6 +54,7 @@ TABLES: dict[str, KeySpec] = {
     "[servers.NAME]": SERVER_KEYS,
     "[supervisor]": SUPERVISOR_KEYS,
     "[limits]": LIMIT_KEYS,
+    "[security]": SECURITY_KEYS,
 }
 """Section title (without its back-quotes) -> the keys the loader accepts in that table."""
 
@@ -135,6 +138,8 @@ def code_default(title: str, key: str) -> Any:
         owner: type = Limits
     elif title == "[servers.NAME]":
         owner = ServerConfig
+    elif title == "[security]":
+        owner = SecurityConfig
     elif title == "[supervisor]" and key in {f.name for f in fields(SupervisorPolicy)}:
         owner = SupervisorPolicy
     else:  # [daemon], and the [supervisor] keys the loader moves to DaemonConfig

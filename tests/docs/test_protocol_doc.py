@@ -41,7 +41,9 @@ from mcp_troupe.actors.core.supervision import ChildSpec
 from mcp_troupe.actors.daemon.config import DaemonConfig, ServerConfig
 from mcp_troupe.actors.daemon.router import Router, RouterOptions
 from mcp_troupe.actors.shells.supervisor import Status, SupervisedActor, Supervisor
-from mcp_troupe.transport.hub.loop import HubOptions, HubStats
+from mcp_troupe.transport.hub.loop import BACK, HubOptions, HubStats
+from mcp_troupe.transport.hub.peers import Connection
+from mcp_troupe.transport.keys import ANY_SERVER, OPERATOR
 from mcp_troupe.transport.runtime import BACK_SOCKET, EVENTS_SOCKET, FRONT_SOCKET
 from mcp_troupe.transport.wire import frames, jsonrpc
 from mcp_troupe.transport.wire.frames import ErrorCode
@@ -294,6 +296,11 @@ def test_each_jsonrpc_subsection_shows_the_data_its_constant_promises(sections: 
         assert not missing, f"the ``{codes[name].value}`` subsection shows no data key(s) {missing}"
 
 
+def local_connection(which: int, _peer: bytes) -> Connection:
+    """A connection as the hub describes a local (ipc) peer of the daemon's own user: every right."""
+    return Connection(1, rights=frozenset({ANY_SERVER}) if which == BACK else frozenset({OPERATOR}))
+
+
 class _Outbox:
     """Stands in for the hub, with the test's thread as its loop: keeps the frames for the client,
     queues calls (and so the session actors' messages) until `run`, counts no traffic."""
@@ -322,8 +329,8 @@ class _Outbox:
     def stats_now(self) -> HubStats:
         return HubStats()
 
-    def connection(self, which: int, peer: bytes) -> None:
-        return None  # not a real socket: no connection to describe
+    def connection(self, which: int, peer: bytes) -> Connection:
+        return local_connection(which, peer)
 
     def answers(self) -> list[dict[str, Any]]:
         decoded = [frames.decode(data, frames.DAEMON_TO_CLIENT) for data in list(self.front)]
@@ -362,6 +369,7 @@ def _ctl(op: str, args: dict[str, Any] | None = None, supervisor: Callable[[obje
     outbox = _Outbox()
     options = RouterOptions(fault_injection=True)
     router = Router(outbox, options, supervisor=supervisor or (lambda _m: None), version="test")  # type: ignore[arg-type]
+    router.reload_keys = lambda done: done({"clients": 0, "operators": 0, "adapters": 0})  # a daemon with keys
     router.on_back(b"adapter", frames.encode("register", server="example", capacity=0))
     router.on_front(b"peer", frames.encode("open", ref=0, server="example"))
     outbox.run()
@@ -501,6 +509,9 @@ class _BackOutbox:
     def sent(self) -> list[tuple[bytes, dict[str, Any]]]:
         sent, self.back = self.back, []
         return sent
+
+    def connection(self, which: int, peer: bytes) -> Connection:
+        return local_connection(which, peer)
 
 
 def test_adapter_frames_are_answered_as_documented(sections: list[Section]) -> None:

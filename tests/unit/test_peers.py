@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from mcp_troupe.transport.hub import zap
-from mcp_troupe.transport.hub.peers import ENDED_KEPT, PeerTable, address_pid, address_uid
+from mcp_troupe.transport.hub.peers import ENDED_KEPT, Admission, PeerTable, address_pid, address_uid
 
 
 def _request(domain: bytes = b"front", address: bytes = b"localhost:1000:1000:4242") -> list[bytes]:
@@ -56,7 +56,7 @@ def test_ipc_addresses_give_the_peer_pid_and_uid() -> None:
 def test_a_connection_is_known_by_descriptor_then_by_routing_id_and_reported_when_it_ends() -> None:
     table = PeerTable()
     assert table.accepted_fd(7) is None
-    table.admitted(b"id-A", "localhost:0:0:99", "NULL", "", now=0.0)
+    table.admitted(b"id-A", Admission("localhost:0:0:99", "NULL"), now=0.0)
     conn = table.seen(b"id-A", 7)
     assert conn is not None and conn.assigned and conn.label == f"#{conn.number} pid 99"
     assert b"id-A" in table and table.open == 1
@@ -68,11 +68,11 @@ def test_a_connection_is_known_by_descriptor_then_by_routing_id_and_reported_whe
 def test_a_descriptor_used_again_is_a_new_connection() -> None:
     table = PeerTable()
     table.accepted_fd(5)
-    table.admitted(b"old", "1.2.3.4", "NULL", "", 0.0)
+    table.admitted(b"old", Admission("1.2.3.4", "NULL"), 0.0)
     old = table.seen(b"old", 5)
     # The monitor's end of the old connection was missed: the accept of the next one replaces it.
     assert table.accepted_fd(5) is old and b"old" not in table
-    table.admitted(b"new", "1.2.3.4", "NULL", "", 0.0)
+    table.admitted(b"new", Admission("1.2.3.4", "NULL"), 0.0)
     new = table.seen(b"new", 5)
     assert new is not None and new is not old and new.number > old.number  # type: ignore[union-attr]
     assert table.disconnected(5) is new
@@ -81,12 +81,12 @@ def test_a_descriptor_used_again_is_a_new_connection() -> None:
 def test_late_messages_of_an_ended_connection_are_not_taken_for_a_new_one() -> None:
     table = PeerTable()
     table.accepted_fd(3)
-    table.admitted(b"gone", "", "NULL", "", 0.0)
+    table.admitted(b"gone", Admission("", "NULL"), 0.0)
     table.seen(b"gone", 3)
     table.disconnected(3)
     table.accepted_fd(3)  # the descriptor is reused at once
     assert table.seen(b"gone", 3) is None
-    table.admitted(b"fresh", "", "NULL", "", 0.0)
+    table.admitted(b"fresh", Admission("", "NULL"), 0.0)
     fresh = table.seen(b"fresh", 3)
     assert fresh is not None and fresh.identity == b"fresh"
 
@@ -101,16 +101,16 @@ def test_a_peer_that_kept_its_own_id_is_served_but_marked() -> None:
 def test_admissions_never_followed_by_a_message_are_forgotten_and_ended_ids_are_bounded() -> None:
     table = PeerTable()
     for i in range(100):
-        table.admitted(f"a{i}".encode(), "", "NULL", "", now=float(i))
+        table.admitted(f"a{i}".encode(), Admission("", "NULL"), now=float(i))
     assert table.expire(now=100.0) == 41  # admitted at 0..40 s: 60 s or older
     small = PeerTable(max_admitted=10)
     for i in range(25):
-        small.admitted(f"x{i}".encode(), "", "NULL", "", now=0.0)
+        small.admitted(f"x{i}".encode(), Admission("", "NULL"), now=0.0)
     assert len(small._admitted) == 10 and b"x24" in small._admitted and b"x0" not in small._admitted
     for fd in range(ENDED_KEPT + 10):
         identity = f"c{fd}".encode()
         table.accepted_fd(fd)
-        table.admitted(identity, "", "NULL", "", 0.0)
+        table.admitted(identity, Admission("", "NULL"), 0.0)
         table.seen(identity, fd)
         table.disconnected(fd)
     assert len(table._ended) == ENDED_KEPT and len(table) == 0

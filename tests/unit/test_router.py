@@ -18,7 +18,9 @@ import pytest
 
 from mcp_troupe.actors.core.options import Limits, ServerPolicy
 from mcp_troupe.actors.daemon.router import Router, RouterOptions
-from mcp_troupe.transport.hub.loop import HubStats
+from mcp_troupe.transport.hub.loop import BACK, HubStats
+from mcp_troupe.transport.hub.peers import Connection
+from mcp_troupe.transport.keys import ANY_SERVER, OPERATOR
 from mcp_troupe.transport.wire import frames, jsonrpc
 from mcp_troupe.transport.wire.frames import ErrorCode
 
@@ -32,6 +34,8 @@ class FakeHub:
         self.sent: list[tuple[str, bytes, dict[str, Any]]] = []
         self.soon: deque[Callable[[], object]] = deque()
         self.ident = threading.get_ident()
+        self.connections: dict[tuple[int, bytes], Connection] = {}
+        """What ZAP decided per connection; a peer not listed is taken as the hub takes a local (ipc) one."""
 
     def on_loop_thread(self) -> bool:
         return threading.get_ident() == self.ident
@@ -52,8 +56,11 @@ class FakeHub:
     def stats_now(self) -> HubStats:
         return HubStats()
 
-    def connection(self, which: int, peer: bytes) -> None:
-        return None
+    def connection(self, which: int, peer: bytes) -> Connection:
+        if (which, peer) not in self.connections:
+            rights = frozenset({ANY_SERVER}) if which == BACK else frozenset({OPERATOR})
+            self.connections[which, peer] = Connection(len(self.connections) + 1, rights=rights)
+        return self.connections[which, peer]
 
     def take(self, socket: str | None = None) -> list[tuple[bytes, dict[str, Any]]]:
         """What was sent (on ``socket``, or both) since the last take."""

@@ -34,6 +34,7 @@ from mcp_troupe.transport.adapter.server_process import (
     SpawnError,
 )
 from mcp_troupe.transport.dealer import DealerLink
+from mcp_troupe.transport.keys import Credentials
 from mcp_troupe.transport.mailbox import Mailbox
 from mcp_troupe.transport.wire import frames
 from mcp_troupe.transport.wire.kinds import ErrorFrame, decode_for_adapter
@@ -44,6 +45,8 @@ StopEvent = tuple[Literal["stop"], str]
 _Item = ProcessEvent | StopEvent
 
 _HOUSEKEEPING_MS: Final = 500
+EXIT_REFUSED: Final = 3
+"""Exit status when the daemon's handshake fails before the adapter could register (its key, or the daemon's)."""
 _SHUTDOWN_GRACE: Final = 2.0
 """Seconds the shutdown waits beyond ``stop_timeout + term_timeout``."""
 _BATCH: Final = 512
@@ -73,9 +76,11 @@ class Adapter:
         adapter_id: str | None = None,
         max_message_bytes: int = MAX_LINE_BYTES,
         max_message_items: int = MAX_LINE_CONTAINERS,
+        credentials: Credentials | None = None,
     ) -> None:
         """``capacity`` 0 means unlimited; ``env`` replaces the servers' environment (None: the adapter's);
-        either way troupe's own ``TROUPE_*`` variables are left out."""
+        either way troupe's own ``TROUPE_*`` variables are left out. ``credentials``: CurveZMQ keys for a
+        tcp endpoint (`Credentials.resolve`)."""
         if not command:
             raise ValueError("command must name a program to run")
         if capacity < 0:
@@ -85,6 +90,8 @@ class Adapter:
         self.capacity = capacity
         self.exit_with_parent = exit_with_parent
         self.heartbeat_ms = heartbeat_ms
+        self.credentials = credentials
+        self.exit_code = 0
         self._shutdown_timeout = stop_timeout + term_timeout + _SHUTDOWN_GRACE
         self._mailbox: Mailbox[_Item] = Mailbox()
         self._base_env = dict(os.environ if env is None else env)
@@ -123,7 +130,12 @@ class Adapter:
             # The adapter drops a daemon silent for three heartbeats and reconnects (its sessions follow it).
             hb = self.heartbeat_ms
             link = self._link = DealerLink(
-                context, self.endpoint, heartbeat_ms=hb, timeout_ms=3 * hb, reconnect_ivl_ms=100
+                context,
+                self.endpoint,
+                heartbeat_ms=hb,
+                timeout_ms=3 * hb,
+                reconnect_ivl_ms=100,
+                credentials=self.credentials,
             )
             link.connect()
             log.info("adapter for %r connecting to %s", self.server, self.endpoint)
@@ -137,7 +149,7 @@ class Adapter:
         finally:
             context.term()
         log.info("adapter for %r stopped", self.server)
-        return 0
+        return self.exit_code
 
     def _loop(self, link: DealerLink) -> None:
         poller = zmq.Poller()
@@ -147,8 +159,12 @@ class Adapter:
             ready = dict(poller.poll(self._poll_timeout_ms()))
             if link.outbox and ready.get(link.socket, 0) & zmq.POLLOUT:
                 self._flush_outbox()
-            if link.monitor in ready and zmq.EVENT_CONNECTED in link.events():
+            if link.monitor in ready and zmq.EVENT_HANDSHAKE_SUCCEEDED in link.events():
                 self._register()
+            if link.handshake_failure and not link.connected:
+                log.error("cannot register: %s", link.handshake_failure)
+                self.exit_code = EXIT_REFUSED
+                return
             if link.socket in ready:
                 for data in link.receive(_BATCH):
                     self._on_frame(data)

@@ -50,6 +50,7 @@ import zmq
 
 from mcp_troupe.transport import dealer, discovery
 from mcp_troupe.transport.dealer import DealerLink
+from mcp_troupe.transport.keys import Credentials
 from mcp_troupe.transport.mailbox import Mailbox
 from mcp_troupe.transport.runtime import RuntimeDirError
 from mcp_troupe.transport.wire import frames, jsonrpc
@@ -240,9 +241,12 @@ class StdioBridge:
         close_timeout: float = 5.0,
         server_stderr: bool = True,
         max_line_bytes: int = MAX_LINE_BYTES,
+        credentials: Credentials | None = None,
     ) -> None:
-        """``endpoint`` None means the daemon's default; ``stdout`` None means ``sys.stdout.buffer``."""
+        """``endpoint`` None means the daemon's default; ``stdout`` None means ``sys.stdout.buffer``;
+        ``credentials``: CurveZMQ keys for a tcp endpoint (`Credentials.resolve`)."""
         self.server = server
+        self.credentials = credentials
         self.endpoint = endpoint
         self.stdin_fd = stdin_fd
         self.open_timeout = open_timeout
@@ -282,7 +286,7 @@ class StdioBridge:
         context = zmq.Context()
         try:
             # No heartbeat timeout of its own: a client not reading stdout must not cut the session.
-            link = self._link = DealerLink(context, endpoint)
+            link = self._link = DealerLink(context, endpoint, credentials=self.credentials)
             link.connect()
             log.info("opening a session to %r at %s", self.server, endpoint)
             try:
@@ -345,6 +349,10 @@ class StdioBridge:
                 self._drain_socket(link)
             if link.monitor in ready:
                 link.events()
+                if link.handshake_failure and not link.connected:
+                    log.error("%s", link.handshake_failure)
+                    self._exit = EXIT_UNAVAILABLE
+                    break
             if link.disconnected and self._exit is None and not link.has_input():
                 self._lost_connection()  # only once the frames that arrived before it are handled
             if self._mailbox.fileno() in ready:

@@ -28,6 +28,7 @@ import zmq
 
 from mcp_troupe.transport import dealer, discovery
 from mcp_troupe.transport.dealer import DealerLink
+from mcp_troupe.transport.keys import Credentials, KeyFileError
 from mcp_troupe.transport.wire import jsonrpc
 from mcp_troupe.transport.wire.frames import DAEMON_TO_CLIENT, FrameError, decode, encode
 
@@ -87,6 +88,11 @@ class Client:
     that long (a frozen daemon, a lost network). A daemon that exits is
     noticed at once either way: whatever is being waited for raises
     `DaemonUnavailable`.
+
+    On a tcp endpoint whose daemon uses CurveZMQ, ``server_key`` is the daemon's public key (or its
+    ``.key`` file) and ``key_file`` this client's ``.key_secret`` file; either defaults to
+    ``TROUPE_SERVER_KEY`` / ``TROUPE_KEY_FILE``. A key the daemon does not let in raises
+    `DaemonUnavailable` saying so.
     """
 
     def __init__(
@@ -96,6 +102,8 @@ class Client:
         timeout: float = 30.0,
         connect_timeout: float = 5.0,
         heartbeat_timeout: float = 0.0,
+        server_key: str | None = None,
+        key_file: str | None = None,
     ) -> None:
         try:
             self.endpoint = endpoint or discovery.find()
@@ -108,8 +116,14 @@ class Client:
             raise DaemonUnavailable(f"{problem}; start one with `troupe serve`, or give the endpoint it serves on")
         # The process's shared context: closing a Client closes its sockets, and no context of its own can
         # be left to a garbage collector that might terminate it before its sockets (which never returns).
+        try:
+            credentials = Credentials.resolve(server_key, key_file)
+        except KeyFileError as exc:
+            raise DaemonUnavailable(str(exc)) from None
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-        self._link = DealerLink(self._ctx, self.endpoint, timeout_ms=round(heartbeat_timeout * 1000))
+        self._link = DealerLink(
+            self._ctx, self.endpoint, timeout_ms=round(heartbeat_timeout * 1000), credentials=credentials
+        )
         try:
             self._link.connect()
         except zmq.ZMQError as exc:
@@ -147,7 +161,21 @@ class Client:
         reply = self._await_reply(ref, timeout, f"opening a session to {server!r}")
         if reply["t"] == "error":
             raise FrameRefused(reply["code"], reply["message"], reply.get("data"))
-        session = Session(self, reply["sid"], reply["server"])
+        session = Session(self, reply["sid"], reply["server"], reply.get("token", ""))
+        self._sessions[session.sid] = session
+        return session
+
+    def attach(self, sid: str, token: str, *, timeout: float | None = None) -> Session:
+        """Take over session ``sid`` on this connection, with the resume token it was opened with
+        (`Session.token`): after a reconnect, or from another process. The connection that had it is
+        told (``closed``, reason ``attached_elsewhere``); frames held while it had none follow."""
+        ref = next(self._refs)
+        self._send(encode("attach", ref=ref, sid=sid, token=token))
+        reply = self._await_reply(ref, timeout, f"attaching session {sid}")
+        if reply["t"] == "error":
+            raise FrameRefused(reply["code"], reply["message"], reply.get("data"))
+        session = Session(self, reply["sid"], reply["server"], token)
+        session._seq = reply["seq"]
         self._sessions[session.sid] = session
         return session
 
@@ -234,6 +262,8 @@ class Client:
         self._file(frame)
 
     def _check_connection(self, what: str) -> None:
+        if self._link.handshake_failure and not self._connected:
+            raise DaemonUnavailable(f"{self._link.handshake_failure} (while {what})")
         if self._lost and not self._link.has_input():  # what arrived before the loss is read first
             raise DaemonUnavailable(f"lost the connection to the troupe daemon at {self.endpoint} while {what}")
         if not self._connected and time.monotonic() >= self._started + self.connect_timeout:
@@ -247,7 +277,7 @@ class Client:
     def _file(self, frame: dict[str, Any]) -> None:
         kind, sid = frame["t"], frame.get("sid")
         session = self._sessions.get(sid) if sid is not None else None
-        if kind in ("opened", "ctl") or (kind == "error" and "ref" in frame):
+        if kind in ("opened", "attached", "ctl") or (kind == "error" and "ref" in frame):
             self._replies[frame["ref"]] = frame
         elif session is None:
             log.debug("ignored a %s frame for unknown session %s", kind, sid)
@@ -264,10 +294,13 @@ class Client:
 class Session:
     """One MCP session through the daemon."""
 
-    def __init__(self, client: Client, sid: str, server: str) -> None:
+    def __init__(self, client: Client, sid: str, server: str, token: str = "") -> None:
         self.client = client
         self.sid = sid
         self.server = server
+        self.token = token
+        """The resume token: with it, `Client.attach` takes the session over from another connection.
+        A secret: whoever holds it (and, on CurveZMQ, the key that opened the session) can drive it."""
         self.close_reason: str | None = None
         self.close_message = ""
         self.refusals: list[FrameRefused] = []

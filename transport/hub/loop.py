@@ -48,7 +48,8 @@ from zmq.utils.monitor import parse_monitor_message
 
 from mcp_troupe.transport.hub import zap
 from mcp_troupe.transport.hub.backlog import Backlog
-from mcp_troupe.transport.hub.peers import Connection, PeerTable
+from mcp_troupe.transport.hub.peers import Admission, Connection, PeerTable, address_uid
+from mcp_troupe.transport.keys import ANY_SERVER, OPERATOR, KeyRing, ServerKeys
 from mcp_troupe.transport.mailbox import Mailbox
 
 log = logging.getLogger("troupe.hub")
@@ -62,7 +63,7 @@ _CALL: Final = 3
 _STOP: Final = 4
 _PUBLISH: Final = 5
 _SOCKET_NAMES: Final = ("front", "back", "events")
-_ZAP_DOMAINS: Final = ("front", "back")
+_ZAP_DOMAINS: Final = ("front", "back", "events")
 _RECV_BATCH: Final = 256
 _RUN_BATCH: Final = 4096
 _NOBLOCK: Final = int(zmq.NOBLOCK)
@@ -169,6 +170,15 @@ class HubOptions:
     the daemon gives it (libzmq takes whichever it processes last; measured: 2 ms suffice)."""
     linger_ms: int = 1000
     """How long `stop` lets queued frames leave before closing."""
+    server_keys: ServerKeys | None = None
+    """The daemon's CurveZMQ key pair; with it, the sockets named in `curve` take only CurveZMQ peers."""
+    curve: frozenset[int] = frozenset()
+    """Sockets (`FRONT`, `BACK`, `EVENTS`) that use CurveZMQ: those bound to tcp when keys are set."""
+    keys: KeyRing = field(default_factory=KeyRing)
+    """Public keys let in, and their rights; replaced with `Hub.set_keys`."""
+    trusted_uids: frozenset[int] = frozenset({os.getuid(), 0})
+    """Users whose ipc connections get every right (operator; adapters of any server): the runtime
+    directory's owner (and root, who can reach it anyway)."""
 
 
 class Hub:
@@ -192,6 +202,7 @@ class Hub:
         self._backlog: Backlog[tuple[int, bytes]] = Backlog(self.options.backlog_bytes, self.options.backlog_total)
         self._turn_max = 0.0
         self._turn_maxima: deque[float] = deque(maxlen=TURN_WINDOW)
+        self._keys = self.options.keys
 
     # -- any thread -------------------------------------------------------------
 
@@ -260,6 +271,12 @@ class Hub:
 
         return self.ask(do_bind)
 
+    def set_keys(self, keys: KeyRing) -> None:
+        """Let in the keys of ``keys`` from now on (any thread). Connections whose key is no longer
+        among them are cut off: what they send is dropped, and the handler hears they are lost
+        (``key_revoked``); the others keep going, with their keys' rights as ``keys`` says."""
+        self.call(lambda: self._set_keys(keys))
+
     def stats_now(self) -> HubStats:
         """A copy of the counters; only from the loop thread (e.g. inside a handler)."""
         stats = self._stats.copy()
@@ -298,6 +315,8 @@ class Hub:
                 self._make_router(ctx, BACK, 3 * o.heartbeat_ms, 3 * o.heartbeat_ms, o.back_max_message),
                 self._make_pub(ctx),
             ]
+            for which, sock in enumerate(self._sockets):
+                self._secure(which, sock)
             self._monitors = [sock.get_monitor_socket(_MONITOR_EVENTS) for sock in self._sockets[:2]]
         except BaseException as exc:  # noqa: BLE001 - re-raised in the starting thread
             self._ready.set_exception(exc)
@@ -334,6 +353,15 @@ class Hub:
         sock.setsockopt(zmq.MAXMSGSIZE, max_message)
         sock.setsockopt(zmq.ZAP_DOMAIN, _ZAP_DOMAINS[which].encode())
         return sock
+
+    def _secure(self, which: int, sock: zmq.Socket[bytes]) -> None:
+        keys = self.options.server_keys
+        if which not in self.options.curve or keys is None:
+            return
+        sock.curve_server = True
+        sock.curve_secretkey = keys.secret
+        sock.curve_publickey = keys.public
+        sock.setsockopt(zmq.ZAP_DOMAIN, _ZAP_DOMAINS[which].encode())
 
     def _make_pub(self, ctx: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
         sock = ctx.socket(zmq.PUB)
@@ -485,8 +513,22 @@ class Hub:
             self._zap_replies.append((now + self.options.identity_delay, self._admit(request, now)))
 
     def _admit(self, request: zap.ZapRequest, now: float) -> list[bytes]:
-        which = FRONT if request.domain == _ZAP_DOMAINS[FRONT] else BACK
+        which = _ZAP_DOMAINS.index(request.domain) if request.domain in _ZAP_DOMAINS else BACK
         name = _SOCKET_NAMES[which]
+        admission = self._admission(which, request)
+        if admission is None:
+            self._stats.connections[f"{name}_refused_key"] += 1
+            key = zap.z85_key(request)
+            log.warning(
+                "refused a %s connection from %s: its CurveZMQ key %s is not among the allowed keys "
+                "(add its .key file to the keys directory and reload)",
+                name,
+                request.address,
+                key[:12].decode() + "..." if key else "(none)",
+            )
+            return zap.reply(request, identity=None, status=400, text="key not allowed")
+        if which == EVENTS:
+            return zap.reply(request, identity=None, user_id=admission.user)
         self._serve_monitor(which)
         peers = self._peers[which]
         limit = self.options.max_connections[which]
@@ -501,8 +543,38 @@ class Hub:
             )
             return zap.reply(request, identity=None, status=400, text=f"too many connections (limit {limit})")
         identity = zap.new_identity()
-        peers.admitted(identity, request.address, request.mechanism, "", now)
-        return zap.reply(request, identity=identity)
+        peers.admitted(identity, admission, now)
+        return zap.reply(request, identity=identity, user_id=admission.user)
+
+    def _admission(self, which: int, request: zap.ZapRequest) -> Admission | None:
+        """What a connection may do: a CurveZMQ key's grant; for other peers, what their transport implies."""
+        if request.mechanism == "CURVE":
+            grant = self._keys.grant(_ZAP_DOMAINS[which], request.credentials[0] if request.credentials else b"")
+            if grant is None:
+                return None
+            return Admission(request.address, request.mechanism, grant.name, zap.z85_key(request), grant.rights)
+        if which == BACK:
+            rights = frozenset({ANY_SERVER})  # ipc: the 0700 runtime directory; tcp: allow_insecure_tcp said so
+        else:
+            uid = address_uid(request.address)
+            rights = frozenset({OPERATOR}) if uid is not None and uid in self.options.trusted_uids else frozenset()
+        return Admission(request.address, request.mechanism, rights=rights)
+
+    def _set_keys(self, keys: KeyRing) -> None:
+        self._keys = keys
+        for which in (FRONT, BACK):
+            domain = _ZAP_DOMAINS[which]
+
+            def allowed(key: bytes, domain: str = domain) -> frozenset[str] | None:
+                grant = keys.front.get(key) if domain == "front" else keys.back.get(key)
+                return grant.rights if grant is not None else None
+
+            for conn in self._peers[which].revoke(allowed):
+                name = _SOCKET_NAMES[which]
+                log.warning(
+                    "%s connection %s (key %r) is cut off: its key is no longer allowed", name, conn.label, conn.user
+                )
+                self._lost(which, conn, "key_revoked")
 
     def _send_zap_replies(self, now: float) -> None:
         assert self._zap is not None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -41,6 +42,11 @@ class Connection:
     address: str = ""
     mechanism: str = ""
     user: str = ""
+    """The name of the peer's CurveZMQ key (its file's name), or empty."""
+    key: bytes = b""
+    """The peer's CurveZMQ public key (Z85), or empty."""
+    rights: frozenset[str] = frozenset()
+    """What the peer may do, decided when ZAP let it in (`mcp_troupe.transport.keys`)."""
     assigned: bool = False
     """The routing id is the one the daemon gave through ZAP (False: the peer kept its own)."""
 
@@ -53,11 +59,20 @@ class Connection:
         return f"#{self.number} {self.address}" if self.address else f"#{self.number}"
 
 
-@dataclass(slots=True)
-class _Admission:
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What ZAP learnt of a connection it let in."""
+
     address: str
     mechanism: str
-    user: str
+    user: str = ""
+    key: bytes = b""
+    rights: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
+class _Admitted:
+    admission: Admission
     at: float
 
 
@@ -71,7 +86,7 @@ class PeerTable:
     max_admitted: int = 8192
     """Admissions kept at most (a peer that connects and leaves without a word leaves one for
     `ADMISSION_TTL`); beyond, the oldest is forgotten."""
-    _admitted: dict[bytes, _Admission] = field(default_factory=dict)
+    _admitted: dict[bytes, _Admitted] = field(default_factory=dict)
     _ended: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     accepted: int = 0
     ended: int = 0
@@ -83,9 +98,9 @@ class PeerTable:
         self._by_fd[fd] = Connection(next(self._numbers), fd)
         return self._forget(stale)
 
-    def admitted(self, identity: bytes, address: str, mechanism: str, user: str, now: float) -> None:
+    def admitted(self, identity: bytes, admission: Admission, now: float) -> None:
         """ZAP let a connection in under ``identity``."""
-        self._admitted[identity] = _Admission(address, mechanism, user, now)
+        self._admitted[identity] = _Admitted(admission, now)
         if len(self._admitted) > self.max_admitted:
             del self._admitted[next(iter(self._admitted))]
 
@@ -104,9 +119,16 @@ class PeerTable:
             if fd is not None:
                 self._by_fd[fd] = conn
         conn.identity = identity
-        admission = self._admitted.pop(identity, None)
-        if admission is not None:
-            conn.address, conn.mechanism, conn.user = admission.address, admission.mechanism, admission.user
+        admitted = self._admitted.pop(identity, None)
+        if admitted is not None:
+            a = admitted.admission
+            conn.address, conn.mechanism, conn.user, conn.key, conn.rights = (
+                a.address,
+                a.mechanism,
+                a.user,
+                a.key,
+                a.rights,
+            )
             conn.assigned = True
         self._by_identity[identity] = conn
         return conn
@@ -123,6 +145,30 @@ class PeerTable:
         if conn is not None:
             self.ended += 1
         return self._forget(conn)
+
+    def revoke(self, allowed: Callable[[bytes], frozenset[str] | None]) -> list[Connection]:
+        """Keys changed: ``allowed(key)`` gives a key's rights now, or None if it is no longer let in.
+
+        Connections (and admissions) of keys no longer let in are forgotten, their routing ids
+        remembered as ended so that what they send is dropped; returns those connections. The
+        others take their keys' rights now.
+        """
+        revoked = []
+        for identity, admitted in list(self._admitted.items()):
+            if admitted.admission.key and allowed(admitted.admission.key) is None:
+                del self._admitted[identity]
+        for conn in list(self._by_identity.values()):
+            if not conn.key:
+                continue
+            rights = allowed(conn.key)
+            if rights is not None:
+                conn.rights = rights
+                continue
+            self._forget(conn)
+            self._ended[conn.identity] = None  # type: ignore[index]  # bound: it was in _by_identity
+            revoked.append(Connection(conn.number, conn.fd, conn.identity, conn.address, conn.mechanism, conn.user))
+            conn.identity = None
+        return revoked
 
     def expire(self, now: float) -> int:
         """Forget admissions whose connection never sent anything; returns how many."""

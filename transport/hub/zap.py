@@ -22,6 +22,8 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from zmq.utils import z85
+
 ENDPOINT: Final = "inproc://zeromq.zap.01"
 """Where libzmq sends the ZAP requests of every socket of a context (RFC 27)."""
 VERSION: Final = b"1.0"
@@ -64,6 +66,13 @@ def parse_request(parts: list[bytes]) -> ZapRequest:
         mechanism.decode("ascii", "replace"),
         tuple(credentials),
     )
+
+
+def z85_key(request: ZapRequest) -> bytes:
+    """A CURVE request's client public key in Z85 (as key files hold it), else empty."""
+    if request.mechanism != "CURVE" or not request.credentials or len(request.credentials[0]) != 32:
+        return b""
+    return z85.encode(request.credentials[0])
 
 
 def new_identity() -> bytes:

@@ -121,10 +121,12 @@ CLIENT_TO_DAEMON: Final[Mapping[str, Schema]] = {
     "mcp": {"sid": (STR, False), "msg": (MAP, False), "json": (STR, False)},
     "close": {"sid": (STR, True), "ref": (REF, False)},
     "ctl": {"op": (STR, True), "ref": (REF, True), "args": (MAP, False)},
+    "attach": {"ref": (REF, True), "sid": (STR, True), "token": (STR, True)},
 }
 
 DAEMON_TO_CLIENT: Final[Mapping[str, Schema]] = {
-    "opened": {"ref": (REF, True), "sid": (STR, True), "server": (STR, True)},
+    "opened": {"ref": (REF, True), "sid": (STR, True), "server": (STR, True), "token": (STR, False)},
+    "attached": {"ref": (REF, True), "sid": (STR, True), "server": (STR, True), "seq": (INT, True)},
     "mcp": {"sid": (STR, True), "seq": (INT, True), "msg": (MAP, False), "json": (STR, False)},
     "closed": {"sid": (STR, True), "reason": (STR, True), "message": (STR, False), "ref": (REF, False)},
     "error": {

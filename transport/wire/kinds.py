@@ -58,7 +58,15 @@ class CtlFrame(TypedDict):
     args: NotRequired[dict[str, Any]]
 
 
-ClientFrame: TypeAlias = OpenFrame | ClientMcpFrame | CloseFrame | CtlFrame
+class AttachFrame(TypedDict):
+    v: int
+    t: Literal["attach"]
+    ref: Ref
+    sid: str
+    token: str
+
+
+ClientFrame: TypeAlias = OpenFrame | ClientMcpFrame | CloseFrame | CtlFrame | AttachFrame
 
 # -- daemon -> client ------------------------------------------------------------------
 
@@ -69,6 +77,16 @@ class OpenedFrame(TypedDict):
     ref: Ref
     sid: str
     server: str
+    token: NotRequired[str]
+
+
+class AttachedFrame(TypedDict):
+    v: int
+    t: Literal["attached"]
+    ref: Ref
+    sid: str
+    server: str
+    seq: int
 
 
 class DaemonMcpFrame(TypedDict):
@@ -115,7 +133,9 @@ class StderrFrame(TypedDict):
     line: str
 
 
-ToClientFrame: TypeAlias = OpenedFrame | DaemonMcpFrame | ClosedFrame | ErrorFrame | CtlReplyFrame | StderrFrame
+ToClientFrame: TypeAlias = (
+    OpenedFrame | AttachedFrame | DaemonMcpFrame | ClosedFrame | ErrorFrame | CtlReplyFrame | StderrFrame
+)
 
 # -- adapter -> daemon -----------------------------------------------------------------
 
@@ -222,9 +242,16 @@ ToAdapterFrame: TypeAlias = (
 )
 
 KINDS: dict[str, dict[str, type]] = {
-    "client_to_daemon": {"open": OpenFrame, "mcp": ClientMcpFrame, "close": CloseFrame, "ctl": CtlFrame},
+    "client_to_daemon": {
+        "open": OpenFrame,
+        "mcp": ClientMcpFrame,
+        "close": CloseFrame,
+        "ctl": CtlFrame,
+        "attach": AttachFrame,
+    },
     "daemon_to_client": {
         "opened": OpenedFrame,
+        "attached": AttachedFrame,
         "mcp": DaemonMcpFrame,
         "closed": ClosedFrame,
         "error": ErrorFrame,

@@ -354,8 +354,8 @@ def _curve(config: DaemonConfig) -> tuple[ServerKeys | None, frozenset[int]]:
     if not config.security.allow_insecure_tcp:
         raise DaemonError(
             f"{names} is a tcp endpoint, and the daemon has no CurveZMQ key pair in {config.state_dir or state_dir()}: "
-            "anyone who can reach the port could use every server. Run `troupe keys generate` (docs/security.rst), or set "
-            "[security] allow_insecure_tcp = true to serve it unauthenticated"
+            "anyone who can reach the port could use every server. Run `troupe keys generate` (docs/security.rst), "
+            "or set [security] allow_insecure_tcp = true to serve it unauthenticated"
         )
     log.warning(
         "INSECURE: serving %s without authentication ([security] allow_insecure_tcp); tcp clients get no operator "

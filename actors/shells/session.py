@@ -269,6 +269,7 @@ class SessionActor(LoopActor):
                     "client": self._peers.client_label,
                     "opened_at": self._opened_at,
                     "restarts": core.restarts,
+                    "detached": self._held is not None,
                 }
                 if stderr:
                     snapshot["stderr"] = list(self._stderr)

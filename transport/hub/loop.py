@@ -550,8 +550,8 @@ class Hub:
         """What a connection may do: a CurveZMQ key's grant; for other peers, what their transport implies."""
         if request.mechanism == "CURVE":
             grant = self._keys.grant(_ZAP_DOMAINS[which], request.credentials[0] if request.credentials else b"")
-            if grant is None:
-                return None
+            if grant is None or (which == EVENTS and OPERATOR not in grant.rights):
+                return None  # the event stream tells of every session: operators only
             return Admission(request.address, request.mechanism, grant.name, zap.z85_key(request), grant.rights)
         if which == BACK:
             rights = frozenset({ANY_SERVER})  # ipc: the 0700 runtime directory; tcp: allow_insecure_tcp said so

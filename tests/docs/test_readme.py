@@ -122,3 +122,4 @@ def test_the_client_snippets_are_json_and_name_the_daemon_as_the_docs_say() -> N
     assert [a[2] for a in args] == ["--runtime-dir", "--endpoint"]
     help_text = subprocess.run([str(BIN / "troupe"), "connect", "--help"], capture_output=True, timeout=30).stdout
     assert b"--runtime-dir" in help_text and b"--endpoint" in help_text
+    assert b"--server-key" in help_text and b"--key-file" in help_text

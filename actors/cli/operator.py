@@ -19,6 +19,7 @@ from mcp_troupe.actors.cli.keys import add_key_flags
 from mcp_troupe.actors.core.durations import format_duration, parse_duration
 from mcp_troupe.transport.client import Client, FrameRefused, TroupeError
 from mcp_troupe.transport.client.events import subscribe
+from mcp_troupe.transport.keys import KeyFileError
 from mcp_troupe.transport.runtime import RuntimeDirError
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -206,7 +207,7 @@ def _events(args: argparse.Namespace) -> int:
         for payload in subscribe(args.events_endpoint, args.topic):
             sys.stdout.write(payload.decode() + "\n")
             sys.stdout.flush()
-    except RuntimeDirError as exc:
+    except (RuntimeDirError, KeyFileError) as exc:
         return _fail(str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
         return EXIT_OK

@@ -489,6 +489,73 @@ def test_acting_control_operations_need_an_operator_key_and_reading_ones_do_not(
         finish(daemon)
 
 
+@pytest.mark.timeout(120)
+def test_troupe_connect_and_the_event_stream_take_keys_and_the_stream_only_an_operators(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path)
+    alice, operator = keys.peer("alice"), keys.peer("op", allowed_in="operators")
+    events = free_tcp_endpoint()
+    server = '[servers.example]\ncommand = ["' + sys.executable + '", "-m", "mcp_troupe.examples.server"]\n'
+    daemon = secure_daemon(keys, operator, *config(tmp_path, f'[daemon]\nevents = "{events}"\n{server}'))
+    try:
+        readers = {
+            name: subprocess.Popen(
+                [
+                    str(TROUPE),
+                    "events",
+                    "--events-endpoint",
+                    events,
+                    "--server-key",
+                    keys.server_key,
+                    "--key-file",
+                    key_file,
+                    "--topic",
+                    "session.opened",
+                ],
+                stdout=subprocess.PIPE,
+                env=daemon.env,
+            )
+            for name, key_file in (("operator", operator), ("plain", alice))
+        }
+        with daemon.client() as admin:
+            wait_for(lambda: admin.control("stats")["connections"].get("events_refused_key", 0) >= 1, 20, "refusal")
+        initialize = jsonrpc.request(1, "initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                                                     "clientInfo": {"name": "t", "version": "1"}})  # fmt: skip
+        lines = [initialize, jsonrpc.notification("notifications/initialized"), jsonrpc.request(2, "tools/list")]
+        stdin = "".join(json.dumps(line) + "\n" for line in lines)
+        command = [str(TROUPE), "connect", "example", "--endpoint", daemon.front]
+        bare = subprocess.run(command, input="", capture_output=True, text=True, timeout=30, env=daemon.env)
+        assert bare.returncode == 3 and "--server-key" in bare.stderr, bare.stderr
+        opened = False
+        for _ in range(20):  # the operator's subscription may reach the daemon after the first session opened
+            keyed = subprocess.Popen(
+                [*command, "--server-key", keys.server_key, "--key-file", alice],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=daemon.env,
+            )  # fmt: skip
+            assert keyed.stdin is not None and keyed.stdout is not None
+            keyed.stdin.write(stdin)
+            keyed.stdin.flush()
+            answers = [json.loads(keyed.stdout.readline()) for _ in range(2)]
+            keyed.stdin.close()
+            assert keyed.wait(30) == 0
+            by_id = {a["id"]: a for a in answers}
+            assert sorted(by_id) == [1, 2] and "tools" in by_id[2].get("result", {}), answers
+            reader = readers["operator"].stdout
+            assert reader is not None
+            if __import__("select").select([reader], [], [], 2.0)[0]:
+                event = json.loads(reader.readline())
+                assert event["server"] == "example" and "alice@" in event["client"]
+                opened = True
+                break
+        assert opened, "the operator's event stream saw no session.opened"
+        plain = readers["plain"].stdout
+        assert plain is not None and not __import__("select").select([plain], [], [], 0.5)[0]
+    finally:
+        for reader in readers.values():
+            reader.kill()
+            reader.wait(10)
+        finish(daemon)
+
+
 def test_the_metrics_endpoint_listens_on_loopback_unless_told_otherwise() -> None:
     with __import__("socket").socket() as probe:
         probe.bind(("127.0.0.1", 0))

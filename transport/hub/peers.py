@@ -52,11 +52,13 @@ class Connection:
 
     @property
     def label(self) -> str:
-        """``#12 pid 4242`` for a local peer, ``#12 10.0.0.3`` for a remote one, ``#12`` if unknown."""
+        """``#12 pid 4242`` for a local peer, ``#12 10.0.0.3`` for a remote one (``#12 alice@10.0.0.3`` with
+        its CurveZMQ key's name), ``#12`` if unknown."""
         pid = address_pid(self.address)
         if pid is not None:
             return f"#{self.number} pid {pid}"
-        return f"#{self.number} {self.address}" if self.address else f"#{self.number}"
+        where = f"{self.user}@{self.address}" if self.user else self.address
+        return f"#{self.number} {where}" if where else f"#{self.number}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,9 @@ _SRCFD: Final = int(zmq.SRCFD)
 """Plain ints: pyzmq's flag enums cost an ``Enum`` operation per use on the hot path."""
 TURN_WINDOW: Final = 100
 """Ticks (10 s at the default interval) over which `HubStats.longest_turn_ms` is the maximum."""
+REFUSAL_WINDOW: Final = 10.0
+REFUSALS_LOGGED: Final = 5
+"""Connections refused for their key that are logged one by one per `REFUSAL_WINDOW` seconds; the rest are counted."""
 _RETRY_MS: Final = 5
 """Poll timeout while frames wait in the backlog: how soon a peer that read gets the next ones."""
 _MONITOR_EVENTS: Final = (
@@ -203,6 +206,9 @@ class Hub:
         self._turn_max = 0.0
         self._turn_maxima: deque[float] = deque(maxlen=TURN_WINDOW)
         self._keys = self.options.keys
+        self._refused_keys = 0
+        """Connections refused for their key in this `REFUSAL_WINDOW`: the first few are logged, then a count."""
+        self._refusal_window = 0.0
 
     # -- any thread -------------------------------------------------------------
 
@@ -408,6 +414,7 @@ class Hub:
                 self._dispatch(self._handler.on_tick, now)  # type: ignore[union-attr]
                 self._peers[FRONT].expire(now)
                 self._peers[BACK].expire(now)
+                self._summarize_refusals(now)
                 self._turn_maxima.append(self._turn_max)
                 self._turn_max = 0.0
                 next_tick = now + interval
@@ -518,14 +525,16 @@ class Hub:
         admission = self._admission(which, request)
         if admission is None:
             self._stats.connections[f"{name}_refused_key"] += 1
-            key = zap.z85_key(request)
-            log.warning(
-                "refused a %s connection from %s: its CurveZMQ key %s is not among the allowed keys "
-                "(add its .key file to the keys directory and reload)",
-                name,
-                request.address,
-                key[:12].decode() + "..." if key else "(none)",
-            )
+            self._refused_keys += 1
+            if self._refused_keys <= REFUSALS_LOGGED:
+                key = zap.z85_key(request)
+                log.warning(
+                    "refused a %s connection from %s: its CurveZMQ key %s is not among the allowed keys "
+                    "(add its .key file to the keys directory and reload)",
+                    name,
+                    request.address,
+                    key[:12].decode() + "..." if key else "(none)",
+                )
             return zap.reply(request, identity=None, status=400, text="key not allowed")
         if which == EVENTS:
             return zap.reply(request, identity=None, user_id=admission.user)
@@ -575,6 +584,17 @@ class Hub:
                     "%s connection %s (key %r) is cut off: its key is no longer allowed", name, conn.label, conn.user
                 )
                 self._lost(which, conn, "key_revoked")
+
+    def _summarize_refusals(self, now: float) -> None:
+        if now - self._refusal_window < REFUSAL_WINDOW:
+            return
+        if self._refused_keys > REFUSALS_LOGGED:
+            log.warning(
+                "refused %d more connection(s) for their CurveZMQ key in the last %gs (stats: <socket>_refused_key)",
+                self._refused_keys - REFUSALS_LOGGED,
+                REFUSAL_WINDOW,
+            )
+        self._refused_keys, self._refusal_window = 0, now
 
     def _send_zap_replies(self, now: float) -> None:
         assert self._zap is not None

@@ -5,7 +5,7 @@
   `mcp_troupe.transport.wire` only;
 * `telemetry`: metrics, audit and event observers, logging set-up;
 * `shells`: the pykka actors, thin shells over the core;
-* `daemon`: configuration, the router and control plane, the wiring of hub,
+* `daemon`: configuration, the dispatcher and control plane, the wiring of hub,
   actors and adapter processes;
 * `cli`: the ``troupe`` command line.
 

@@ -2,17 +2,17 @@
 
     python -m bench.inline_cost [--requests N]
 
-Builds the daemon's `Router` with a fake hub that runs everything on the
+Builds the daemon's `Dispatcher` with a fake hub that runs everything on the
 calling thread (the session actors are `mcp_troupe.actors.shells.loop_actor.LoopActor`s, so
 their messages run from the fake hub's run queue, as on the real hub's
 loop), registers a fake adapter, opens and
 initializes one session, then times N round trips of the benchmark's
-``tools/call``: ``Router.on_front`` with the client's frame (decode, route,
-the session core, encode for the adapter) plus ``Router.on_back`` with the
+``tools/call``: ``Dispatcher.on_front`` with the client's frame (decode, route,
+the session core, encode for the adapter) plus ``Dispatcher.on_back`` with the
 echo adapter's answer (decode, route, the session core, encode for the
 client). What is left out is what the poller and ZeroMQ add.
 
-It uses the daemon's internal APIs (`Router`, `SessionActor`), unlike the
+It uses the daemon's internal APIs (`Dispatcher`, `SessionActor`), unlike the
 rest of the harness, which only speaks the wire protocol; it is a diagnostic
 of ``--profile``, not one of the measurements.
 """
@@ -64,37 +64,37 @@ class _Hub:
     def ask(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
         return fn()
 
-    def __getattr__(self, name: str) -> Callable[..., None]:  # anything newer the router may use
+    def __getattr__(self, name: str) -> Callable[..., None]:  # anything newer the dispatcher may use
         return lambda *args, **kwargs: None
 
 
 def measure(requests: int = 20_000) -> dict[str, Any]:
     from mcp_troupe.actors.core.options import Limits
-    from mcp_troupe.actors.daemon.router import Router, RouterOptions
+    from mcp_troupe.actors.daemon.dispatcher import Dispatcher, DispatcherOptions
 
     hub = _Hub()
-    router = Router(hub, RouterOptions(limits=Limits(rate_per_session=0, open_rate_per_client=0)))  # type: ignore[arg-type]
+    dispatcher = Dispatcher(hub, DispatcherOptions(limits=Limits(rate_per_session=0, open_rate_per_client=0)))  # type: ignore[arg-type]
     adapter, client = b"adapter", b"client"
-    router.on_back(adapter, _pack({"v": 1, "t": "register", "server": "echo", "capacity": 0, "adapter_id": "x"}))
+    dispatcher.on_back(adapter, _pack({"v": 1, "t": "register", "server": "echo", "capacity": 0, "adapter_id": "x"}))
     hub.back.clear()
-    router.on_front(client, _pack({"v": 1, "t": "open", "ref": 1, "server": "echo"}))
+    dispatcher.on_front(client, _pack({"v": 1, "t": "open", "ref": 1, "server": "echo"}))
     hub.run()
     spawn = msgpack.unpackb(hub.back.pop())
     sid = spawn["sid"]
-    router.on_back(adapter, _pack({"v": 1, "t": "spawned", "sid": sid, "pid": 1}))
+    dispatcher.on_back(adapter, _pack({"v": 1, "t": "spawned", "sid": sid, "pid": 1}))
     hub.run()
 
     def through(frame: bytes) -> None:
-        router.on_front(client, frame)
+        dispatcher.on_front(client, frame)
         hub.run()
         forwarded = msgpack.unpackb(hub.back.pop())
         reply = answer(forwarded["msg"])
-        router.on_back(adapter, _pack({"v": 1, "t": "mcp", "sid": sid, "msg": reply}))
+        dispatcher.on_back(adapter, _pack({"v": 1, "t": "mcp", "sid": sid, "msg": reply}))
         hub.run()
         hub.front.clear()
 
     through(mcp_frame(sid, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": INITIALIZE_PARAMS}))
-    router.on_front(client, mcp_frame(sid, {"jsonrpc": "2.0", "method": "notifications/initialized"}))
+    dispatcher.on_front(client, mcp_frame(sid, {"jsonrpc": "2.0", "method": "notifications/initialized"}))
     hub.run()
     hub.back.clear()
     # time only the daemon: prepare the adapter's answers beforehand
@@ -102,7 +102,7 @@ def measure(requests: int = 20_000) -> dict[str, Any]:
         through(call_frame(sid, request_id))
     frames = [call_frame(sid, i) for i in range(2001, 2001 + requests)]
     replies = [_pack({"v": 1, "t": "mcp", "sid": sid, "msg": answer(msgpack.unpackb(f)["msg"])}) for f in frames]
-    on_front, on_back, run = router.on_front, router.on_back, hub.run
+    on_front, on_back, run = dispatcher.on_front, dispatcher.on_back, hub.run
     began = time.process_time()
     for frame, reply in zip(frames, replies, strict=True):
         on_front(client, frame)
@@ -113,7 +113,7 @@ def measure(requests: int = 20_000) -> dict[str, Any]:
     if len(hub.front) < requests:
         raise RuntimeError(f"only {len(hub.front)} of {requests} responses reached the client")
     return {
-        "what": "CPU time per request of the daemon's Python work (router + session actor + session core, both "
+        "what": "CPU time per request of the daemon's Python work (dispatcher + session actor + session core, both "
         "directions), no sockets",
         "requests": requests,
         "cpu_us_per_request": round(cpu / requests * 1e6, 1),

@@ -4,7 +4,7 @@ An adapter is known by its connection (``peer``) and, when it gives one, by
 its ``adapter_id``: an adapter that reconnects with the same id keeps its
 sessions. New sessions go to the least loaded adapter of their server that
 has room. A session whose adapter was lost waits ("parked") for another
-adapter of its server, up to a deadline. The table decides; the router
+adapter of its server, up to a deadline. The table decides; the dispatcher
 carries out what it decides (frames, messages to sessions), passing the time in.
 """
 

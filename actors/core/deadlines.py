@@ -1,4 +1,4 @@
-"""`Wakeups`: when each key next needs waking, with O(k log n) passes. Pure; the router owns one.
+"""`Wakeups`: when each key next needs waking, with O(k log n) passes. Pure; the dispatcher owns one.
 
 A key has at most one wake-up; setting it again replaces it. Entries are
 kept in a heap and invalidated lazily (an entry whose time is no longer its

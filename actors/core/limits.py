@@ -56,9 +56,9 @@ class SoftLimit:
 
 @dataclass
 class GlobalPending:
-    """The daemon-wide count of pending client requests, owned by the router.
+    """The daemon-wide count of pending client requests, owned by the dispatcher.
 
-    The router counts a request when it admits it (before the session has seen
+    The dispatcher counts a request when it admits it (before the session has seen
     it); the session then reports how its own count moved *beyond* that
     admission (-1 if it refused the request, -k when k requests end). Once
     traffic stops every report has arrived and the count is exact.

@@ -2,7 +2,7 @@
 
 An `OrderedDict` keeps the order: a touch is one assignment and one
 ``move_to_end`` (O(1)), and the least recently active session is the first.
-The router touches a session on every message of it, in either direction,
+The dispatcher touches a session on every message of it, in either direction,
 so the order is exact, not sampled.
 """
 

@@ -2,7 +2,7 @@
 
 At most ``max_pending_per_session`` requests pending, at most
 ``rate_per_session`` a second (``rate_burst`` saved up); the daemon-wide
-pending limit is decided by the router and passed in. A warning is due once
+pending limit is decided by the dispatcher and passed in. A warning is due once
 each time the pending count crosses ``soft_limit_ratio`` of its limit.
 """
 
@@ -29,7 +29,7 @@ class RequestLimits:
         """The error for a request over a limit, and which limit (``global``, ``session``, ``rate``); else None.
 
         ``pending``: the session's requests pending before this one; ``over_global``: ``(current, limit)``
-        when the router found the daemon-wide limit reached.
+        when the dispatcher found the daemon-wide limit reached.
         """
         if over_global is not None:
             return too_many_pending(request_id, "global", *over_global), "global"

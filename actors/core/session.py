@@ -8,7 +8,7 @@ shell that feeds it and carries its outputs to the hub.
 
 What it enforces: the state machine, both eras (see `mcp_troupe.actors.core.era`),
 correlation in both directions, cancellation, progress, request timeouts,
-the per-session pending limit, the global limit (decided by the router and
+the per-session pending limit, the global limit (decided by the dispatcher and
 passed in), the per-session rate limit and idle expiry.
 """
 
@@ -307,7 +307,7 @@ class SessionCore:
     # -- messages from the client ----------------------------------------------------
 
     def receive_from_client(self, body: object, now: float, over_global: tuple[int, int] | None = None) -> list[Output]:
-        """A message from the client. ``over_global`` is set when the router found
+        """A message from the client. ``over_global`` is set when the dispatcher found
         the daemon-wide pending limit reached, as ``(current, limit)``."""
         if self.state is State.SHUTTING_DOWN or self.state.terminal:
             message = f"session {self.sid} is {self.state.value}; open a new session"

@@ -1,1 +1,1 @@
-"""The daemon: configuration, the router and control plane, and the wiring of hub, actors and adapters."""
+"""The daemon: configuration, the dispatcher and control plane, and the wiring of hub, actors and adapters."""

@@ -9,7 +9,7 @@ restarting them, and the rest of the daemon carries on.
 
 Owned by the daemon's main thread, which calls `check` about once a second.
 An adapter that is alive but silent (frozen, unreachable) is reported by the
-router; `kill_lost` kills it so that `check` restarts it.
+dispatcher; `kill_lost` kills it so that `check` restarts it.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class AdapterProcesses:
         self._on_exit = on_exit
         self._env = dict(env or {})
         self.lost: queue.SimpleQueue[str] = queue.SimpleQueue()
-        """Ids of adapters the router found silent (put from the hub's thread)."""
+        """Ids of adapters the dispatcher found silent (put from the hub's thread)."""
 
     def start(self) -> None:
         for group in self._groups:

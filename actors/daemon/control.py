@@ -1,6 +1,6 @@
 """Control operations (``ctl`` frames): the operator's view of the daemon.
 
-Runs on the hub's loop thread, as part of the `Router` (which owns the tables
+Runs on the hub's loop thread, as part of the `Dispatcher` (which owns the tables
 read here). Operations that need every session's state gather snapshots
 asynchronously: each session actor is told `Describe(reply)`, its reply comes
 back to the loop thread through the hub's mailbox, and the answer goes out
@@ -66,7 +66,7 @@ class _Gather:
 
 
 class DaemonView(Protocol):
-    """What control operations read and do, and all they may: the router implements it."""
+    """What control operations read and do, and all they may: the dispatcher implements it."""
 
     @property
     def now(self) -> float:
@@ -128,7 +128,7 @@ class Outbox(Protocol):
 
 class ControlPlane:
     def __init__(self, daemon: DaemonView, hub: Outbox) -> None:
-        self._router = daemon
+        self._dispatcher = daemon
         self._hub = hub
         self._gathers: dict[int, _Gather] = {}
         self._ids = itertools.count()
@@ -156,8 +156,8 @@ class ControlPlane:
         try:
             if handler is None:
                 raise ControlError(ErrorCode.UNKNOWN_OP, f"unknown control op {op!r}; known: {sorted(self.handlers)}")
-            if op in ACTING and OPERATOR not in self._router.rights(peer):
-                self._router.observers.metrics.forbidden.labels(op).inc()
+            if op in ACTING and OPERATOR not in self._dispatcher.rights(peer):
+                self._dispatcher.observers.metrics.forbidden.labels(op).inc()
                 self._audit(peer, op, refused="forbidden")
                 raise ControlError(ErrorCode.FORBIDDEN, f"{op} needs operator rights: {OPERATOR_HELP}")
             handler(peer, ref, args)
@@ -166,7 +166,7 @@ class ControlPlane:
 
     def _visible(self, peer: bytes, route: Route) -> bool:
         """Operators see every session; a plain client, its own."""
-        return OPERATOR in self._router.rights(peer) or self._router.owns(peer, route)
+        return OPERATOR in self._dispatcher.rights(peer) or self._dispatcher.owns(peer, route)
 
     def reply(self, peer: bytes, ref: Ref, result: dict[str, Any]) -> None:
         """Any thread: the frame goes through the hub's mailbox."""
@@ -190,7 +190,7 @@ class ControlPlane:
         self, routes: list[Route], finish: Callable[[list[dict[str, Any]], int], None], *, stderr: bool = False
     ) -> None:
         gid = next(self._ids)
-        gather = _Gather(0, self._router.now + GATHER_TIMEOUT, finish)
+        gather = _Gather(0, self._dispatcher.now + GATHER_TIMEOUT, finish)
         self._gathers[gid] = gather
         for route in routes:
             try:
@@ -219,53 +219,53 @@ class ControlPlane:
     # -- operations ------------------------------------------------------------------
 
     def _health(self, peer: bytes, ref: Ref, _args: dict[str, Any]) -> None:
-        router = self._router
-        servers: Counter[str] = Counter(a.server for a in router.adapters.values())
+        dispatcher = self._dispatcher
+        servers: Counter[str] = Counter(a.server for a in dispatcher.adapters.values())
         self.reply(
             peer,
             ref,
             {
-                "status": "stopping" if router.stopping else "serving",
-                "version": router.version,
-                "sessions": len(router.sessions),
-                "open": router.open_sessions,
-                "closing": router.closing,
-                "pending": router.pending.count,
+                "status": "stopping" if dispatcher.stopping else "serving",
+                "version": dispatcher.version,
+                "sessions": len(dispatcher.sessions),
+                "open": dispatcher.open_sessions,
+                "closing": dispatcher.closing,
+                "pending": dispatcher.pending.count,
                 "servers": dict(servers),
             },
         )
 
     def _status(self, peer: bytes, ref: Ref, _args: dict[str, Any]) -> None:
         """The supervision tree; the supervisor answers from its own thread."""
-        sessions = len(self._router.sessions)
+        sessions = len(self._dispatcher.sessions)
 
         def reply(tree: dict[str, Any]) -> None:
             self.reply(peer, ref, {"supervisor": tree, "sessions": sessions})
 
-        if not self._router.to_supervisor(Status(reply)):
+        if not self._dispatcher.to_supervisor(Status(reply)):
             raise ControlError(ErrorCode.SHUTTING_DOWN, "the supervisor has stopped; the daemon is shutting down")
 
     def _stats(self, peer: bytes, ref: Ref, _args: dict[str, Any]) -> None:
         self.reply(peer, ref, self.stats())
 
     def stats(self) -> dict[str, Any]:
-        router, metrics = self._router, self._router.observers.metrics
+        dispatcher, metrics = self._dispatcher, self._dispatcher.observers.metrics
         hub = self._hub.stats_now()
         (t0, n0), (t1, n1) = (self._rate[0], self._rate[-1]) if self._rate else ((0.0, 0), (0.0, 0))
         return {
-            "uptime_s": round(self._router.now - self.started, 3),
+            "uptime_s": round(self._dispatcher.now - self.started, 3),
             "sessions": {
-                "open": router.open_sessions,
-                "closing": router.closing,
-                "evicted": router.evictions,
+                "open": dispatcher.open_sessions,
+                "closing": dispatcher.closing,
+                "evicted": dispatcher.evictions,
                 "opened": int(metrics.value("troupe_sessions_opened_total")),
                 "closed": {k: int(v) for k, v in metrics.by_label("troupe_sessions_closed", "reason").items()},
             },
-            "pending": router.pending.count,
+            "pending": dispatcher.pending.count,
             "requests": {"total": self.requests, "per_second": round((n1 - n0) / (t1 - t0), 2) if t1 > t0 else 0.0},
             "refused": {k: int(v) for k, v in metrics.by_label("troupe_requests_refused", "reason").items()},
             "forbidden": {k: int(v) for k, v in metrics.by_label("troupe_forbidden", "what").items()},
-            "errors": dict(router.errors),
+            "errors": dict(dispatcher.errors),
             "frames": {
                 "in": dict(hub.frames_in),
                 "out": dict(hub.frames_out),
@@ -275,14 +275,14 @@ class ControlPlane:
             "connections": {"open": dict(hub.open_connections), **dict(hub.connections)},
             "backlog_bytes": hub.backlog_bytes,
             "longest_turn_ms": hub.longest_turn_ms,
-            "adapters": len(router.adapters),
+            "adapters": len(dispatcher.adapters),
         }
 
     def _sessions_list(self, peer: bytes, ref: Ref, args: dict[str, Any]) -> None:
         server, state = args.get("server"), args.get("state")
         routes = [
             r
-            for r in self._router.sessions.values()
+            for r in self._dispatcher.sessions.values()
             if (server is None or r.adapter.server == server) and self._visible(peer, r)
         ]
 
@@ -318,11 +318,11 @@ class ControlPlane:
 
     def _servers(self, peer: bytes, ref: Ref, _args: dict[str, Any]) -> None:
         """The servers served now: adapters registered, and the variables a session may bring (pass_env)."""
-        router = self._router
-        adapters: Counter[str] = Counter(a.server for a in router.adapters.values())
-        names = set(adapters) | set(router.pass_env)
+        dispatcher = self._dispatcher
+        adapters: Counter[str] = Counter(a.server for a in dispatcher.adapters.values())
+        names = set(adapters) | set(dispatcher.pass_env)
         servers = {
-            name: {"adapters": adapters[name], "pass_env": sorted(router.pass_env.get(name, ()))}
+            name: {"adapters": adapters[name], "pass_env": sorted(dispatcher.pass_env.get(name, ()))}
             for name in sorted(names)
         }
         self.reply(peer, ref, {"servers": servers})
@@ -349,31 +349,33 @@ class ControlPlane:
             closed = [s["sid"] for s in snapshots if s[key] >= older and s["state"] in ("initializing", "active")]
             self._audit(peer, "sessions.cleanup", older_than_s=older, idle=idle, closed=closed)
             for sid in closed:
-                route = self._router.sessions.get(sid)
+                route = self._dispatcher.sessions.get(sid)
                 if route is not None:
                     route.actor.tell(CloseSession("cleanup"))
             self.reply(peer, ref, {"closed": closed})
 
-        self.gather(list(self._router.sessions.values()), finish)
+        self.gather(list(self._dispatcher.sessions.values()), finish)
 
     def _inject_fault(self, peer: bytes, ref: Ref, args: dict[str, Any]) -> None:
-        router = self._router
-        if not router.fault_injection:
+        dispatcher = self._dispatcher
+        if not dispatcher.fault_injection:
             message = "fault injection is off; start the daemon with --enable-fault-injection to allow it"
             raise ControlError(ErrorCode.FORBIDDEN, message)
         target, when = str(args.get("target")), args.get("when", "now")
         if when not in ("now", "start", "both"):
             raise ControlError(ErrorCode.BAD_ARGS, "args.when must be 'now', 'start' or 'both'")
         is_child = target in ("janitor", "evictor")
-        is_session = target == "session" and isinstance(args.get("sid"), str) and args["sid"] in router.sessions
+        is_session = target == "session" and isinstance(args.get("sid"), str) and args["sid"] in dispatcher.sessions
         if not (is_child or is_session):
             message = "args.target must be 'janitor', 'evictor', or 'session' with args.sid of an open session"
             raise ControlError(ErrorCode.BAD_ARGS, message)
         self._audit(peer, "inject_fault", target=target, when=when, sid=args.get("sid"))
         if is_child:
-            router.to_supervisor(InjectFault(target, now=when in ("now", "both"), next_start=when in ("start", "both")))
+            dispatcher.to_supervisor(
+                InjectFault(target, now=when in ("now", "both"), next_start=when in ("start", "both"))
+            )
         else:
-            router.sessions[args["sid"]].actor.tell(Crash())
+            dispatcher.sessions[args["sid"]].actor.tell(Crash())
         self.reply(peer, ref, {"injected": target, "when": when})
 
     def _route(self, args: dict[str, Any], peer: bytes | None = None) -> Route:
@@ -382,13 +384,13 @@ class ControlPlane:
         sid = args.get("sid")
         if not isinstance(sid, str):
             raise ControlError(ErrorCode.BAD_ARGS, "args.sid must be a session id string")
-        route = self._router.sessions.get(sid)
+        route = self._dispatcher.sessions.get(sid)
         if route is None or (peer is not None and not self._visible(peer, route)):
             raise ControlError(ErrorCode.UNKNOWN_SESSION, f"no open session {sid[:64]!r}")
         return route
 
     def _security_reload(self, peer: bytes, ref: Ref, _args: dict[str, Any]) -> None:
-        reload = self._router.reload_keys
+        reload = self._dispatcher.reload_keys
         if reload is None:
             raise ControlError(ErrorCode.BAD_ARGS, "this daemon uses no CurveZMQ keys (no tcp endpoint with keys)")
         self._audit(peer, "security.reload")
@@ -402,6 +404,6 @@ class ControlPlane:
         reload(done)
 
     def _audit(self, peer: bytes, action: str, **fields: Any) -> None:
-        self._router.observers.audit(
-            {"event": "control", "action": action, "client": self._router.client_label(peer), **fields}
+        self._dispatcher.observers.audit(
+            {"event": "control", "action": action, "client": self._dispatcher.client_label(peer), **fields}
         )

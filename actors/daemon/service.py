@@ -1,4 +1,4 @@
-"""`Daemon`: wires the hub, the router and the adapter processes together.
+"""`Daemon`: wires the hub, the dispatcher and the adapter processes together.
 
 Start-up binds the back socket first, starts one adapter process per
 configured server (``troupe adapter ...`` as a child), waits for them to
@@ -31,7 +31,7 @@ from mcp_troupe.actors.core.options import ServerPolicy
 from mcp_troupe.actors.core.supervision import ChildSpec
 from mcp_troupe.actors.daemon.adapter_processes import AdapterProcesses
 from mcp_troupe.actors.daemon.config import DaemonConfig, example_unavailable
-from mcp_troupe.actors.daemon.router import Router, RouterOptions
+from mcp_troupe.actors.daemon.dispatcher import Dispatcher, DispatcherOptions
 from mcp_troupe.actors.shells.evictor import Evictor
 from mcp_troupe.actors.shells.janitor import Janitor
 from mcp_troupe.actors.shells.supervisor import ChildContext, Supervisor
@@ -89,7 +89,7 @@ class Daemon:
             )
         )
         policies = {s.name: ServerPolicy(s.on_exit, s.max_restarts) for s in config.servers.values()}
-        options = RouterOptions(
+        options = DispatcherOptions(
             max_frame_bytes=config.max_frame_bytes,
             max_frame_items=config.max_frame_items,
             max_server_frame_bytes=config.max_server_frame_bytes + SERVER_FRAME_MARGIN,
@@ -102,9 +102,9 @@ class Daemon:
             respawn_timeout=config.respawn_timeout,
         )
         self.observers = self._observers()
-        self.router = Router(self.hub, options, observers=self.observers, version=version)
+        self.dispatcher = Dispatcher(self.hub, options, observers=self.observers, version=version)
         if self.server_keys is not None:
-            self.router.reload_keys = self._reload_in_background
+            self.dispatcher.reload_keys = self._reload_in_background
         self._reload_requested = False
         self.supervisor: pykka.ActorRef[Supervisor] | None = None
         self.exit_code = 0
@@ -187,10 +187,12 @@ class Daemon:
             )
         self._prepare_ipc()
         self._start_supervisor()
-        self.hub.start(self.router)
+        self.hub.start(self.dispatcher)
         self.back_endpoint = self.hub.bind(BACK, self.config.back)
         self.events_endpoint = self.hub.bind(EVENTS, self.config.events)
-        self.observers.metrics.registry.register(LoopCollector(lambda: self.hub.ask(self.router.metrics_snapshot, 2.0)))
+        self.observers.metrics.registry.register(
+            LoopCollector(lambda: self.hub.ask(self.dispatcher.metrics_snapshot, 2.0))
+        )
         if self.config.metrics_address:
             self.observers.metrics.serve(self.config.metrics_address)
             log.info("metrics at http://%s/metrics", self.config.metrics_address)
@@ -198,7 +200,7 @@ class Daemon:
             if (why := example_unavailable(server)) is not None:
                 log.warning("server %r: %s; its sessions fail until then", server.name, why)
         self.adapters = AdapterProcesses(self.config, self.back_endpoint, self._adapter_exited, self.adapter_env())
-        self.router.on_adapter_lost = self._adapter_silent
+        self.dispatcher.on_adapter_lost = self._adapter_silent
         self.adapters.start()
         self._await_adapters()
         self.front_endpoint = self.hub.bind(FRONT, self.config.front)
@@ -224,13 +226,13 @@ class Daemon:
             (ChildSpec("evictor", shutdown_timeout=timeout), self._start_evictor),
         ]
         self.supervisor = Supervisor.start(children, self.config.supervisor, self._escalated, observers=self.observers)
-        self.router.supervisor = self.supervisor.tell
+        self.dispatcher.supervisor = self.supervisor.tell
 
     def _start_janitor(self, context: ChildContext) -> pykka.ActorRef[Janitor]:
-        return Janitor.start(context, lambda now: self.hub.call(partial(self.router.janitor_pass, now)))
+        return Janitor.start(context, lambda now: self.hub.call(partial(self.dispatcher.janitor_pass, now)))
 
     def _start_evictor(self, context: ChildContext) -> pykka.ActorRef[Evictor]:
-        return Evictor.start(context, lambda: self.hub.call(self.router.enforce_session_limit))
+        return Evictor.start(context, lambda: self.hub.call(self.dispatcher.enforce_session_limit))
 
     def _escalated(self, reason: str) -> None:
         """The top supervisor gave up: stop as gracefully as SIGTERM does, but exit non-zero."""
@@ -251,15 +253,15 @@ class Daemon:
             self.adapters.lost.put(adapter_id)
 
     def _adapter_exited(self, adapter_id: str, reason: str) -> None:
-        self.hub.call(partial(self.router.adapter_gone, adapter_id, reason))
+        self.hub.call(partial(self.dispatcher.adapter_gone, adapter_id, reason))
 
     def _await_adapters(self) -> None:
         expected = Counter(self.adapters.expected())  # type: ignore[union-attr]
-        ready = self.hub.ask(lambda: self.router.expect(expected))
+        ready = self.hub.ask(lambda: self.dispatcher.expect(expected))
         try:
             ready.result(timeout=self.config.startup_timeout)
         except FutureTimeout:
-            have = self.hub.ask(lambda: Counter(a.server for a in self.router.adapters.values()))
+            have = self.hub.ask(lambda: Counter(a.server for a in self.dispatcher.adapters.values()))
             missing = sorted(name for name, n in expected.items() if have[name] < n)
             log.warning(
                 "adapters for %s did not register within %.1fs (startup_timeout); serving anyway",
@@ -314,14 +316,14 @@ class Daemon:
     def shutdown(self) -> None:
         deadline = time.monotonic() + self.config.shutdown_timeout
         reason = self._shutdown_reason
-        drained = self.hub.ask(lambda: self.router.begin_shutdown(reason))
+        drained = self.hub.ask(lambda: self.dispatcher.begin_shutdown(reason))
         try:
             drained.result(timeout=max(0.1, deadline - time.monotonic()))
         except FutureTimeout:
             log.warning("sessions did not all close within shutdown_timeout; stopping them")
         if self.adapters is not None:
             self.adapters.stop(deadline)
-        for actor in self.hub.ask(self.router.actors):
+        for actor in self.hub.ask(self.dispatcher.actors):
             actor.stop(block=False)
         if self.supervisor is not None:
             self.supervisor.stop(block=True, timeout=self.config.child_shutdown_timeout * 2 + 1)

@@ -1,6 +1,6 @@
-"""A session's route: its actor, its client's connection, its adapter (the router's table of them).
+"""A session's route: its actor, its client's connection, its adapter (the dispatcher's table of them).
 
-The router owns the tables (on the hub's loop thread); the control plane reads
+The dispatcher owns the tables (on the hub's loop thread); the control plane reads
 them through `mcp_troupe.actors.daemon.control.DaemonView`.
 """
 

@@ -1,6 +1,6 @@
 """`Evictor`: the supervised actor whose passes keep open sessions within ``max_sessions``.
 
-Which session goes first is decided where the sessions are: the router
+Which session goes first is decided where the sessions are: the dispatcher
 keeps them in order of last activity (`mcp_troupe.actors.core.recency.Recency`, exact, on the
 hub's thread) and evicts at once, when an open would pass the limit, the
 least recently active session that has been idle for ``evict_after_idle``

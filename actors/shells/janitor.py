@@ -2,10 +2,10 @@
 
 Sessions own their pending requests and know their own deadlines; each asks
 for a wake-up only when it needs one earlier than the one it has. Those
-wake-ups live in one place, the router's `mcp_troupe.actors.core.deadlines.Wakeups`, on the
+wake-ups live in one place, the dispatcher's `mcp_troupe.actors.core.deadlines.Wakeups`, on the
 hub's thread where the sessions run, so a wake-up costs no message and a
 finished session leaves nothing behind. The janitor drives the passes: on
-every tick of the daemon's clock it has the hub run `Router.janitor_pass`,
+every tick of the daemon's clock it has the hub run `Dispatcher.janitor_pass`,
 which takes what is due (O(k log n) for k due of n) and wakes those sessions.
 
 State and driver are apart on purpose, the way an Erlang worker keeps its

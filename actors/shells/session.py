@@ -2,7 +2,7 @@
 
 The actor owns its core (state machine, pending requests) and does only
 this: feed the core messages with the time, turn its outputs into frames for
-the hub, ask the janitor for wake-ups, and tell the router when its pending
+the hub, ask the janitor for wake-ups, and tell the dispatcher when its pending
 count moved or the session finished. It never touches a socket.
 """
 
@@ -53,8 +53,8 @@ class Outbox(EventLoop, Protocol):
     def send_back(self, peer: bytes, data: bytes) -> None: ...
 
 
-class RouterPort(Protocol):
-    """Router methods a session has run on the hub's loop thread."""
+class DispatcherPort(Protocol):
+    """Dispatcher methods a session has run on the hub's loop thread."""
 
     def session_finished(self, sid: str) -> None: ...
 
@@ -76,7 +76,7 @@ class RouterPort(Protocol):
 class FromClient:
     msg: dict[str, Any]
     counted: bool = False
-    """The router counted this request in the global pending count."""
+    """The dispatcher counted this request in the global pending count."""
     over_global: tuple[int, int] | None = None
     """Set when the global pending limit refused it: ``(current, limit)``."""
 
@@ -88,7 +88,7 @@ class FromServer:
 
 @dataclass(frozen=True, slots=True)
 class ClientFrameRefused:
-    """From the router: a frame of the client naming message ``id`` was refused before decoding (its size).
+    """From the dispatcher: a frame of the client naming message ``id`` was refused before decoding (its size).
 
     If that message was the response to a request of the server, the server gets ``answer`` in its place."""
 
@@ -118,21 +118,21 @@ class ServerStderr:
 
 @dataclass(frozen=True, slots=True)
 class Rebound:
-    """From the router: the session's server is now behind the adapter ``peer``."""
+    """From the dispatcher: the session's server is now behind the adapter ``peer``."""
 
     adapter: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class Detached:
-    """From the router: the client's connection ended; keep its frames (at most ``keep``) for an ``attach``."""
+    """From the dispatcher: the client's connection ended; keep its frames (at most ``keep``) for an ``attach``."""
 
     keep: int
 
 
 @dataclass(frozen=True, slots=True)
 class Reattached:
-    """From the router: the client is now behind ``client`` (an ``attach`` with the resume token)."""
+    """From the dispatcher: the client is now behind ``client`` (an ``attach`` with the resume token)."""
 
     client: bytes
     label: str
@@ -154,7 +154,7 @@ class Wake:
 
 @dataclass(frozen=True, slots=True)
 class Forgotten:
-    """From the router: it routes nothing more here; the actor may stop."""
+    """From the dispatcher: it routes nothing more here; the actor may stop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +182,7 @@ class Peers:
 @dataclass(frozen=True)
 class SessionLinks:
     outbox: Outbox
-    router: RouterPort
+    dispatcher: DispatcherPort
     to_child: Callable[[str, object], None]
     """Delivers a message to the current incarnation of a supervised child (by id)."""
     observers: Observers = field(default_factory=Observers)
@@ -289,9 +289,9 @@ class SessionActor(LoopActor):
             held.append(data)
             return
         if len(held) == self._held_limit:
-            self._held_limit = -1  # asked once: the router closes the session
+            self._held_limit = -1  # asked once: the dispatcher closes the session
             log.info("session %s: its client stayed away past reattach_buffer frames; closing it", self.core.sid)
-            self._links.outbox.call(partial(self._links.router.close_detached, self.core.sid))
+            self._links.outbox.call(partial(self._links.dispatcher.close_detached, self.core.sid))
         self._links.observers.metrics.detached_dropped.inc()
 
     def _reattach(self, client: bytes, label: str, ref: int | str, previous_alive: bool) -> None:
@@ -370,7 +370,7 @@ class SessionActor(LoopActor):
     def _report_finished(self) -> None:
         if not self._reported_finished:
             self._reported_finished = True
-            self._links.outbox.call(partial(self._links.router.session_finished, self.core.sid))
+            self._links.outbox.call(partial(self._links.dispatcher.session_finished, self.core.sid))
 
     def _emit(self, outputs: list[Output], *, counted: bool = False) -> None:
         for out in outputs:
@@ -380,7 +380,7 @@ class SessionActor(LoopActor):
         delta = pending - self._reported_pending - (1 if counted else 0)
         self._reported_pending = pending
         if delta:
-            self._links.outbox.call(partial(self._links.router.pending_changed, core.sid, delta))
+            self._links.outbox.call(partial(self._links.dispatcher.pending_changed, core.sid, delta))
 
     def _carry(self, out: Output) -> None:
         sid, peers, outbox = self.core.sid, self._peers, self._links.outbox
@@ -392,7 +392,7 @@ class SessionActor(LoopActor):
             case ToServer(msg):
                 outbox.send_back(peers.adapter, encode("mcp", sid=sid, msg=msg))
             case Schedule(at):
-                self._links.router.wake_me_at(sid, at)
+                self._links.dispatcher.wake_me_at(sid, at)
             case Refuse(code, message, request_id):
                 frame = encode("error", code=str(code), message=message, sid=sid, id=request_id)
                 to_client(peers.client, frame)
@@ -408,12 +408,12 @@ class SessionActor(LoopActor):
                 frame = encode("error", code=str(ErrorCode.SPAWN_FAILED), message=message, ref=peers.open_ref)
                 to_client(peers.client, frame)
                 log.warning("session %s: %s", sid, message)
-                outbox.call(partial(self._links.router.session_closing, sid, "open_failed"))
+                outbox.call(partial(self._links.dispatcher.session_closing, sid, "open_failed"))
             case SessionClosed(reason, message):
                 frame = encode("closed", sid=sid, reason=reason, message=message, ref=self._close_ref)
                 to_client(peers.client, frame)
                 log.info("session %s closed: %s", sid, message)
-                outbox.call(partial(self._links.router.session_closing, sid, reason))
+                outbox.call(partial(self._links.dispatcher.session_closing, sid, reason))
                 self._closed(reason, message)
             case StopServer(reason):
                 outbox.send_back(peers.adapter, encode("close", sid=sid, reason=reason))
@@ -422,9 +422,9 @@ class SessionActor(LoopActor):
             case RequestRefused(reason):
                 self._links.observers.metrics.requests_refused.labels(reason).inc()
             case Finished():
-                self._report_finished()  # the router answers Forgotten; then the actor stops
+                self._report_finished()  # the dispatcher answers Forgotten; then the actor stops
             case RespawnServer():
-                outbox.call(partial(self._links.router.respawn, sid))
+                outbox.call(partial(self._links.dispatcher.respawn, sid))
             case Warn(message):
                 log.warning("session %s: %s", sid, message)
             case Dropped(source, reason):

@@ -1,6 +1,6 @@
 """What the daemon lets operators see: metrics, the event stream, the audit log.
 
-`Observers` is handed to the router, every session actor and the
+`Observers` is handed to the dispatcher, every session actor and the
 supervisor. Each channel has one owner: prometheus-client serialises its own
 counters, events go through the hub's mailbox to its PUB socket, audit
 records go to the `AuditLog` actor, which alone holds the file.

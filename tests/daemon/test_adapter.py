@@ -75,9 +75,9 @@ class FakeDaemon:
     """The daemon's ``back`` ROUTER, reduced to what the tests need."""
 
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> None:
-        self.router = context.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.LINGER, 0)
-        self.router.bind(endpoint)
+        self.dispatcher = context.socket(zmq.ROUTER)
+        self.dispatcher.setsockopt(zmq.LINGER, 0)
+        self.dispatcher.bind(endpoint)
         self.peer: bytes | None = None
         self.heartbeats = 0
 
@@ -92,9 +92,9 @@ class FakeDaemon:
 
     def recv_any(self, timeout: float) -> dict[str, Any]:
         """The next frame from the adapter, validated against the adapter->daemon schemas."""
-        if not self.router.poll(int(timeout * 1000)):
+        if not self.dispatcher.poll(int(timeout * 1000)):
             raise AssertionError(f"no frame from the adapter within {timeout} s")
-        self.peer, data = self.router.recv_multipart()
+        self.peer, data = self.dispatcher.recv_multipart()
         return frames.decode(data, frames.ADAPTER_TO_DAEMON)
 
     def expect(self, frame_type: str, timeout: float = 5.0, **fields: Any) -> dict[str, Any]:
@@ -108,10 +108,10 @@ class FakeDaemon:
 
     def send_raw(self, data: bytes) -> None:
         assert self.peer is not None, "the adapter has not spoken yet"
-        self.router.send_multipart([self.peer, data])
+        self.dispatcher.send_multipart([self.peer, data])
 
     def close(self) -> None:
-        self.router.close()
+        self.dispatcher.close()
 
     def handshake(self, server: str = "test", capacity: int = 0) -> None:
         self.expect("register", server=server, capacity=capacity)

@@ -15,7 +15,7 @@ The JSON-RPC error codes are found in transport/wire/jsonrpc.py (its constants i
 row in its summary table, the others must be listed as coming from the server.
 The adapter-side behaviour (heartbeats, reconnects by ``adapter_id``, the
 ``close`` for an unknown session) and the server-restart contract (the replayed
-``initialize``, what the client is sent) are driven through the real `Router`
+``initialize``, what the client is sent) are driven through the real `Dispatcher`
 and `SessionCore`, and the strings a peer sees must be the documented ones.
 """
 
@@ -39,7 +39,7 @@ from mcp_troupe.actors.core.outputs import RespawnServer, ToClient, ToServer
 from mcp_troupe.actors.core.session import SessionCore
 from mcp_troupe.actors.core.supervision import ChildSpec
 from mcp_troupe.actors.daemon.config import DaemonConfig, ServerConfig
-from mcp_troupe.actors.daemon.router import Router, RouterOptions
+from mcp_troupe.actors.daemon.dispatcher import Dispatcher, DispatcherOptions
 from mcp_troupe.actors.shells.supervisor import Status, SupervisedActor, Supervisor
 from mcp_troupe.transport.hub.loop import BACK, HubOptions, HubStats
 from mcp_troupe.transport.hub.peers import Connection
@@ -365,18 +365,18 @@ def supervisor() -> Iterator[Callable[[object], None]]:
 
 
 def _ctl(op: str, args: dict[str, Any] | None = None, supervisor: Callable[[object], None] | None = None) -> dict:
-    """Run one control op on a real router that holds one session (opening, on a registered adapter)."""
+    """Run one control op on a real dispatcher that holds one session (opening, on a registered adapter)."""
     outbox = _Outbox()
-    options = RouterOptions(fault_injection=True)
-    router = Router(outbox, options, supervisor=supervisor or (lambda _m: None), version="test")  # type: ignore[arg-type]
-    router.reload_keys = lambda done: done({"clients": 0, "operators": 0, "adapters": 0})  # a daemon with keys
-    router.on_back(b"adapter", frames.encode("register", server="example", capacity=0))
-    router.on_front(b"peer", frames.encode("open", ref=0, server="example"))
+    options = DispatcherOptions(fault_injection=True)
+    dispatcher = Dispatcher(outbox, options, supervisor=supervisor or (lambda _m: None), version="test")  # type: ignore[arg-type]
+    dispatcher.reload_keys = lambda done: done({"clients": 0, "operators": 0, "adapters": 0})  # a daemon with keys
+    dispatcher.on_back(b"adapter", frames.encode("register", server="example", capacity=0))
+    dispatcher.on_front(b"peer", frames.encode("open", ref=0, server="example"))
     outbox.run()
-    [sid] = router.sessions
+    [sid] = dispatcher.sessions
     try:
         args = {key: sid if value == SID else value for key, value in args.items()} if args else args
-        router.on_front(b"peer", frames.encode("ctl", ref=1, op=op, args=args))
+        dispatcher.on_front(b"peer", frames.encode("ctl", ref=1, op=op, args=args))
         deadline = time.monotonic() + 10
         outbox.run()
         while not outbox.answers() and time.monotonic() < deadline:  # some ops are answered from another thread
@@ -386,7 +386,7 @@ def _ctl(op: str, args: dict[str, Any] | None = None, supervisor: Callable[[obje
         assert len(answers) == 1, f"control op {op!r} got {len(answers)} answers"
         return answers[0]
     finally:
-        for actor in router.actors():
+        for actor in dispatcher.actors():
             actor.stop(block=False)
         outbox.run()
 
@@ -407,7 +407,7 @@ def test_control_ops_are_the_documented_ones(sections: list[Section], supervisor
     assert documented, "no control op is documented"
     for op in documented:
         answer = _ctl(op, CTL_ARGS.get(op), supervisor)
-        assert answer["ok"] is True, f"documented control op {op!r} is refused by the router: {answer}"
+        assert answer["ok"] is True, f"documented control op {op!r} is refused by the dispatcher: {answer}"
     known = re.search(r"known: (\[.*\])", _ctl("no-such-op")["error"]["message"])
     assert known, "the unknown_op message no longer lists the known ops; update this test"
     assert set(ast.literal_eval(known.group(1))) == documented
@@ -457,7 +457,7 @@ def test_session_snapshots_are_documented(sections: list[Section]) -> None:
 
 def test_defaults_quoted_in_the_doc_are_current() -> None:
     text = doc_text()
-    assert RouterOptions().max_frame_bytes == DaemonConfig.max_frame_bytes, "two defaults for max_frame_bytes"
+    assert DispatcherOptions().max_frame_bytes == DaemonConfig.max_frame_bytes, "two defaults for max_frame_bytes"
     quoted = [
         f"default {DaemonConfig.max_frame_bytes}",
         f"``ipc://<runtime dir>/{FRONT_SOCKET}``",
@@ -470,7 +470,7 @@ def test_defaults_quoted_in_the_doc_are_current() -> None:
     missing = [q.strip() for q in quoted if q not in text]
     assert not missing, f"docs/protocol.rst no longer quotes the current defaults: {missing}"
     flat = " ".join(text.split())
-    options, server = RouterOptions(), ServerConfig("x", ("x",))
+    options, server = DispatcherOptions(), ServerConfig("x", ("x",))
     assert options.adapter_timeout == DaemonConfig.adapter_timeout, "two defaults for adapter_timeout"
     assert options.respawn_timeout == DaemonConfig.respawn_timeout, "two defaults for respawn_timeout"
     assert (ServerPolicy().on_exit, ServerPolicy().max_restarts) == (server.on_exit, server.max_restarts)
@@ -495,7 +495,7 @@ def test_the_worked_example_bytes_are_right() -> None:
 
 
 class _BackOutbox:
-    """Records what the router sends to adapters."""
+    """Records what the dispatcher sends to adapters."""
 
     def __init__(self) -> None:
         self.back: list[tuple[bytes, dict[str, Any]]] = []
@@ -516,30 +516,30 @@ class _BackOutbox:
 
 def test_adapter_frames_are_answered_as_documented(sections: list[Section]) -> None:
     outbox = _BackOutbox()
-    router = Router(outbox, RouterOptions())  # type: ignore[arg-type]
+    dispatcher = Dispatcher(outbox, DispatcherOptions())  # type: ignore[arg-type]
     heartbeat = frames.encode("heartbeat")
 
-    router.on_back(b"a1", heartbeat)
+    dispatcher.on_back(b"a1", heartbeat)
     [(_, refused)] = outbox.sent()
     assert (refused["t"], refused["code"]) == ("error", ErrorCode.NOT_REGISTERED), "heartbeat before register"
 
     register = frames.encode("register", server="example", capacity=0, pid=4242, adapter_id="3f9c0a7e51d2b864")
-    router.on_back(b"a1", register)
+    dispatcher.on_back(b"a1", register)
     assert [f["t"] for _, f in outbox.sent()] == ["registered"]
-    router.on_back(b"a1", heartbeat)
+    dispatcher.on_back(b"a1", heartbeat)
     assert outbox.sent() == [], "the daemon does not answer a heartbeat"
 
-    router.on_back(b"a2", register)  # the same adapter, reconnected under a new routing id
+    dispatcher.on_back(b"a2", register)  # the same adapter, reconnected under a new routing id
     assert [f["t"] for _, f in outbox.sent()] == ["registered"]
-    assert list(router.adapters) == [b"a2"], "a reconnect with the same adapter_id moves the registration"
+    assert list(dispatcher.adapters) == [b"a2"], "a reconnect with the same adapter_id moves the registration"
 
-    router.on_back(b"a2", frames.encode("exited", sid="gone", code=0, reason="stopped"))
+    dispatcher.on_back(b"a2", frames.encode("exited", sid="gone", code=0, reason="stopped"))
     assert outbox.sent() == [], "an exited for an unknown session is ignored"
     for late in (
         frames.encode("mcp", sid="gone", msg={"jsonrpc": "2.0", "method": "x"}),
         frames.encode("spawned", sid="gone", pid=1),
     ):
-        router.on_back(b"a2", late)
+        dispatcher.on_back(b"a2", late)
         [(peer, close)] = outbox.sent()
         assert (peer, close["t"], close["sid"]) == (b"a2", "close", "gone")
         documented = "\n".join(frame_sections(sections, "Daemon to adapter")["close"].lines)
@@ -547,8 +547,8 @@ def test_adapter_frames_are_answered_as_documented(sections: list[Section]) -> N
         adapter_mcp = " ".join("\n".join(frame_sections(sections, "Adapter to daemon")["mcp"].lines).split())
         assert f'reason: "{close["reason"]}"' in adapter_mcp
 
-    router._watch_adapters(time.monotonic() + DaemonConfig.adapter_timeout + 1)  # a silent adapter is lost
-    assert router.adapters == {}
+    dispatcher._watch_adapters(time.monotonic() + DaemonConfig.adapter_timeout + 1)  # a silent adapter is lost
+    assert dispatcher.adapters == {}
 
 
 def _legacy_session(policy: ServerPolicy) -> SessionCore:

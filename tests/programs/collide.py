@@ -40,12 +40,12 @@ def chosen_id(n: int) -> bytes:
 def bare() -> None:
     endpoint = f"ipc://{tempfile.mkdtemp()}/collide.sock"
     ctx = zmq.Context()
-    router = ctx.socket(zmq.ROUTER)
-    router.bind(endpoint)
+    dispatcher = ctx.socket(zmq.ROUTER)
+    dispatcher.bind(endpoint)
     first = ctx.socket(zmq.DEALER)
     first.connect(endpoint)
     first.send(b"hi")
-    peer, _ = router.recv_multipart()
+    peer, _ = dispatcher.recv_multipart()
     counter = struct.unpack(">I", peer[1:])[0]
     holders = []  # kept open: a closed peer frees its id
     for k in range(1, 4):
@@ -53,12 +53,12 @@ def bare() -> None:
         dealer.setsockopt(zmq.ROUTING_ID, chosen_id(counter + k))
         dealer.connect(endpoint)
         dealer.send(b"x")
-        router.recv_multipart()
+        dispatcher.recv_multipart()
         holders.append(dealer)
     victim = ctx.socket(zmq.DEALER)
     victim.connect(endpoint)
     victim.send(b"y")
-    router.recv_multipart()  # not reached: libzmq aborts the process when it names `victim`
+    dispatcher.recv_multipart()  # not reached: libzmq aborts the process when it names `victim`
     print("survived")
 
 

@@ -1,6 +1,6 @@
-"""A stateful hypothesis test: several sessions, the router's global count, random interleavings.
+"""A stateful hypothesis test: several sessions, the dispatcher's global count, random interleavings.
 
-It drives `SessionCore` the way `Router` and `SessionActor` do (the router admits
+It drives `SessionCore` the way `Dispatcher` and `SessionActor` do (the dispatcher admits
 a request into the global count, the session reports how its count moved beyond
 that) with requests, responses, cancels, timeouts, server exits and closes in
 both directions, and checks after every step that no request is answered twice,
@@ -50,7 +50,7 @@ class SessionsModel(RuleBasedStateMachine):
             core.receive_from_server(jsonrpc.result(0, {"protocolVersion": "2025-11-25"}), 0.0)
             core.receive_from_client(jsonrpc.notification("notifications/initialized"), 0.0)
 
-    # -- the router's and actor's bookkeeping ----------------------------------------------
+    # -- the dispatcher's and actor's bookkeeping ----------------------------------------------
 
     def step(self, i: int, event: str, *args: Any, counted: bool = False) -> list[Any]:
         core = self.sessions[i]

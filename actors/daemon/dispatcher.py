@@ -1,12 +1,12 @@
-"""`Router`: the daemon's frame dispatcher, running on the hub's loop thread.
+"""`Dispatcher`: the daemon's frame dispatcher, running on the hub's loop thread.
 
-The hub calls `Router.on_front` and `Router.on_back` for every inbound frame.
-The router validates the envelope, answers bad frames with an ``error`` frame,
+The hub calls `Dispatcher.on_front` and `Dispatcher.on_back` for every inbound frame.
+The dispatcher validates the envelope, answers bad frames with an ``error`` frame,
 applies the daemon-wide admission rules (open-session limit, open rate per
 client, the global pending-request limit) and hands session traffic to the
 right `SessionActor` with a ``tell``. Its tables are touched only on the loop
 thread, so they have one owner and need no lock; actors change them by asking
-the hub to run a router method (`session_finished`, `pending_changed`).
+the hub to run a dispatcher method (`session_finished`, `pending_changed`).
 """
 
 from __future__ import annotations
@@ -66,11 +66,11 @@ from mcp_troupe.transport.wire.kinds import (
     decode_from_client,
 )
 
-log = logging.getLogger("troupe.router")
+log = logging.getLogger("troupe.dispatcher")
 
 
 @dataclass(frozen=True)
-class RouterOptions:
+class DispatcherOptions:
     max_frame_bytes: int = 4 * 1024 * 1024
     max_frame_items: int = MAX_ITEMS
     """Elements (map entries and array items) one client frame may hold."""
@@ -90,13 +90,13 @@ class RouterOptions:
     """Seconds a session whose adapter was lost waits for another adapter of its server."""
 
 
-class Router:
+class Dispatcher:
     """Implements `mcp_troupe.transport.hub.loop.HubHandler` for the daemon."""
 
     def __init__(
         self,
         hub: Hub,
-        options: RouterOptions | None = None,
+        options: DispatcherOptions | None = None,
         *,
         supervisor: Callable[[object], None] = lambda _msg: None,
         observers: Observers | None = None,
@@ -106,7 +106,7 @@ class Router:
         self._hub = hub
         self._clock = clock
         """The time, read once per frame or tick and passed to every decision (a fake one in unit tests)."""
-        self._options = options = options or RouterOptions()
+        self._options = options = options or DispatcherOptions()
         self._limits = limits = options.limits
         self.version = version
         self.observers = observers or Observers()

@@ -1,6 +1,6 @@
-"""The router's own decisions, driven in one thread: a fake hub (the test's thread is its loop) and a fake clock.
+"""The dispatcher's own decisions, driven in one thread: a fake hub (the test's thread is its loop) and a fake clock.
 
-Frames go in as bytes, as the hub hands them over; what the router and the
+Frames go in as bytes, as the hub hands them over; what the dispatcher and the
 session actors send is read back decoded, per socket and peer. Time moves
 only when a test moves it.
 """
@@ -17,7 +17,7 @@ import pykka
 import pytest
 
 from mcp_troupe.actors.core.options import Limits, ServerPolicy
-from mcp_troupe.actors.daemon.router import Router, RouterOptions
+from mcp_troupe.actors.daemon.dispatcher import Dispatcher, DispatcherOptions
 from mcp_troupe.transport.hub.loop import BACK, HubStats
 from mcp_troupe.transport.hub.peers import Connection
 from mcp_troupe.transport.keys import ANY_SERVER, OPERATOR
@@ -28,7 +28,7 @@ INITIALIZE = jsonrpc.request(0, "initialize", {"protocolVersion": "2025-11-25", 
 
 
 class FakeHub:
-    """The hub's side the router uses; calls wait in a queue until `run`, as on the real loop."""
+    """The hub's side the dispatcher uses; calls wait in a queue until `run`, as on the real loop."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, dict[str, Any]]] = []
@@ -79,32 +79,32 @@ class Clock:
 
 
 class Daemon:
-    """A router over a fake hub and clock, with the steps the tests repeat."""
+    """A dispatcher over a fake hub and clock, with the steps the tests repeat."""
 
     def __init__(self, limits: Limits | None = None, **options: Any) -> None:
         self.hub, self.clock = FakeHub(), Clock()
         _HUBS.append(self.hub)
-        self.router = Router(
+        self.dispatcher = Dispatcher(
             self.hub,  # type: ignore[arg-type]
-            RouterOptions(limits=limits or Limits(), **options),
+            DispatcherOptions(limits=limits or Limits(), **options),
             clock=self.clock,
         )
 
     def register(self, peer: bytes = b"a1", capacity: int = 0, adapter_id: str | None = None) -> None:
         fields = {"server": "example", "capacity": capacity, "adapter_id": adapter_id}
-        self.router.on_back(peer, frames.encode("register", **fields))
+        self.dispatcher.on_back(peer, frames.encode("register", **fields))
         assert [f["t"] for _, f in self.hub.take("back")] == ["registered"]
 
     def open(self, client: bytes = b"c1", ref: int = 1) -> dict[str, Any]:
         """Open a session, its adapter answering ``spawned``: the client's ``opened``, or an ``error`` frame."""
-        self.router.on_front(client, frames.encode("open", ref=ref, server="example"))
+        self.dispatcher.on_front(client, frames.encode("open", ref=ref, server="example"))
         self.hub.run()
         spawns = [(peer, f) for where, peer, f in self.hub.sent if where == "back" and f["t"] == "spawn"]
         self.hub.sent = [entry for entry in self.hub.sent if entry[0] != "back" or entry[2]["t"] != "spawn"]
         if spawns:
             [(adapter, spawn)] = spawns
             self.spawned_on = adapter
-            self.router.on_back(adapter, frames.encode("spawned", sid=spawn["sid"], pid=4242))
+            self.dispatcher.on_back(adapter, frames.encode("spawned", sid=spawn["sid"], pid=4242))
         self.hub.run()
         answers = [entry for entry in self.hub.sent if entry[:2] == ("front", client) and entry[2].get("ref") == ref]
         assert len(answers) == 1, answers
@@ -112,11 +112,11 @@ class Daemon:
         return answers[0][2]
 
     def handshake(self, sid: str, client: bytes = b"c1", adapter: bytes = b"a1") -> None:
-        self.router.on_front(client, frames.encode("mcp", sid=sid, msg=INITIALIZE))
+        self.dispatcher.on_front(client, frames.encode("mcp", sid=sid, msg=INITIALIZE))
         result = jsonrpc.result(0, {"protocolVersion": "2025-11-25", "capabilities": {}, "serverInfo": {}})
-        self.router.on_back(adapter, frames.encode("mcp", sid=sid, msg=result))
+        self.dispatcher.on_back(adapter, frames.encode("mcp", sid=sid, msg=result))
         initialized = jsonrpc.notification("notifications/initialized")
-        self.router.on_front(client, frames.encode("mcp", sid=sid, msg=initialized))
+        self.dispatcher.on_front(client, frames.encode("mcp", sid=sid, msg=initialized))
         self.hub.take()
 
 
@@ -181,11 +181,11 @@ def test_at_max_sessions_an_idle_session_is_evicted_and_without_one_the_open_is_
     assert refused["data"] == {"scope": "global", "current": 2, "limit": 2}
     assert "none has been idle for 10s" in refused["message"]
     d.clock.now += 11
-    d.router.on_front(b"c1", frames.encode("mcp", sid=second, msg=jsonrpc.notification("notifications/x")))
+    d.dispatcher.on_front(b"c1", frames.encode("mcp", sid=second, msg=jsonrpc.notification("notifications/x")))
     assert d.open(ref=4)["t"] == "opened", "the session idle for 11 s made room"
     closed = [f for _, f in d.hub.take("front") if f["t"] == "closed"]
     assert [(f["sid"], f["reason"]) for f in closed] == [(first, "evicted")], "the least recently active one"
-    assert d.router.evictions == 1
+    assert d.dispatcher.evictions == 1
 
 
 def test_a_session_is_its_clients_alone() -> None:
@@ -193,13 +193,13 @@ def test_a_session_is_its_clients_alone() -> None:
     d.register()
     sid = d.open()["sid"]
     d.hub.take()
-    d.router.on_front(b"intruder", frames.encode("mcp", sid=sid, msg=INITIALIZE))
+    d.dispatcher.on_front(b"intruder", frames.encode("mcp", sid=sid, msg=INITIALIZE))
     [(peer, refused)] = d.hub.take("front")
     assert (peer, refused["code"], refused["id"]) == (b"intruder", ErrorCode.NOT_OWNER, 0)
-    d.router.on_front(b"intruder", frames.encode("close", sid=sid, ref=9))
+    d.dispatcher.on_front(b"intruder", frames.encode("close", sid=sid, ref=9))
     [(_, refused)] = d.hub.take("front")
     assert (refused["code"], refused["ref"]) == (ErrorCode.NOT_OWNER, 9)
-    assert sid in d.router.sessions
+    assert sid in d.dispatcher.sessions
 
 
 def test_the_global_pending_limit_refuses_requests_beyond_it_and_counts_the_rest() -> None:
@@ -208,11 +208,11 @@ def test_the_global_pending_limit_refuses_requests_beyond_it_and_counts_the_rest
     sid = d.open()["sid"]
     d.handshake(sid)
     for n in (1, 2, 3):
-        d.router.on_front(b"c1", frames.encode("mcp", sid=sid, msg=jsonrpc.request(n, "tools/call", {"name": "x"})))
+        d.dispatcher.on_front(b"c1", frames.encode("mcp", sid=sid, msg=jsonrpc.request(n, "tools/call", {"name": "x"})))
     d.hub.run()
     refused = [f["msg"] for _, f in d.hub.take("front") if f["t"] == "mcp" and "error" in f["msg"]]
     assert [(m["id"], m["error"]["code"]) for m in refused] == [(3, jsonrpc.TOO_MANY_PENDING)]
-    assert d.router.pending.count == 2
+    assert d.dispatcher.pending.count == 2
 
 
 def test_an_adapter_that_reconnects_with_its_id_keeps_its_sessions() -> None:
@@ -220,25 +220,25 @@ def test_an_adapter_that_reconnects_with_its_id_keeps_its_sessions() -> None:
     d.register(b"a1", adapter_id="7e51d2b8")
     sid = d.open()["sid"]
     d.register(b"a2", adapter_id="7e51d2b8")
-    assert list(d.router.adapters) == [b"a2"]
-    d.router.on_back(b"a2", frames.encode("mcp", sid=sid, msg=jsonrpc.notification("notifications/message")))
+    assert list(d.dispatcher.adapters) == [b"a2"]
+    d.dispatcher.on_back(b"a2", frames.encode("mcp", sid=sid, msg=jsonrpc.notification("notifications/message")))
     assert [f["t"] for _, f in d.hub.take("front")] == ["mcp"], "the session takes its server's frames from a2"
 
 
 def test_a_silent_adapter_is_lost_and_a_restartable_session_waits_for_another_until_its_deadline() -> None:
     lost: list[tuple[str | None, str]] = []
     d = Daemon(server_policies={"example": ServerPolicy("restart", 3)}, adapter_timeout=5.0, respawn_timeout=15.0)
-    d.router.on_adapter_lost = lambda adapter_id, reason: lost.append((adapter_id, reason))
+    d.dispatcher.on_adapter_lost = lambda adapter_id, reason: lost.append((adapter_id, reason))
     d.register(b"a1", adapter_id="first")
     sid = d.open()["sid"]
     d.hub.take()
     d.clock.now += 6
-    d.router.on_tick(d.clock.now)
+    d.dispatcher.on_tick(d.clock.now)
     d.hub.run()
     assert lost == [("first", "no frame or heartbeat for 6.0s")]
-    assert d.router.adapter_table.parked_for("example") == [sid], "waiting for an adapter of its server"
+    assert d.dispatcher.adapter_table.parked_for("example") == [sid], "waiting for an adapter of its server"
     d.clock.now += 16
-    d.router.on_tick(d.clock.now)
+    d.dispatcher.on_tick(d.clock.now)
     d.hub.run()
     closed = [f for _, f in d.hub.take("front") if f["t"] == "closed"]
     assert [f["sid"] for f in closed] == [sid]
@@ -251,10 +251,10 @@ def test_a_parked_session_is_respawned_on_the_next_adapter_of_its_server() -> No
     sid = d.open()["sid"]
     d.hub.take()
     d.clock.now += 6
-    d.router.on_tick(d.clock.now)
+    d.dispatcher.on_tick(d.clock.now)
     d.hub.run()
     d.hub.take()
-    d.router.on_back(b"a9", frames.encode("register", server="example", capacity=0, adapter_id="second"))
+    d.dispatcher.on_back(b"a9", frames.encode("register", server="example", capacity=0, adapter_id="second"))
     back = d.hub.take("back")
     assert [(peer, f["t"]) for peer, f in back] == [(b"a9", "registered"), (b"a9", "spawn")]
-    assert back[1][1]["sid"] == sid and d.router.adapter_table.parked_for("example") == []
+    assert back[1][1]["sid"] == sid and d.dispatcher.adapter_table.parked_for("example") == []

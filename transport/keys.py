@@ -67,8 +67,10 @@ class KeyRing:
         keys = self.back if domain == "back" else self.front
         return keys.get(z85.encode(public_key)) if len(public_key) == 32 else None
 
-    def allows(self, domain: str, z85_key: bytes) -> bool:
-        return z85_key in (self.back if domain == "back" else self.front)
+    def rights(self, domain: str, z85_key: bytes) -> frozenset[str] | None:
+        """The rights of a key (Z85, as key files hold it) on ``front`` or ``back``; None if it is not let in."""
+        grant = (self.back if domain == "back" else self.front).get(z85_key)
+        return grant.rights if grant is not None else None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import stat
@@ -369,7 +370,7 @@ def _pumped(client: Client) -> bool:
 
 
 KILLED_CLIENT = """
-import json, sys, time
+import json, signal, sys
 from mcp_troupe.transport.client import Client
 from mcp_troupe.transport.wire import jsonrpc
 client = Client(sys.argv[1], timeout=20)
@@ -377,7 +378,7 @@ session = client.open("example")
 session.initialize()
 session.send(jsonrpc.request(7, "tools/call", {"name": "sleep", "arguments": {"seconds": 4.0}}))
 print(json.dumps({"sid": session.sid, "token": session.token}), flush=True)
-time.sleep(120)
+signal.pause()  # until the test kills it
 """
 
 
@@ -391,9 +392,11 @@ def test_a_killed_clients_session_waits_for_its_token_and_loses_no_message(
             [sys.executable, "-c", KILLED_CLIENT, daemon.front], stdout=subprocess.PIPE, env=daemon.env, cwd=ROOT
         )
         assert owner.stdout is not None
-        opened = json.loads(owner.stdout.readline())
-        owner.kill()
-        owner.wait(10)
+        try:
+            opened = json.loads(owner.stdout.readline())
+        finally:
+            owner.kill()
+            owner.wait(10)
         wait_for(lambda: "wait 30s for it" in daemon.log(), 20, "the session to be detached")
         with daemon.client() as client:
             detached = client.control("sessions.show", {"sid": opened["sid"]})["session"]
@@ -544,14 +547,14 @@ def test_troupe_connect_and_the_event_stream_take_keys_and_the_stream_only_an_op
             assert sorted(by_id) == [1, 2] and "tools" in by_id[2].get("result", {}), answers
             reader = readers["operator"].stdout
             assert reader is not None
-            if __import__("select").select([reader], [], [], 2.0)[0]:
+            if select.select([reader], [], [], 2.0)[0]:
                 event = json.loads(reader.readline())
                 assert event["server"] == "example" and "alice@" in event["client"]
                 opened = True
                 break
         assert opened, "the operator's event stream saw no session.opened"
         plain = readers["plain"].stdout
-        assert plain is not None and not __import__("select").select([plain], [], [], 0.5)[0]
+        assert plain is not None and not select.select([plain], [], [], 0.5)[0]
     finally:
         for reader in readers.values():
             reader.kill()
@@ -560,9 +563,7 @@ def test_troupe_connect_and_the_event_stream_take_keys_and_the_stream_only_an_op
 
 
 def test_the_metrics_endpoint_listens_on_loopback_unless_told_otherwise() -> None:
-    with __import__("socket").socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = int(free_tcp_endpoint().rpartition(":")[2])
     daemon = start_daemon(["--metrics-address", str(port)])
     try:
         listening = [

@@ -41,6 +41,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final, Protocol, TypeVar
 
 import zmq
@@ -572,13 +573,7 @@ class Hub:
     def _set_keys(self, keys: KeyRing) -> None:
         self._keys = keys
         for which in (FRONT, BACK):
-            domain = _ZAP_DOMAINS[which]
-
-            def allowed(key: bytes, domain: str = domain) -> frozenset[str] | None:
-                grant = keys.front.get(key) if domain == "front" else keys.back.get(key)
-                return grant.rights if grant is not None else None
-
-            for conn in self._peers[which].revoke(allowed):
+            for conn in self._peers[which].revoke(partial(keys.rights, _ZAP_DOMAINS[which])):
                 name = _SOCKET_NAMES[which]
                 log.warning(
                     "%s connection %s (key %r) is cut off: its key is no longer allowed", name, conn.label, conn.user

@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import zmq
 import zmq.auth
@@ -204,7 +204,7 @@ class Credentials:
             raise KeyFileError(f"{key_file} holds only a public key; give the .key_secret file")
         return cls(_server_key(server_key), public, secret)
 
-    def apply(self, sock: zmq.Socket[bytes]) -> None:
+    def apply(self, sock: zmq.Socket[Any]) -> None:
         """Make ``sock`` a CurveZMQ client of the daemon; call before connecting."""
         sock.curve_serverkey = self.server_key
         sock.curve_publickey = self.public

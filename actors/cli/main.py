@@ -148,6 +148,36 @@ def _parser() -> argparse.ArgumentParser:
     keys_cli.add_key_flags(adapter)
     adapter.set_defaults(func=_adapter)
 
+    http = sub.add_parser(
+        "http",
+        help="run the Streamable HTTP front against a running daemon (troupe serve starts one with [http] address)",
+    )
+    http.add_argument("--endpoint", help="the daemon's front endpoint (default: the one discovery finds)")
+    http.add_argument("--listen", default="127.0.0.1:8080", help="host:port to serve on (default 127.0.0.1:8080)")
+    http.add_argument("--prefix", default="/mcp", help="path prefix: servers are at PREFIX/NAME (default /mcp)")
+    http.add_argument("--default-server", help="the server also served at PREFIX itself")
+    http.add_argument(
+        "--allowed-origin", action="append", default=[], help="an Origin browsers may send (repeat; '*' for any)"
+    )
+    http.add_argument("--tokens-file", help="bearer tokens, one 'NAME TOKEN' a line; without it no token is asked")
+    http.add_argument("--replay-events", type=int, default=1000, help="SSE events kept per session (default 1000)")
+    http.add_argument("--replay-bytes", type=int, default=4 << 20, help="bytes of them kept (default 4 MiB)")
+    http.add_argument("--pool-size", type=int, default=8, help="warm 2026-07-28 sessions per server (default 8)")
+    http.add_argument("--pool-queue", type=int, default=256, help="requests waiting for one (default 256)")
+    http.add_argument("--max-body-bytes", type=int, default=4 << 20, help="largest POST body (default 4 MiB)")
+    http.add_argument(
+        "--sse-poll-after",
+        type=float,
+        default=0.0,
+        help="close a request's SSE stream after this many seconds without its answer, for the client to resume "
+        "with Last-Event-ID (SSE polling); 0 = never (default)",
+    )
+    http.add_argument("--exit-with-parent", action="store_true", help="exit when the parent process ends")
+    http.add_argument("--log-level", choices=LOG_LEVELS)
+    http.add_argument("--log-format", choices=("text", "json"), help="default: text")
+    keys_cli.add_key_flags(http)
+    http.set_defaults(func=_http)
+
     call = sub.add_parser("call", help="open a session, initialize, send one request, print its result")
     call.add_argument("server")
     call.add_argument("method")
@@ -311,6 +341,48 @@ def _adapter(args: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _n, _f: adapter.request_stop())
     return adapter.run()
+
+
+def _http(args: argparse.Namespace) -> int:
+    try:
+        from mcp_troupe.transport.http import program
+        from mcp_troupe.transport.http.app import AppOptions
+        from mcp_troupe.transport.http.rules import TokenFileError, load_tokens
+        from mcp_troupe.transport.http.sessions import FrontOptions
+    except ImportError as exc:
+        return _fail(f"the HTTP front needs {exc.name}: pip install 'mcp-troupe[http]'", EXIT_USAGE)
+    try:
+        host, port = program.split_address(args.listen)
+        tokens = load_tokens(Path(args.tokens_file) if args.tokens_file else None)
+        endpoint = args.endpoint or discovery.find()
+        credentials = Credentials.resolve()
+    except (ValueError, TokenFileError, RuntimeDirError, KeyFileError, discovery.NotFound) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    for name in ("replay_events", "replay_bytes", "pool_size", "pool_queue", "max_body_bytes"):
+        if getattr(args, name) < 1:
+            return _fail(f"--{name.replace('_', '-')} must be at least 1", EXIT_USAGE)
+    settings = program.FrontSettings(
+        endpoint=endpoint,
+        host=host,
+        port=port,
+        app=AppOptions(
+            prefix="/" + args.prefix.strip("/"),
+            default_server=args.default_server,
+            allowed_origins=tuple(args.allowed_origin),
+            loopback=program.is_loopback(host),
+            tokens=tokens,
+            max_body_bytes=args.max_body_bytes,
+            sse_poll_after=args.sse_poll_after,
+        ),
+        front=FrontOptions(
+            replay_events=args.replay_events,
+            replay_bytes=args.replay_bytes,
+            pool_size=args.pool_size,
+            pool_queue=args.pool_queue,
+        ),
+        exit_with_parent=args.exit_with_parent,
+    )
+    return program.run(settings, credentials)
 
 
 def _call(args: argparse.Namespace) -> int:

@@ -256,7 +256,8 @@ class Dispatcher:
         sid, token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)  # 128 random bits each
         policy = self._options.server_policies.get(server)
         core = SessionCore(sid, server, now, self._limits, policy, expire_idle=frame.get("expire_idle", False))
-        peers = Peers(peer, adapter.peer, ref, client.label, stderr=frame.get("stderr", False), token=token)
+        label = client.label + _via(frame.get("via"))
+        peers = Peers(peer, adapter.peer, ref, label, stderr=frame.get("stderr", False), token=token)
         actor = SessionActor.start(core, peers, self._links)
         conn = self._hub.connection(FRONT, peer)
         owner_key = conn.key if conn is not None else b""
@@ -796,3 +797,10 @@ def _codes(counts: Counter[str]) -> str:
 
 
 _CLOSE_REASON = {"disconnected": "client_gone", "not_reading": "client_not_reading", "key_revoked": "key_revoked"}
+
+
+def _via(value: str | None) -> str:
+    """What a front says the session is for (``http 10.0.0.7:51234 token alice``), printable and short."""
+    if not value:
+        return ""
+    return " via " + "".join(c for c in value[:200] if c.isprintable())

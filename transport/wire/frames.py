@@ -117,6 +117,7 @@ CLIENT_TO_DAEMON: Final[Mapping[str, Schema]] = {
         "expire_idle": (BOOL, False),
         "env": (MAP, False),
         "stderr": (BOOL, False),
+        "via": (STR, False),
     },
     "mcp": {"sid": (STR, False), "msg": (MAP, False), "json": (STR, False)},
     "close": {"sid": (STR, True), "ref": (REF, False)},

@@ -34,6 +34,7 @@ class OpenFrame(TypedDict):
     expire_idle: NotRequired[bool]
     env: NotRequired[dict[str, Any]]
     stderr: NotRequired[bool]
+    via: NotRequired[str]
 
 
 class ClientMcpFrame(TypedDict):

@@ -1,0 +1,470 @@
+"""The Streamable HTTP endpoints, on Starlette: ``POST``, ``GET`` and ``DELETE`` at ``/mcp/<server>``.
+
+Each handler checks what arrived (`rules`), then either hands a message to a troupe session
+(`sessions`) and answers from that session's event log, or answers with a refusal. Both eras share
+the endpoint: a request of 2026-07-28 (its version in ``_meta`` or the header, or
+``server/discover``) is served statelessly by a pooled session; anything else is the legacy
+transport with ``Mcp-Session-Id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from mcp_troupe.transport.http import params, rules
+from mcp_troupe.transport.http.rules import Refusal, Tokens
+from mcp_troupe.transport.http.sessions import (
+    STANDALONE_STREAM,
+    LegacySession,
+    OpenRefused,
+    PooledSession,
+    Sessions,
+    Stream,
+)
+from mcp_troupe.transport.wire import jsonrpc
+
+log = logging.getLogger("troupe.http")
+
+SSE_RETRY_MS = 1000
+"""The ``retry`` field of each stream's first event: how soon a dropped client should reconnect."""
+SESSION_HEADER = "mcp-session-id"
+REMOVED_IN_MODERN = frozenset(
+    {"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"}
+)
+
+_OPEN_STATUS = {
+    "unknown_server": 404,
+    "rate_limited": 429,
+    "too_many_sessions": 503,
+    "server_busy": 503,
+    "shutting_down": 503,
+    "spawn_failed": 502,
+    "not_registered": 503,
+    "timeout": 504,
+}
+
+
+@dataclass(frozen=True)
+class AppOptions:
+    prefix: str = "/mcp"
+    default_server: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    loopback: bool = True
+    tokens: Tokens = field(default_factory=Tokens)
+    max_body_bytes: int = 4 * 1024 * 1024
+    realm: str = "troupe"
+    sse_poll_after: float = 0.0
+    """Seconds a POST's SSE stream stays open without its answer before the front closes it for the client
+    to resume with ``Last-Event-ID`` (SSE polling); the resumed stream stays open until the answer. 0: off."""
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _refused(sessions: Sessions, refusal: Refusal) -> Response:
+    sessions.counts[f"refused:{refusal.reason}"] += 1
+    return _json(refusal.body(), refusal.status, dict(refusal.headers))
+
+
+def _open_refusal(exc: OpenRefused, msg_id: Any) -> Refusal:
+    headers = {}
+    retry_ms = exc.data.get("retry_after_ms")
+    if isinstance(retry_ms, int):
+        headers["Retry-After"] = str(max(1, -(-retry_ms // 1000)))
+    elif exc.code in ("too_many_sessions", "server_busy", "shutting_down"):
+        headers["Retry-After"] = "1"
+    status = _OPEN_STATUS.get(exc.code, 502)
+    code = jsonrpc.METHOD_NOT_FOUND if exc.code == "unknown_server" else jsonrpc.CONNECTION_CLOSED
+    return rules.refuse(
+        status,
+        f"open_{exc.code}",
+        exc.message,
+        code=code,
+        id=msg_id if jsonrpc.is_id(msg_id) else None,
+        data={"code": exc.code, **exc.data},
+        headers=headers,
+    )
+
+
+def _sse_line(event_id: str, data: str, retry: bool = False) -> bytes:
+    head = f"id: {event_id}\n" + (f"retry: {SSE_RETRY_MS}\n" if retry else "")
+    return (head + f"data: {data}\n\n").encode()
+
+
+async def _events(
+    session: Stream, stream: int, cursor: int, counts: Any, *, primed: bool = False, poll_after: float = 0.0
+) -> AsyncIterator[bytes]:
+    """A stream's events after ``cursor`` from the session's log, then live ones, until its final event.
+
+    With ``poll_after``, the connection is closed after that many seconds without the final event (SSE
+    polling, SEP-1699): the client reconnects with ``Last-Event-ID`` and the stream goes on from the log.
+    """
+    if primed:
+        event = session.prime(stream)
+        cursor = event.seq
+        yield _sse_line(event.id, "", retry=True)
+    deadline = asyncio.get_running_loop().time() + poll_after if poll_after > 0 else None
+    while True:
+        replay = session.log.after(stream, cursor)
+        if replay.gap:
+            counts["replay_gap"] += 1
+            log.warning(
+                "session %s: stream %d resumed after events that fell out of the replay buffer", session.sid, stream
+            )
+        for event in replay.events:
+            cursor = event.seq
+            if event.data:
+                yield _sse_line(event.id, event.data)
+        final = session.finished.get(stream)
+        if final is not None and cursor >= final:
+            session.log.forget(stream)
+            session.finished.pop(stream, None)
+            return
+        if session.closed is not None:
+            return
+        if deadline is None:
+            await session.changed()
+            continue
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            counts["polled"] += 1
+            return
+        try:
+            await asyncio.wait_for(session.changed(), remaining)
+        except TimeoutError:
+            pass
+
+
+def build(sessions: Sessions, options: AppOptions) -> Starlette:
+    front = _Front(sessions, options)
+    prefix = options.prefix.rstrip("/")
+    routes = [Route(prefix + "/{server}", front.endpoint, methods=["GET", "POST", "DELETE"])]
+    if options.default_server:
+        routes.append(Route(prefix, front.endpoint, methods=["GET", "POST", "DELETE"]))
+    return Starlette(routes=routes)
+
+
+class _Front:
+    def __init__(self, sessions: Sessions, options: AppOptions) -> None:
+        self.sessions = sessions
+        self.options = options
+        self.schemas = params.ToolSchemas()
+
+    async def endpoint(self, request: Request) -> Response:
+        server = request.path_params.get("server") or self.options.default_server or ""
+        refusal = rules.check_origin(
+            request.headers.get("origin"),
+            request.headers.get("host"),
+            self.options.allowed_origins,
+            self.options.loopback,
+        )
+        if refusal is not None:
+            return _refused(self.sessions, refusal)
+        token_name = None
+        if self.options.tokens.required:
+            auth = request.headers.get("authorization")
+            token_name = self.options.tokens.name_of(auth)
+            if token_name is None:
+                return _refused(self.sessions, rules.unauthorized(self.options.realm, auth is not None))
+        self.sessions.counts[f"http:{request.method}"] += 1
+        if request.method == "POST":
+            return await self._post(request, server, token_name)
+        if request.method == "GET":
+            return self._get(request, token_name)
+        return self._delete(request, token_name)
+
+    def _via(self, request: Request, token_name: str | None) -> str:
+        client = request.client
+        where = f"{client.host}:{client.port}" if client else "?"
+        return f"http {where}" + (f" token {token_name}" if token_name else "")
+
+    def _session(self, request: Request, token_name: str | None) -> LegacySession | Refusal:
+        sid = request.headers.get(SESSION_HEADER)
+        if sid is None:
+            return rules.refuse(400, "no_session", "Mcp-Session-Id is required: send initialize first to get one")
+        session = self.sessions.legacy.get(sid) if len(sid) <= 64 else None
+        if session is None or session.token_name != token_name:
+            return rules.refuse(404, "unknown_session", "session not found (closed or expired): initialize a new one")
+        refusal = rules.check_legacy_version(request.headers.get("mcp-protocol-version"))
+        return refusal if refusal is not None else session
+
+    # -- POST ----------------------------------------------------------------------------
+
+    async def _post(self, request: Request, server: str, token_name: str | None) -> Response:
+        refusal = rules.check_post_headers(request.headers.get("content-type"), request.headers.get("accept"))
+        if refusal is not None:
+            return _refused(self.sessions, refusal)
+        limit = self.options.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return _refused(self.sessions, rules.too_large(limit))
+        body = await _read_body(request, limit)
+        parsed = rules.parse_body(body, limit) if body is not None else rules.too_large(limit)
+        if isinstance(parsed, Refusal):
+            return _refused(self.sessions, parsed)
+        header_version = request.headers.get("mcp-protocol-version")
+        if SESSION_HEADER not in request.headers and rules.is_modern(parsed, header_version):
+            return await self._modern(request, server, parsed, token_name)
+        if SESSION_HEADER not in request.headers:
+            if parsed.get("method") != "initialize":
+                return _refused(
+                    self.sessions,
+                    rules.refuse(400, "no_session", "Mcp-Session-Id is required: send initialize first to get one"),
+                )
+            return await self._initialize(request, server, parsed, token_name)
+        found = self._session(request, token_name)
+        if isinstance(found, Refusal):
+            return _refused(self.sessions, found)
+        return self._legacy(found, parsed)
+
+    async def _initialize(
+        self, request: Request, server: str, message: dict[str, Any], token_name: str | None
+    ) -> Response:
+        try:
+            session = await self.sessions.open_legacy(server, self._via(request, token_name), token_name)
+        except OpenRefused as exc:
+            return _refused(self.sessions, _open_refusal(exc, message.get("id")))
+        params = message.get("params")
+        version = params.get("protocolVersion") if isinstance(params, dict) else None
+        session.version = version if isinstance(version, str) else None
+        response = self._legacy(session, message)
+        response.headers["Mcp-Session-Id"] = session.sid
+        return response
+
+    def _legacy(self, session: LegacySession, message: dict[str, Any]) -> Response:
+        msg_id = message.get("id")
+        if message.get("method") is None:
+            if jsonrpc.is_id(msg_id):
+                session.routes.answered(msg_id)
+            self.sessions.send("mcp", sid=session.sid, msg=message)
+            return Response(status_code=202)
+        if not jsonrpc.is_id(msg_id):
+            self.sessions.send("mcp", sid=session.sid, msg=message)
+            return Response(status_code=202)
+        if msg_id in session.routes.pending:
+            return _refused(
+                self.sessions,
+                rules.refuse(
+                    400, "duplicate_id", f"request id {msg_id!r} is already in progress in this session", id=msg_id
+                ),
+            )
+        stream = session.routes.begin(message)
+        self.sessions.send("mcp", sid=session.sid, msg=message)
+        return StreamingResponse(
+            _events(session, stream, 0, self.sessions.counts, primed=True, poll_after=self.options.sse_poll_after),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    # -- GET and DELETE ------------------------------------------------------------------
+
+    def _get(self, request: Request, token_name: str | None) -> Response:
+        _, sse_ok = rules.accepts(request.headers.get("accept"))
+        if not sse_ok:
+            return _refused(
+                self.sessions, rules.refuse(406, "bad_accept", "Accept must list text/event-stream for a GET")
+            )
+        found = self._session(request, token_name)
+        if isinstance(found, Refusal):
+            return _refused(self.sessions, found)
+        last = request.headers.get("last-event-id")
+        if last is not None:
+            resumed = rules.check_event_id(last)
+            if resumed is None:
+                return _refused(
+                    self.sessions, rules.refuse(400, "bad_event_id", "Last-Event-ID is not one this front sent")
+                )
+            stream, seq = resumed
+            if stream != STANDALONE_STREAM:
+                self.sessions.counts["resumed"] += 1
+                return StreamingResponse(
+                    _events(found, stream, seq, self.sessions.counts),
+                    media_type="text/event-stream",
+                    headers={"Cache-Control": "no-cache"},
+                )
+            found.standalone_cursor = max(found.standalone_cursor, seq)
+        if found.standalone_open:
+            return _refused(
+                self.sessions, rules.refuse(409, "stream_open", "this session's GET stream is already open")
+            )
+        return StreamingResponse(
+            self._standalone(found), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+    async def _standalone(self, session: LegacySession) -> AsyncIterator[bytes]:
+        session.standalone_open = True
+        try:
+            event = session.prime(STANDALONE_STREAM)
+            yield _sse_line(event.id, "", retry=True)
+            while session.closed is None:
+                replay = session.log.after(STANDALONE_STREAM, session.standalone_cursor)
+                for item in replay.events:
+                    session.standalone_cursor = item.seq
+                    if item.data:
+                        yield _sse_line(item.id, item.data)
+                await session.changed()
+        finally:
+            session.standalone_open = False
+
+    def _delete(self, request: Request, token_name: str | None) -> Response:
+        found = self._session(request, token_name)
+        if isinstance(found, Refusal):
+            return _refused(self.sessions, found)
+        self.sessions.end(found)
+        return Response(status_code=200)
+
+    # -- 2026-07-28 ----------------------------------------------------------------------
+
+    async def _modern(self, request: Request, server: str, message: dict[str, Any], token_name: str | None) -> Response:
+        msg_id = message.get("id")
+        if message.get("method") is None or not jsonrpc.is_id(msg_id):
+            return Response(status_code=202)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        refusal = rules.check_modern(message, headers)
+        if refusal is None and message["method"] in REMOVED_IN_MODERN:
+            refusal = rules.refuse(
+                404,
+                "removed_method",
+                f"{message['method']} is not part of MCP 2026-07-28",
+                code=jsonrpc.METHOD_NOT_FOUND,
+                id=msg_id,
+            )
+        if refusal is None and message["method"] == "tools/call":
+            refusal = await self._check_params(request, server, message, token_name)
+        if refusal is not None:
+            return _refused(self.sessions, refusal)
+        affinity = token_name
+        try:
+            session = await self.sessions.pooled(server, self._via(request, token_name), affinity)
+        except OpenRefused as exc:
+            return _refused(self.sessions, _open_refusal(exc, msg_id))
+        stream = session.new_stream()
+        wire_id, out = session.routes.begin(message, stream)
+        self.sessions.send("mcp", sid=session.sid, msg=out)
+        response = await _modern_answer(self.sessions, session, stream, wire_id, request)
+        if message["method"] == "tools/list" and response.status_code == 200 and isinstance(response.body, bytes):
+            self._learn(server, response.body)
+        return response
+
+    def _learn(self, server: str, body: bytes) -> None:
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            return
+        if isinstance(answer, dict):
+            self.schemas.learn(server, answer.get("result"))
+
+    async def _check_params(
+        self, request: Request, server: str, message: dict[str, Any], token_name: str | None
+    ) -> Refusal | None:
+        """The ``Mcp-Param-*`` check, with the tool's schema from a ``tools/list`` the front asks for itself
+        when it has not seen the tool yet."""
+        call = message.get("params") or {}
+        tool = call.get("name")
+        if not isinstance(tool, str):
+            return None
+        known, schema = self.schemas.schema(server, tool)
+        if not known:
+            meta = {k: v for k, v in call.get("_meta", {}).items() if k.startswith("io.modelcontextprotocol/")}
+            ask = {"jsonrpc": "2.0", "id": "troupe-tools-list", "method": "tools/list", "params": {"_meta": meta}}
+            try:
+                session = await self.sessions.pooled(server, self._via(request, token_name), token_name)
+            except OpenRefused:
+                return None
+            stream = session.new_stream()
+            wire_id, out = session.routes.begin(ask, stream)
+            self.sessions.send("mcp", sid=session.sid, msg=out)
+            answer = await _modern_answer(self.sessions, session, stream, wire_id, request)
+            if isinstance(answer.body, bytes):
+                self._learn(server, answer.body)
+            known, schema = self.schemas.schema(server, tool)
+        duplicated = frozenset(
+            name.lower()
+            for name, count in Counter(k.decode("latin-1").lower() for k, _ in request.headers.raw).items()
+            if count > 1
+        )
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        problem = params.mismatch(schema, call.get("arguments"), headers, duplicated) if known else None
+        if problem is None:
+            return None
+        return rules.refuse(400, "header_mismatch", problem, code=rules.HEADER_MISMATCH, id=message.get("id"))
+
+
+async def _modern_answer(
+    sessions: Sessions, session: PooledSession, stream: int, wire_id: int, request: Request
+) -> Response:
+    """A JSON response with its status when the answer comes first; an SSE stream once a notification does."""
+    cursor = 0
+    while True:
+        replay = session.log.after(stream, cursor)
+        if replay.events:
+            first = replay.events[0]
+            if session.finished.get(stream) == first.seq:
+                session.log.forget(stream)
+                session.finished.pop(stream, None)
+                body = json.loads(first.data)
+                error = body.get("error")
+                code = error.get("code") if isinstance(error, dict) else None
+                status = rules.ERROR_STATUS.get(code, 200) if isinstance(code, int) else 200
+                headers = {}
+                if status == 429 and isinstance(error, dict) and isinstance(error.get("data"), dict):
+                    retry_ms = error["data"].get("retry_after_ms")
+                    headers["Retry-After"] = (
+                        str(max(1, -(-int(retry_ms) // 1000))) if isinstance(retry_ms, int) else "1"
+                    )
+                return Response(first.data, status_code=status, media_type="application/json", headers=headers)
+            return StreamingResponse(
+                _modern_stream(sessions, session, stream, wire_id),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
+        if session.closed is not None:
+            return _json(jsonrpc.error(None, jsonrpc.CONNECTION_CLOSED, f"the session ended ({session.closed})"), 502)
+        if await request.is_disconnected():
+            _cancel(sessions, session, wire_id)
+            return Response(status_code=499)
+        waiter = asyncio.ensure_future(session.changed())
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), 1.0)
+        except TimeoutError:
+            waiter.cancel()
+
+
+def _cancel(sessions: Sessions, session: PooledSession, wire_id: int) -> None:
+    cancel = session.routes.cancel(wire_id)
+    if cancel is not None:
+        sessions.counts["cancelled"] += 1
+        sessions.send("mcp", sid=session.sid, msg=cancel)
+
+
+async def _modern_stream(sessions: Sessions, session: PooledSession, stream: int, wire_id: int) -> AsyncIterator[bytes]:
+    done = False
+    try:
+        async for chunk in _events(session, stream, 0, sessions.counts):
+            yield chunk
+        done = True
+    finally:
+        if not done:
+            _cancel(sessions, session, wire_id)
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it passes ``limit`` bytes (the rest is not read)."""
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > limit:
+            return None
+    return bytes(chunks)

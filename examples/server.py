@@ -26,11 +26,14 @@ Tools:
 * ``ask_llm(prompt)`` sends ``sampling/createMessage`` with ``messages`` = one
   user text message ``prompt`` and ``maxTokens`` 100, and returns the text of
   the client's answer.
+* ``ask_user(question)`` sends ``elicitation/create`` with ``message`` =
+  ``question`` and a schema of one string field, ``answer``; it returns
+  ``"answer: <answer>"``, or ``"declined"`` / ``"cancelled"``.
 
-The last two use the SDK's ``Resolve`` markers (``ListRoots``, ``Sample``): on
+The last three use the SDK's ``Resolve`` markers (``ListRoots``, ``Sample``): on
 protocol versions up to 2025-11-25 each is a standalone JSON-RPC request sent to
 the client while the ``tools/call`` is pending. The client must have declared the
-``roots`` / ``sampling`` capability in ``initialize``; otherwise no request is
+``roots`` / ``sampling`` / ``elicitation`` capability in ``initialize``; otherwise no request is
 sent and the ``tools/call`` gets the JSON-RPC error ``-32021`` (missing required
 client capability).
 
@@ -45,9 +48,20 @@ from typing import Annotated, NoReturn
 
 try:
     import anyio
-    from mcp.server.mcpserver import Context, ListRoots, MCPServer, Resolve, Sample
+    from mcp.server.mcpserver import (
+        AcceptedElicitation,
+        Context,
+        DeclinedElicitation,
+        Elicit,
+        ElicitationResult,
+        ListRoots,
+        MCPServer,
+        Resolve,
+        Sample,
+    )
     from mcp.server.mcpserver.exceptions import ToolError
     from mcp.types import CreateMessageResult, ListRootsResult, SamplingMessage, TextContent
+    from pydantic import BaseModel
 except ImportError as missing:  # a plain install: the SDK is the `example` extra
     sys.exit(
         f"troupe's example server needs the MCP Python SDK ({missing.name} is missing): "
@@ -130,6 +144,23 @@ def ask_llm(prompt: str, answer: Annotated[CreateMessageResult, Resolve(_ask_sam
     if not isinstance(answer.content, TextContent):
         raise ToolError(f"expected a text answer, got {answer.content.type}")
     return answer.content.text
+
+
+class Answer(BaseModel):
+    answer: str
+
+
+def _ask_user(question: str) -> Elicit[Answer]:
+    """Resolver: have the SDK send ``elicitation/create`` asking ``question``."""
+    return Elicit(question, Answer)
+
+
+@server.tool()
+def ask_user(question: str, reply: Annotated[ElicitationResult[Answer], Resolve(_ask_user)]) -> str:
+    """Ask the user ``question`` and return ``"answer: <answer>"``, ``"declined"`` or ``"cancelled"``."""
+    if isinstance(reply, AcceptedElicitation):
+        return f"answer: {reply.data.answer}"
+    return "declined" if isinstance(reply, DeclinedElicitation) else "cancelled"
 
 
 def main() -> None:

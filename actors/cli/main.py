@@ -79,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
         help="serve tcp endpoints without CurveZMQ when the daemon has no key pair (docs/security.rst)",
     )
     serve.add_argument(
+        "--http",
+        dest="http_address",
+        metavar="HOST:PORT",
+        help="serve Streamable HTTP here, e.g. 127.0.0.1:8080 (overrides [http] address; off by default)",
+    )
+    serve.add_argument(
         "--enable-fault-injection",
         dest="fault_injection",
         action="store_const",
@@ -295,6 +301,7 @@ def _serve(args: argparse.Namespace) -> int:
     overrides |= {"log_format": args.log_format, "metrics_address": args.metrics_address, "audit_log": args.audit_log}
     overrides |= {"events": args.events, "state_dir": args.state_dir, "allow_insecure_tcp": args.allow_insecure_tcp}
     overrides |= {name: getattr(args, name) for name in LIMIT_KEYS}
+    overrides["http_address"] = args.http_address
     overrides |= {
         name: getattr(args, name) for name in ("fault_injection", "strategy", "intensity", "period", "backoff_initial")
     }

@@ -61,6 +61,35 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """``[http]``: the Streamable HTTP front (docs/http.rst), off unless ``address`` is set."""
+
+    address: str | None = None
+    """``host:port`` the front serves on, e.g. ``127.0.0.1:8080``; None: no HTTP front."""
+    prefix: str = "/mcp"
+    """Path prefix: server NAME is at ``PREFIX/NAME``."""
+    default_server: str | None = None
+    """A server also served at ``PREFIX`` itself."""
+    allowed_origins: tuple[str, ...] = ()
+    """``Origin`` values browsers may send (``scheme://host[:port]``, or ``*``); none: loopback origins only."""
+    tokens_file: Path | None = None
+    """Bearer tokens, one ``NAME TOKEN`` a line; None: no token is asked for."""
+    replay_events: int = 1000
+    """SSE events kept per session for clients that reconnect with ``Last-Event-ID``."""
+    replay_bytes: int = 4 * 1024 * 1024
+    """Bytes of those events kept per session."""
+    pool_size: int = 8
+    """Warm sessions per server that serve 2026-07-28 requests."""
+    pool_queue: int = 256
+    """2026-07-28 requests per server that may wait for a free pooled session; beyond, 503."""
+    max_body_bytes: int | None = None
+    """Largest POST body; None: ``[daemon] max_frame_bytes``."""
+    sse_poll_after: float = 0.0
+    """Seconds a POST's SSE stream stays open without its answer before the front closes it for the client
+    to resume (SSE polling, SEP-1699); 0: never."""
+
+
+@dataclass(frozen=True)
 class SecurityConfig:
     """``[security]``: who may connect on tcp endpoints (docs/security.rst)."""
 
@@ -142,6 +171,7 @@ class DaemonConfig:
     """Where the daemon keeps its key pair (``troupe keys generate``) and, by default, the keys it lets in;
     None: `mcp_troupe.transport.runtime.state_dir` (`load` fills it in)."""
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
 
 
 def example_server() -> ServerConfig:
@@ -198,6 +228,19 @@ SECURITY_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "adapters_dir": ((str,), "a directory of adapter public keys (*.key; SERVER/*.key for one server)"),
     "allow_insecure_tcp": ((bool,), "true or false"),
 }
+HTTP_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "address": ((str,), "host:port, e.g. '127.0.0.1:8080'"),
+    "prefix": ((str,), "a URL path such as '/mcp'"),
+    "default_server": ((str,), "the name of a configured server"),
+    "allowed_origins": ((list,), "a list of origins such as ['https://app.example.com'], or ['*']"),
+    "tokens_file": ((str,), "a file path"),
+    "replay_events": ((int,), "a positive integer"),
+    "replay_bytes": ((int,), "a positive integer (bytes)"),
+    "pool_size": ((int,), "a positive integer"),
+    "pool_queue": ((int,), "a positive integer"),
+    "max_body_bytes": ((int,), "a positive integer (bytes)"),
+    "sse_poll_after": ((int, float), "seconds >= 0 (0: never)"),
+}
 SUPERVISOR_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "strategy": ((str,), "one of one_for_one, one_for_all, rest_for_one"),
     "intensity": ((int,), "an integer >= 0: restarts allowed within period"),
@@ -249,15 +292,17 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Daemo
     supervisor: dict[str, Any] = {}
     limits: dict[str, Any] = {}
     security: dict[str, Any] = {}
+    http: dict[str, Any] = {}
     servers: dict[str, ServerConfig] | None = None
     if path is not None:
         data = _read(path)
-        unknown = set(data) - {"daemon", "servers", "limits", "supervisor", "security"}
+        unknown = set(data) - {"daemon", "servers", "limits", "supervisor", "security", "http"}
         if unknown:
             raise ConfigError(
                 f"{path}: unknown top-level table(s) {sorted(unknown)}; "
-                "use [daemon], [limits], [supervisor], [security] and [servers.NAME]"
+                "use [daemon], [limits], [supervisor], [security], [http] and [servers.NAME]"
             )
+        http = _checked(data.get("http", {}), HTTP_KEYS, f"{path}: [http]")
         daemon = _checked(data.get("daemon", {}), DAEMON_KEYS, f"{path}: [daemon]")
         security = _checked(data.get("security", {}), SECURITY_KEYS, f"{path}: [security]")
         supervisor = _checked(data.get("supervisor", {}), SUPERVISOR_KEYS, f"{path}: [supervisor]")
@@ -274,6 +319,8 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Daemo
             supervisor[key] = value
         elif key in SECURITY_KEYS:
             security[key] = value
+        elif key.startswith("http_") and key.removeprefix("http_") in HTTP_KEYS:
+            http[key.removeprefix("http_")] = value
         else:
             daemon[key] = value
     daemon["limits"] = _build_limits(limits)
@@ -283,7 +330,39 @@ def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> Daemo
     daemon["supervisor"] = _build_policy(supervisor)
     daemon["state_dir"] = Path(daemon["state_dir"]).expanduser() if daemon.get("state_dir") else state_dir()
     daemon["security"] = _build_security(security, daemon["state_dir"])
-    return _build(daemon, servers if servers is not None else {"example": example_server()})
+    chosen = servers if servers is not None else {"example": example_server()}
+    daemon["http"] = _build_http(http, chosen)
+    return _build(daemon, chosen)
+
+
+def _build_http(values: dict[str, Any], servers: Mapping[str, ServerConfig]) -> HttpConfig:
+    from mcp_troupe.transport.http.rules import TokenFileError, load_tokens, split_address
+
+    where = "[http]"
+    if values.get("address") is not None:
+        try:
+            split_address(values["address"])
+        except ValueError as exc:
+            raise ConfigError(f"{where} address: {exc}") from None
+    for key in ("replay_events", "replay_bytes", "pool_size", "pool_queue", "max_body_bytes"):
+        if key in values and values[key] < 1:
+            raise ConfigError(f"{where} {key} must be at least 1")
+    if values.get("sse_poll_after", 0) < 0:
+        raise ConfigError(f"{where} sse_poll_after must be >= 0 (0: never)")
+    default = values.get("default_server")
+    if default is not None and default not in servers:
+        raise ConfigError(f"{where} default_server {default!r} is not a configured server ({', '.join(servers)})")
+    origins = values.get("allowed_origins", [])
+    if not all(isinstance(o, str) and o for o in origins):
+        raise ConfigError(f"{where} allowed_origins must be a list of origins such as 'https://app.example.com'")
+    prefix = "/" + str(values.get("prefix", "/mcp")).strip("/")
+    tokens = Path(values["tokens_file"]).expanduser() if values.get("tokens_file") else None
+    try:
+        load_tokens(tokens)
+    except TokenFileError as exc:
+        raise ConfigError(f"{where} tokens_file: {exc}") from None
+    fields = {k: v for k, v in values.items() if k not in ("prefix", "tokens_file", "allowed_origins")}
+    return HttpConfig(**fields, prefix=prefix, tokens_file=tokens, allowed_origins=tuple(origins))
 
 
 def _build_security(values: dict[str, Any], state: Path) -> SecurityConfig:

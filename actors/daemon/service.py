@@ -32,6 +32,7 @@ from mcp_troupe.actors.core.supervision import ChildSpec
 from mcp_troupe.actors.daemon.adapter_processes import AdapterProcesses
 from mcp_troupe.actors.daemon.config import DaemonConfig, example_unavailable
 from mcp_troupe.actors.daemon.dispatcher import Dispatcher, DispatcherOptions
+from mcp_troupe.actors.daemon.http_front import HttpFrontProcess
 from mcp_troupe.actors.shells.evictor import Evictor
 from mcp_troupe.actors.shells.janitor import Janitor
 from mcp_troupe.actors.shells.supervisor import ChildContext, Supervisor
@@ -109,6 +110,7 @@ class Daemon:
         self.supervisor: pykka.ActorRef[Supervisor] | None = None
         self.exit_code = 0
         self.adapters: AdapterProcesses | None = None
+        self.http: HttpFrontProcess | None = None
         self._locks: list[IO[str]] = []
         self._stop_requested: list[int] = []
         self._wake_r, self._wake_w = os.pipe()
@@ -136,7 +138,8 @@ class Daemon:
             raise DaemonError(str(exc)) from None
         assert self.server_keys is not None
         back = {**ring.back, self.server_keys.public: Grant(DAEMON_KEY, frozenset({ANY_SERVER}))}
-        return KeyRing(ring.front, back)
+        front = {**ring.front, self.server_keys.public: Grant(DAEMON_KEY + " (http front)", frozenset())}
+        return KeyRing(front, back)
 
     def reload_keys(self) -> dict[str, Any]:
         """Read the key directories again and let in exactly their keys from now on; live sessions of
@@ -173,9 +176,9 @@ class Daemon:
         except DaemonError as exc:
             log.error("keys not reloaded (the old ones stay): %s", exc)
 
-    def adapter_env(self) -> dict[str, str]:
-        """What the adapter processes this daemon starts need to reach a CurveZMQ back socket."""
-        if self.server_keys is None or not self.config.back.startswith("tcp://"):
+    def adapter_env(self, endpoint: str | None = None) -> dict[str, str]:
+        """What the adapter processes (or the HTTP front) this daemon starts need to reach a CurveZMQ socket."""
+        if self.server_keys is None or not (endpoint or self.config.back).startswith("tcp://"):
             return {}
         _public, secret = state_key_paths(self.config.state_dir or state_dir())
         return {ENV_SERVER_KEY: self.server_keys.public.decode(), ENV_KEY_FILE: str(secret)}
@@ -211,6 +214,9 @@ class Daemon:
             log.warning(
                 "could not write %s: clients given no endpoint may not find this daemon", discovery.pointer_path()
             )
+        if self.config.http.address is not None:
+            self.http = HttpFrontProcess(self.config, self.front_endpoint, self.adapter_env(self.front_endpoint))
+            self.http.start()
         log.info(
             "serving on %s (adapters on %s); servers: %s",
             self.front_endpoint,
@@ -283,6 +289,8 @@ class Daemon:
             if self._reload_requested:
                 self._reload_now()
             self.adapters.check()  # type: ignore[union-attr]
+            if self.http is not None:
+                self.http.check()
         if self.exit_code == 0:
             log.info("received %s: shutting down", signal.Signals(self._stop_requested[0]).name)
         self.shutdown()
@@ -321,6 +329,8 @@ class Daemon:
             drained.result(timeout=max(0.1, deadline - time.monotonic()))
         except FutureTimeout:
             log.warning("sessions did not all close within shutdown_timeout; stopping them")
+        if self.http is not None:
+            self.http.stop(deadline)
         if self.adapters is not None:
             self.adapters.stop(deadline)
         for actor in self.hub.ask(self.dispatcher.actors):

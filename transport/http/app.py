@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from mcp_troupe.transport.http import params, rules
+from mcp_troupe.transport.http.replay import Event
 from mcp_troupe.transport.http.rules import Refusal, Tokens
 from mcp_troupe.transport.http.sessions import (
     STANDALONE_STREAM,
@@ -405,48 +406,61 @@ class _Front:
 async def _modern_answer(
     sessions: Sessions, session: PooledSession, stream: int, wire_id: int, request: Request
 ) -> Response:
-    """A JSON response with its status when the answer comes first; an SSE stream once a notification does."""
-    cursor = 0
-    while True:
-        replay = session.log.after(stream, cursor)
-        if replay.events:
-            first = replay.events[0]
-            if session.finished.get(stream) == first.seq:
-                session.log.forget(stream)
-                session.finished.pop(stream, None)
-                body = json.loads(first.data)
-                error = body.get("error")
-                code = error.get("code") if isinstance(error, dict) else None
-                status = rules.ERROR_STATUS.get(code, 200) if isinstance(code, int) else 200
-                headers = {}
-                if status == 429 and isinstance(error, dict) and isinstance(error.get("data"), dict):
-                    retry_ms = error["data"].get("retry_after_ms")
-                    headers["Retry-After"] = (
-                        str(max(1, -(-int(retry_ms) // 1000))) if isinstance(retry_ms, int) else "1"
-                    )
-                return Response(first.data, status_code=status, media_type="application/json", headers=headers)
-            return StreamingResponse(
-                _modern_stream(sessions, session, stream, wire_id),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache"},
-            )
-        if session.closed is not None:
-            return _json(jsonrpc.error(None, jsonrpc.CONNECTION_CLOSED, f"the session ended ({session.closed})"), 502)
-        if await request.is_disconnected():
-            _cancel(sessions, session, wire_id)
-            return Response(status_code=499)
-        waiter = asyncio.ensure_future(session.changed())
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), 1.0)
-        except TimeoutError:
-            waiter.cancel()
+    """A JSON response with its status when the answer comes first; an SSE stream once a notification does.
+    A client that goes away first cancels its request (the 2026-07-28 way: closing the response stream)."""
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        while True:
+            replay = session.log.after(stream, 0)
+            if replay.events:
+                return _first_answer(sessions, session, stream, wire_id, replay.events[0])
+            if session.closed is not None:
+                error = jsonrpc.error(None, jsonrpc.CONNECTION_CLOSED, f"the session ended ({session.closed})")
+                return _json(error, 502)
+            changed = asyncio.ensure_future(session.changed())
+            await asyncio.wait([changed, gone], return_when=asyncio.FIRST_COMPLETED)
+            changed.cancel()
+            if gone.done():
+                _cancel(sessions, session, wire_id)
+                return Response(status_code=499)
+    finally:
+        gone.cancel()
+
+
+def _first_answer(sessions: Sessions, session: PooledSession, stream: int, wire_id: int, first: Event) -> Response:
+    if session.finished.get(stream) != first.seq:
+        return StreamingResponse(
+            _modern_stream(sessions, session, stream, wire_id),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
+    session.log.forget(stream)
+    session.finished.pop(stream, None)
+    body = json.loads(first.data)
+    error = body.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    status = rules.ERROR_STATUS.get(code, 200) if isinstance(code, int) else 200
+    headers = {}
+    if status == 429 and isinstance(error, dict) and isinstance(error.get("data"), dict):
+        retry_ms = error["data"].get("retry_after_ms")
+        headers["Retry-After"] = str(max(1, -(-int(retry_ms) // 1000))) if isinstance(retry_ms, int) else "1"
+    return Response(first.data, status_code=status, media_type="application/json", headers=headers)
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has gone (the body is read by then: only ``http.disconnect`` is left)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _cancel(sessions: Sessions, session: PooledSession, wire_id: int) -> None:
+    """The client left before its answer: the server is told, and the pooled session is free at once (a late
+    answer has an id no one waits for, and is dropped)."""
     cancel = session.routes.cancel(wire_id)
     if cancel is not None:
         sessions.counts["cancelled"] += 1
         sessions.send("mcp", sid=session.sid, msg=cancel)
+        sessions.release(session)
 
 
 async def _modern_stream(sessions: Sessions, session: PooledSession, stream: int, wire_id: int) -> AsyncIterator[bytes]:

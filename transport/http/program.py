@@ -21,7 +21,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from mcp_troupe.transport.http.app import AppOptions, build
-from mcp_troupe.transport.http.rules import LOOPBACK_HOSTS, host_name
+from mcp_troupe.transport.http.rules import LOOPBACK_HOSTS, host_name, split_address
 from mcp_troupe.transport.http.sessions import FrontOptions, Sessions
 from mcp_troupe.transport.keys import Credentials
 
@@ -38,12 +38,7 @@ class FrontSettings:
     exit_with_parent: bool = False
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:8080`` for IPv6) as its parts; ValueError saying what is wrong."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not host or not 0 < int(port) < 65536:
-        raise ValueError(f"HTTP address {address!r} is not host:port, e.g. 127.0.0.1:8080")
-    return host.strip("[]"), int(port)
+__all__ = ["FrontSettings", "is_loopback", "run", "split_address"]
 
 
 def is_loopback(host: str) -> bool:

@@ -142,9 +142,11 @@ class SharedRoutes:
         return wire_id, out
 
     def cancel(self, wire_id: int) -> dict[str, Any] | None:
-        """The cancellation to send when the client of ``wire_id`` went away before its answer."""
-        if wire_id not in self.calls:
+        """Forget ``wire_id``, whose client went away before its answer; the cancellation to send the server."""
+        call = self.calls.pop(wire_id, None)
+        if call is None:
             return None
+        self._progress.pop(f"t{wire_id}", None)
         return {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": wire_id}}
 
     def route(self, message: dict[str, Any]) -> Routed:

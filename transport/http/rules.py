@@ -337,3 +337,11 @@ def decode_header_value(value: str | None) -> str | None:
         except (binascii.Error, UnicodeDecodeError):
             return None
     return value
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:8080`` for IPv6) as its parts; ValueError saying what is wrong."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host or not 0 < int(port) < 65536:
+        raise ValueError(f"HTTP address {address!r} is not host:port, e.g. 127.0.0.1:8080")
+    return host.strip("[]"), int(port)

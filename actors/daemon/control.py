@@ -33,6 +33,8 @@ from mcp_troupe.transport.wire.frames import ErrorCode, encode
 
 log = logging.getLogger("troupe.control")
 
+MAX_HTTP_COUNTS = 200
+MAX_HTTP_FRONTS = 64
 ACTING = frozenset({"sessions.close", "sessions.cleanup", "inject_fault", "security.reload"})
 """Operations that change something: they need operator rights. The others only read."""
 OPERATOR_HELP = (
@@ -147,7 +149,10 @@ class ControlPlane:
             "sessions.cleanup": self._sessions_cleanup,
             "inject_fault": self._inject_fault,
             "security.reload": self._security_reload,
+            "http.report": self._http_report,
         }
+        self.http_reports: dict[bytes, dict[str, int]] = {}
+        """The HTTP fronts' counters (refusals, replay drops...), by connection: each sends all of its own."""
 
     # -- dispatch ------------------------------------------------------------------
 
@@ -248,6 +253,25 @@ class ControlPlane:
     def _stats(self, peer: bytes, ref: Ref, _args: dict[str, Any]) -> None:
         self.reply(peer, ref, self.stats())
 
+    def _http_report(self, peer: bytes, ref: Ref, args: dict[str, Any]) -> None:
+        counts = args.get("counts")
+        if not isinstance(counts, dict) or len(counts) > MAX_HTTP_COUNTS:
+            raise ControlError(ErrorCode.BAD_ARGS, f"http.report takes counts: a map of at most {MAX_HTTP_COUNTS}")
+        if not all(isinstance(k, str) and len(k) <= 64 and type(v) is int and v >= 0 for k, v in counts.items()):
+            raise ControlError(ErrorCode.BAD_ARGS, "http.report counts map names (<= 64 characters) to integers >= 0")
+        if peer not in self.http_reports and len(self.http_reports) >= MAX_HTTP_FRONTS:
+            raise ControlError(ErrorCode.BAD_ARGS, f"at most {MAX_HTTP_FRONTS} HTTP fronts report to one daemon")
+        self.http_reports[peer] = dict(counts)
+        self.reply(peer, ref, {})
+
+    def http_counts(self) -> dict[str, int]:
+        """Every HTTP front's counters, summed."""
+        total: dict[str, int] = {}
+        for counts in self.http_reports.values():
+            for name, value in counts.items():
+                total[name] = total.get(name, 0) + value
+        return total
+
     def stats(self) -> dict[str, Any]:
         dispatcher, metrics = self._dispatcher, self._dispatcher.observers.metrics
         hub = self._hub.stats_now()
@@ -266,6 +290,7 @@ class ControlPlane:
             "refused": {k: int(v) for k, v in metrics.by_label("troupe_requests_refused", "reason").items()},
             "forbidden": {k: int(v) for k, v in metrics.by_label("troupe_forbidden", "what").items()},
             "errors": dict(dispatcher.errors),
+            "http": self.http_counts(),
             "frames": {
                 "in": dict(hub.frames_in),
                 "out": dict(hub.frames_out),

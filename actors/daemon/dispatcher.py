@@ -653,6 +653,7 @@ class Dispatcher:
             "pending": self.pending.count,
             "pending_per_session": counts,
             "frames": frames,
+            "http": self.control.http_counts(),
         }
 
     def _warn_pending(self) -> None:

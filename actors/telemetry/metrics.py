@@ -173,6 +173,15 @@ class LoopCollector(Collector):
         for socket, count in snap["frames"]["held"].items():
             held.add_metric([socket], count)
         yield held
+        http = CounterMetricFamily(
+            "troupe_http",
+            "What the HTTP fronts saw: requests by method (http:POST), refusals by reason (refused:bad_origin), "
+            "replay_dropped, replay_gap, resumed, cancelled, polled, unrouted.",
+            labels=["what"],
+        )
+        for what, count in snap.get("http", {}).items():
+            http.add_metric([what], count)
+        yield http
 
 
 def _pending_histogram(counts: list[int]) -> GaugeHistogramMetricFamily:

@@ -32,6 +32,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "client": ("mcp_troupe.transport.client",),
     "adapter": ("mcp_troupe.transport.adapter",),
     "bridge": ("mcp_troupe.transport.bridge",),
+    "http_rules": tuple(f"mcp_troupe.transport.http.{name}" for name in ("rules", "replay", "routing", "params")),
+    "http": ("mcp_troupe.transport.http",),
     "core": ("mcp_troupe.actors.core",),
     "telemetry": ("mcp_troupe.actors.telemetry",),
     "shells": ("mcp_troupe.actors.shells",),
@@ -48,14 +50,29 @@ MAY_IMPORT: dict[str, set[str]] = {
     "client": {"wire", "io"},
     "adapter": {"wire", "io"},
     "bridge": {"wire", "io"},
+    "http_rules": {"wire"},
+    "http": {"wire", "io", "http_rules"},
     "telemetry": {"wire", "core"},
     "shells": {"wire", "core", "telemetry"},
-    "daemon": {"wire", "core", "io", "hub", "telemetry", "shells"},
-    "cli": {"wire", "core", "io", "hub", "client", "adapter", "bridge", "telemetry", "shells", "daemon"},
+    "daemon": {"wire", "core", "io", "hub", "telemetry", "shells", "http_rules"},
+    "cli": {
+        "wire",
+        "core",
+        "io",
+        "hub",
+        "client",
+        "adapter",
+        "bridge",
+        "http",
+        "http_rules",
+        "telemetry",
+        "shells",
+        "daemon",
+    },
     "examples": {"wire", "io", "client"},
 }
 
-PURE = {"wire", "core"}
+PURE = {"wire", "core", "http_rules"}
 """Groups that never touch sockets, threads' clocks or pykka."""
 
 IMPURE_MODULES = {"zmq", "pykka", "socket", "select", "selectors", "subprocess", "asyncio", "time", "datetime"}

@@ -13,9 +13,9 @@ import itertools
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import zmq
 import zmq.asyncio
@@ -29,6 +29,11 @@ from mcp_troupe.transport.wire.frames import FrameError, encode
 from mcp_troupe.transport.wire.kinds import decode_for_client
 
 log = logging.getLogger("troupe.http")
+
+
+REPORT_INTERVAL = 1.0
+"""Seconds between the front's reports of its counters to the daemon."""
+MAX_REPORTED = 200
 
 
 class OpenRefused(Exception):
@@ -91,8 +96,10 @@ class Stream:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def changed(self) -> None:
-        await self._changed.wait()
+    def changed(self) -> Coroutine[Any, Any, Literal[True]]:
+        """Waits for the next change; the event is taken now, so a change between this call and the first
+        await still wakes the waiter."""
+        return self._changed.wait()
 
     def close(self, reason: str) -> None:
         self.closed = reason
@@ -163,20 +170,33 @@ class Sessions:
         self._pooled: dict[str, PooledSession] = {}
         self._pools: dict[str, _Pool] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._reporter: asyncio.Task[None] | None = None
         self.on_lost: Callable[[], None] = lambda: None
 
     async def start(self) -> None:
         self._sock.connect(self.endpoint)
         self._reader = asyncio.create_task(self._read())
+        self._reporter = asyncio.create_task(self._report())
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
+        for task in (self._reader, self._reporter):
+            if task is not None:
+                task.cancel()
         self._sock.close(0)
         self._ctx.term()
 
     def send(self, kind: str, **fields: Any) -> None:
         self._sock.send(encode(kind, **fields), copy=False)
+
+    async def _report(self) -> None:
+        """The counters go to the daemon (``http.report``), which shows them in its metrics and stats."""
+        sent: dict[str, int] = {}
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL)
+            counts = dict(self.counts.most_common(MAX_REPORTED))
+            if counts != sent:
+                self.send("ctl", op="http.report", ref=f"report-{next(self._refs)}", args={"counts": counts})
+                sent = counts
 
     # -- frames from the daemon ----------------------------------------------------------
 

@@ -233,7 +233,7 @@ def server_pids(daemon: RunningDaemon) -> set[int]:
     return pids
 
 
-EXAMPLE_TOOLS = ["add", "ask_llm", "cancelled_sleeps", "echo", "fail", "list_roots", "sleep"]
+EXAMPLE_TOOLS = ["add", "ask_llm", "ask_user", "cancelled_sleeps", "echo", "fail", "list_roots", "sleep"]
 """The example server's tools, sorted."""
 
 

@@ -34,11 +34,13 @@ from mcp_troupe.actors.core.options import Limits
 from mcp_troupe.actors.core.supervision import SupervisorPolicy
 from mcp_troupe.actors.daemon.config import (
     DAEMON_KEYS,
+    HTTP_KEYS,
     LIMIT_KEYS,
     SECURITY_KEYS,
     SERVER_KEYS,
     SUPERVISOR_KEYS,
     DaemonConfig,
+    HttpConfig,
     SecurityConfig,
     ServerConfig,
     load,
@@ -55,6 +57,7 @@ TABLES: dict[str, KeySpec] = {
     "[supervisor]": SUPERVISOR_KEYS,
     "[limits]": LIMIT_KEYS,
     "[security]": SECURITY_KEYS,
+    "[http]": HTTP_KEYS,
 }
 """Section title (without its back-quotes) -> the keys the loader accepts in that table."""
 
@@ -140,6 +143,8 @@ def code_default(title: str, key: str) -> Any:
         owner = ServerConfig
     elif title == "[security]":
         owner = SecurityConfig
+    elif title == "[http]":
+        owner = HttpConfig
     elif title == "[supervisor]" and key in {f.name for f in fields(SupervisorPolicy)}:
         owner = SupervisorPolicy
     else:  # [daemon], and the [supervisor] keys the loader moves to DaemonConfig
@@ -237,7 +242,7 @@ def test_each_key_names_its_command_line_flag(
 ) -> None:
     flags = serve_flags()
     named = set(_FLAG.findall(documented[title][key][2]))
-    expected = set(flags.get(key, []))
+    expected = set(flags.get("http_" + key if title == "[http]" else key, []))
     assert named == expected, (
         f"{title} {key}: the row names the flags {sorted(named)}, troupe serve has {sorted(expected)}"
     )

@@ -346,6 +346,7 @@ CTL_ARGS: dict[str, dict[str, Any]] = {
     "sessions.logs": {"sid": SID},
     "sessions.close": {"sid": SID},
     "sessions.cleanup": {"older_than_s": 0},
+    "http.report": {"counts": {"http:POST": 1}},
 }
 """Arguments that make each control op succeed (the others take none)."""
 

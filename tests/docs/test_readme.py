@@ -123,3 +123,40 @@ def test_the_client_snippets_are_json_and_name_the_daemon_as_the_docs_say() -> N
     help_text = subprocess.run([str(BIN / "troupe"), "connect", "--help"], capture_output=True, timeout=30).stdout
     assert b"--runtime-dir" in help_text and b"--endpoint" in help_text
     assert b"--server-key" in help_text and b"--key-file" in help_text
+
+
+def test_the_http_commands_serve_and_answer_as_shown() -> None:
+    from http_support import free_port, request, sse_events
+
+    serve = readme_lines("troupe serve --http")
+    curls = readme_lines("curl ")
+    assert len(serve) == 1 and len(curls) == 1
+    port = free_port()
+    runtime = Path(tempfile.mkdtemp(prefix="trp-", dir="/tmp"))
+    env = {**os.environ, "TROUPE_RUNTIME_DIR": str(runtime), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    words = shlex.split(serve[0].replace("127.0.0.1:8080", f"127.0.0.1:{port}"))
+    daemon = subprocess.Popen(words, env=env, stderr=subprocess.PIPE, cwd=ROOT)
+    try:
+        curl = shlex.split(curls[0])
+        url = next(w for w in curl if w.startswith("http://"))
+        assert url.startswith("http://127.0.0.1:8080/")
+        headers = dict(curl[i + 1].split(": ", 1) for i, w in enumerate(curl) if w == "-H")
+        body = curl[curl.index("-d") + 1].encode()
+        path = url.removeprefix("http://127.0.0.1:8080")
+
+        def answered() -> tuple[int, dict[str, str], bytes] | None:
+            assert daemon.poll() is None, daemon.stderr.read().decode() if daemon.stderr else ""
+            try:
+                return request(port, "POST", path, raw=body, headers=headers)
+            except OSError:
+                return None
+
+        status, got, payload = wait_for(answered, 30, "the README's HTTP call to be answered")
+        assert status == 200, payload
+        answer = json.loads(payload) if got["content-type"].startswith("application/json") else None
+        if answer is None:
+            answer = [e.message() for e in sse_events(payload) if e.data][-1]
+        assert answer["result"]["content"][0]["text"] == "5"
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0

@@ -17,6 +17,13 @@ Paths (each keeps one session open for the whole measurement):
 ``mcp_proxy``
     That SDK's Streamable HTTP client to mcp-proxy 0.13.0 (PyPI), which
     exposes the same stdio server.
+``troupe_http``
+    This environment's SDK's Streamable HTTP client to troupe's HTTP front
+    (``troupe serve --http``), through the daemon and adapter to the same
+    server: compared with ``direct`` as ``mcp_proxy`` is with ``direct_sdk1``.
+``troupe_http_sdk1``
+    mcp-proxy's client (SDK 1.x) to troupe's HTTP front: the same client on
+    both HTTP paths, so the two added latencies compare the proxies alone.
 
 Only one path is active at a time: the measurement runs in rounds, each path
 making a block of sequential calls per round in a shuffled order, so that
@@ -135,7 +142,8 @@ def run(quick: bool, proxy_python: Future[Path]) -> dict[str, Any]:
     rounds, block, warmup = (3, 10, 10) if quick else (30, 60, 100)
     # The default per-session rate limit (100 requests/s, bursts of 200) is below what one sequential
     # client does against this server (~250-500 calls/s): it would refuse calls, not slow them.
-    daemon = start_daemon(["--rate-per-session", "0"], servers=1)
+    http_port = free_port()
+    daemon = start_daemon(["--rate-per-session", "0", "--http", f"127.0.0.1:{http_port}"], servers=1)
     logs = daemon.runtime_dir
     paths: dict[str, Path_] = {}
     proxy: subprocess.Popen[bytes] | None = None
@@ -148,6 +156,10 @@ def run(quick: bool, proxy_python: Future[Path]) -> dict[str, Any]:
             ),
         }
         paths["client_library"] = LibraryPath(daemon.front)
+        wait_for(lambda: _port_open(http_port), 30, "troupe's HTTP front to listen", 0.05)
+        drivers["troupe_http"] = DriverPath(
+            PYTHON, ["http", f"http://127.0.0.1:{http_port}/mcp/example"], logs / "troupe-http.log"
+        )
         try:
             venv_python = proxy_python.result(timeout=600)
             port = free_port()
@@ -179,6 +191,9 @@ def run(quick: bool, proxy_python: Future[Path]) -> dict[str, Any]:
             drivers["direct_sdk1"] = DriverPath(venv_python, ["stdio", "--", *SERVER_COMMAND], logs / "sdk1.log")
             drivers["mcp_proxy"] = DriverPath(
                 venv_python, ["http", f"http://127.0.0.1:{port}/mcp"], logs / "proxy-driver.log"
+            )
+            drivers["troupe_http_sdk1"] = DriverPath(
+                venv_python, ["http", f"http://127.0.0.1:{http_port}/mcp/example"], logs / "troupe-http-sdk1.log"
             )
         except Exception as exc:  # noqa: BLE001 - reported as this path's error
             errors["mcp_proxy"] = f"{type(exc).__name__}: {exc}"
@@ -240,9 +255,20 @@ def run(quick: bool, proxy_python: Future[Path]) -> dict[str, Any]:
             result["troupe_vs_mcp_proxy_added_p50"] = ratio(
                 result["troupe_added_p50_ms"], result["mcp_proxy_added_p50_ms"], 3
             )
+    if "direct" in p and "troupe_http" in p:
+        h = p["troupe_http"]
+        result["troupe_http_added_p50_ms"] = round(h["p50"] - p["direct"]["p50"], 3)
+        result["troupe_http_added_p95_ms"] = round(h["p95"] - p["direct"]["p95"], 3)
+    if "direct_sdk1" in p and "troupe_http_sdk1" in p and "mcp_proxy_added_p50_ms" in result:
+        h1 = p["troupe_http_sdk1"]
+        result["troupe_http_sdk1_added_p50_ms"] = round(h1["p50"] - p["direct_sdk1"]["p50"], 3)
+        result["troupe_http_sdk1_added_p95_ms"] = round(h1["p95"] - p["direct_sdk1"]["p95"], 3)
+        result["troupe_http_vs_mcp_proxy_added_p50"] = ratio(
+            result["troupe_http_sdk1_added_p50_ms"], result["mcp_proxy_added_p50_ms"], 3
+        )
     calls = rounds * block
     result["troupe_cpu_us_per_call"] = {}
-    for name in ("troupe_connect", "client_library"):
+    for name in ("troupe_connect", "client_library", "troupe_http"):
         if name in cpu:
             per_call = {proc: spent / calls * 1e6 for proc, spent in cpu[name].items()}
             servers = sum(v for proc, v in per_call.items() if proc.startswith("server_process_"))
@@ -268,6 +294,9 @@ def _troupe_processes(daemon_pid: int, connect: DriverPath | None) -> dict[str, 
     """
     procs = {"daemon": daemon_pid}
     for adapter in _children(daemon_pid):
+        if b"\0http\0" in _cmdline(adapter):
+            procs["http_front"] = adapter
+            continue
         procs["adapter"] = adapter
         for i, server in enumerate(_children(adapter)):
             procs[f"server_process_{i}"] = server
@@ -276,6 +305,13 @@ def _troupe_processes(daemon_pid: int, connect: DriverPath | None) -> dict[str, 
         if bridges:
             procs["troupe_connect_bridge"] = bridges[0]
     return procs
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _cpu(procs: dict[str, int]) -> dict[str, float]:

@@ -33,14 +33,14 @@ from typing import Any
 if __package__ in (None, ""):  # run as ``python bench/run.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import hop, proxy_env, real_server, scale, startup, throughput
+from bench import hop, http_load, proxy_env, real_server, scale, startup, throughput
 from bench.common import BENCH, PYTHON, ROOT, SOURCE, bench_env, loadavg, machine
 
 if SOURCE != ROOT:
     sys.path.insert(0, str(SOURCE))
 
-MEASUREMENTS = ("startup", "hop", "real_server", "throughput", "scale", "janitor", "supervisor")
-QUICK_ORDER = ("startup", "hop", "throughput", "scale", "janitor", "supervisor", "real_server")
+MEASUREMENTS = ("startup", "hop", "real_server", "throughput", "http", "scale", "janitor", "supervisor")
+QUICK_ORDER = ("startup", "hop", "throughput", "http", "scale", "janitor", "supervisor", "real_server")
 """The quick run measures the real server last: mcp-proxy's environment may still be being made."""
 
 
@@ -105,6 +105,13 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         row(
             "real server: troupe's added p50 / mcp-proxy's added p50",
             _get(r, "real_server", "troupe_vs_mcp_proxy_added_p50"),
+            "<= 0.33",
+            lambda v: v <= 1 / 3,
+            "x",
+        ),
+        row(
+            "HTTP: troupe's HTTP front's added p50 / mcp-proxy's added p50",
+            _get(r, "real_server", "troupe_http_vs_mcp_proxy_added_p50"),
             "<= 0.33",
             lambda v: v <= 1 / 3,
             "x",
@@ -175,7 +182,7 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     s = r.get("real_server")
     if s:
         p = s["paths_ms"]
-        for name in ("troupe_connect", "client_library"):
+        for name in ("troupe_connect", "client_library", "troupe_http"):
             if name in p and "direct" in p:
                 for q in ("p50", "p95"):
                     add(
@@ -199,6 +206,24 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 s["troupe_added_p50_ms"],
                 s.get("troupe_vs_mcp_proxy_added_p50"),
             )
+        if "mcp_proxy" in p and "troupe_http_sdk1" in p:
+            for q in ("p50", "p95"):
+                add(
+                    f"2 add {q} (ms), SDK 1.x over HTTP: mcp-proxy | troupe's HTTP front",
+                    p["mcp_proxy"][q],
+                    p["troupe_http_sdk1"][q],
+                    round(p["troupe_http_sdk1"][q] / p["mcp_proxy"][q], 2),
+                )
+        if "troupe_http_sdk1_added_p50_ms" in s and "mcp_proxy_added_p50_ms" in s:
+            add(
+                "2 added p50 (ms), SDK 1.x: mcp-proxy | troupe's HTTP front",
+                s["mcp_proxy_added_p50_ms"],
+                s["troupe_http_sdk1_added_p50_ms"],
+                s.get("troupe_http_vs_mcp_proxy_added_p50"),
+            )
+    w = r.get("http")
+    if w:
+        add(f"3 HTTP req/s, {w['clients']} clients through the front | p50 ms", None, w["rps"], w["p50_ms"])
     t = r.get("throughput")
     if t:
         for n, level in t["levels"].items():
@@ -364,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         "hop": lambda: hop.run(quick),
         "real_server": lambda: real_server.run(quick, proxy_python),
         "throughput": lambda: throughput.run(quick, args.profile, results_dir),
+        "http": lambda: http_load.run(quick),
         "scale": lambda: scale.run(quick),
         "janitor": lambda: _inproc("janitor", quick),
         "supervisor": lambda: _inproc("supervisor", quick),

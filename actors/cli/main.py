@@ -178,6 +178,13 @@ def _parser() -> argparse.ArgumentParser:
         help="close a request's SSE stream after this many seconds without its answer, for the client to resume "
         "with Last-Event-ID (SSE polling); 0 = never (default)",
     )
+    http.add_argument(
+        "--json-within",
+        type=float,
+        default=0.05,
+        help="seconds a legacy POST waits for its answer before starting an SSE stream; an answer that comes "
+        "first is sent as JSON (default 0.05; 0 = always SSE)",
+    )
     http.add_argument("--exit-with-parent", action="store_true", help="exit when the parent process ends")
     http.add_argument("--log-level", choices=LOG_LEVELS)
     http.add_argument("--log-format", choices=("text", "json"), help="default: text")
@@ -380,6 +387,7 @@ def _http(args: argparse.Namespace) -> int:
             tokens=tokens,
             max_body_bytes=args.max_body_bytes,
             sse_poll_after=args.sse_poll_after,
+            json_within=args.json_within,
         ),
         front=FrontOptions(
             replay_events=args.replay_events,

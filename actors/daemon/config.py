@@ -84,6 +84,8 @@ class HttpConfig:
     """2026-07-28 requests per server that may wait for a free pooled session; beyond, 503."""
     max_body_bytes: int | None = None
     """Largest POST body; None: ``[daemon] max_frame_bytes``."""
+    json_within: float = 0.05
+    """Seconds a legacy POST waits for its answer before starting an SSE stream; 0: always SSE."""
     sse_poll_after: float = 0.0
     """Seconds a POST's SSE stream stays open without its answer before the front closes it for the client
     to resume (SSE polling, SEP-1699); 0: never."""
@@ -240,6 +242,7 @@ HTTP_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "pool_queue": ((int,), "a positive integer"),
     "max_body_bytes": ((int,), "a positive integer (bytes)"),
     "sse_poll_after": ((int, float), "seconds >= 0 (0: never)"),
+    "json_within": ((int, float), "seconds >= 0 (0: always SSE)"),
 }
 SUPERVISOR_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "strategy": ((str,), "one of one_for_one, one_for_all, rest_for_one"),
@@ -347,8 +350,9 @@ def _build_http(values: dict[str, Any], servers: Mapping[str, ServerConfig]) -> 
     for key in ("replay_events", "replay_bytes", "pool_size", "pool_queue", "max_body_bytes"):
         if key in values and values[key] < 1:
             raise ConfigError(f"{where} {key} must be at least 1")
-    if values.get("sse_poll_after", 0) < 0:
-        raise ConfigError(f"{where} sse_poll_after must be >= 0 (0: never)")
+    for key in ("sse_poll_after", "json_within"):
+        if values.get(key, 0) < 0:
+            raise ConfigError(f"{where} {key} must be >= 0 seconds")
     default = values.get("default_server")
     if default is not None and default not in servers:
         raise ConfigError(f"{where} default_server {default!r} is not a configured server ({', '.join(servers)})")

@@ -39,7 +39,7 @@ def http_command(config: DaemonConfig, front: str) -> list[str]:
     cmd += ["--replay-events", str(http.replay_events), "--replay-bytes", str(http.replay_bytes)]
     cmd += ["--pool-size", str(http.pool_size), "--pool-queue", str(http.pool_queue)]
     cmd += ["--max-body-bytes", str(http.max_body_bytes or config.max_frame_bytes)]
-    cmd += ["--sse-poll-after", str(http.sse_poll_after)]
+    cmd += ["--sse-poll-after", str(http.sse_poll_after), "--json-within", str(http.json_within)]
     if http.default_server:
         cmd += ["--default-server", http.default_server]
     if http.tokens_file is not None:

@@ -65,6 +65,9 @@ class AppOptions:
     tokens: Tokens = field(default_factory=Tokens)
     max_body_bytes: int = 4 * 1024 * 1024
     realm: str = "troupe"
+    json_within: float = 0.05
+    """Seconds a legacy POST waits for its answer before starting an SSE stream: an answer that comes
+    first, within this time, is sent as plain JSON (one write, no stream); 0: always SSE."""
     sse_poll_after: float = 0.0
     """Seconds a POST's SSE stream stays open without its answer before the front closes it for the client
     to resume with ``Last-Event-ID`` (SSE polling); the resumed stream stays open until the answer. 0: off."""
@@ -112,10 +115,8 @@ async def _events(
     With ``poll_after``, the connection is closed after that many seconds without the final event (SSE
     polling, SEP-1699): the client reconnects with ``Last-Event-ID`` and the stream goes on from the log.
     """
-    if primed:
-        event = session.prime(stream)
-        cursor = event.seq
-        yield _sse_line(event.id, "", retry=True)
+    if primed:  # an id to resume from before any event of the stream: resuming after it replays them all
+        yield _sse_line(f"{stream}-{cursor}", "", retry=True)
     deadline = asyncio.get_running_loop().time() + poll_after if poll_after > 0 else None
     while True:
         replay = session.log.after(stream, cursor)
@@ -228,7 +229,7 @@ class _Front:
         found = self._session(request, token_name)
         if isinstance(found, Refusal):
             return _refused(self.sessions, found)
-        return self._legacy(found, parsed)
+        return await self._legacy(found, parsed, request)
 
     async def _initialize(
         self, request: Request, server: str, message: dict[str, Any], token_name: str | None
@@ -240,11 +241,11 @@ class _Front:
         params = message.get("params")
         version = params.get("protocolVersion") if isinstance(params, dict) else None
         session.version = version if isinstance(version, str) else None
-        response = self._legacy(session, message)
+        response = await self._legacy(session, message, request)
         response.headers["Mcp-Session-Id"] = session.sid
         return response
 
-    def _legacy(self, session: LegacySession, message: dict[str, Any]) -> Response:
+    async def _legacy(self, session: LegacySession, message: dict[str, Any], request: Request) -> Response:
         msg_id = message.get("id")
         if message.get("method") is None:
             if jsonrpc.is_id(msg_id):
@@ -263,6 +264,11 @@ class _Front:
             )
         stream = session.routes.begin(message)
         self.sessions.send("mcp", sid=session.sid, msg=message)
+        first, _gone = await _first_event(session, stream, request, self.options.json_within)
+        if first is not None and session.finished.get(stream) == first.seq:
+            session.log.forget(stream)
+            session.finished.pop(stream, None)
+            return Response(first.data, media_type="application/json")
         return StreamingResponse(
             _events(session, stream, 0, self.sessions.counts, primed=True, poll_after=self.options.sse_poll_after),
             media_type="text/event-stream",
@@ -307,8 +313,7 @@ class _Front:
     async def _standalone(self, session: LegacySession) -> AsyncIterator[bytes]:
         session.standalone_open = True
         try:
-            event = session.prime(STANDALONE_STREAM)
-            yield _sse_line(event.id, "", retry=True)
+            yield _sse_line(f"{STANDALONE_STREAM}-{session.standalone_cursor}", "", retry=True)
             while session.closed is None:
                 replay = session.log.after(STANDALONE_STREAM, session.standalone_cursor)
                 for item in replay.events:
@@ -403,28 +408,44 @@ class _Front:
         return rules.refuse(400, "header_mismatch", problem, code=rules.HEADER_MISMATCH, id=message.get("id"))
 
 
+async def _first_event(
+    session: Stream, stream: int, request: Request, within: float | None
+) -> tuple[Event | None, bool]:
+    """The stream's first event, waited for up to ``within`` seconds (None: no limit), and whether the
+    client went away meanwhile."""
+    loop = asyncio.get_running_loop()
+    deadline = None if within is None else loop.time() + within
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        while True:
+            events = session.log.after(stream, 0).events
+            if events:
+                return events[0], False
+            if session.closed is not None or gone.done():
+                return None, gone.done()
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return None, False
+            changed = asyncio.ensure_future(session.changed())
+            await asyncio.wait([changed, gone], timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            changed.cancel()
+    finally:
+        gone.cancel()
+
+
 async def _modern_answer(
     sessions: Sessions, session: PooledSession, stream: int, wire_id: int, request: Request
 ) -> Response:
     """A JSON response with its status when the answer comes first; an SSE stream once a notification does.
     A client that goes away first cancels its request (the 2026-07-28 way: closing the response stream)."""
-    gone = asyncio.ensure_future(_disconnected(request))
-    try:
-        while True:
-            replay = session.log.after(stream, 0)
-            if replay.events:
-                return _first_answer(sessions, session, stream, wire_id, replay.events[0])
-            if session.closed is not None:
-                error = jsonrpc.error(None, jsonrpc.CONNECTION_CLOSED, f"the session ended ({session.closed})")
-                return _json(error, 502)
-            changed = asyncio.ensure_future(session.changed())
-            await asyncio.wait([changed, gone], return_when=asyncio.FIRST_COMPLETED)
-            changed.cancel()
-            if gone.done():
-                _cancel(sessions, session, wire_id)
-                return Response(status_code=499)
-    finally:
-        gone.cancel()
+    first, gone = await _first_event(session, stream, request, None)
+    if gone:
+        _cancel(sessions, session, wire_id)
+        return Response(status_code=499)
+    if first is None:
+        error = jsonrpc.error(None, jsonrpc.CONNECTION_CLOSED, f"the session ended ({session.closed})")
+        return _json(error, 502)
+    return _first_answer(sessions, session, stream, wire_id, first)
 
 
 def _first_answer(sessions: Sessions, session: PooledSession, stream: int, wire_id: int, first: Event) -> Response:

@@ -11,10 +11,6 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Final
-
-PRIMING: Final = ""
-"""The data of the event that opens every stream: an id for the client to resume from."""
 
 
 @dataclass(frozen=True, slots=True)

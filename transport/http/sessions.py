@@ -21,7 +21,7 @@ import zmq
 import zmq.asyncio
 
 from mcp_troupe.transport.dealer import HEARTBEAT_MS
-from mcp_troupe.transport.http.replay import PRIMING, Event, EventLog
+from mcp_troupe.transport.http.replay import EventLog
 from mcp_troupe.transport.http.routing import STANDALONE, LegacyRoutes, Routed, SharedRoutes
 from mcp_troupe.transport.keys import Credentials
 from mcp_troupe.transport.wire import jsonrpc
@@ -87,10 +87,6 @@ class Stream:
         if routed.final:
             self.finished[routed.stream] = event.seq
         self.wake()
-
-    def prime(self, stream: int) -> Event:
-        event = self.log.append(stream, PRIMING)
-        return event
 
     def wake(self) -> None:
         self._changed.set()

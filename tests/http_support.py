@@ -156,6 +156,17 @@ def _parse(lines: Iterator[str]) -> Iterator[Event]:
         yield Event(current.get("id"), "\n".join(current.get("data", [])), current.get("retry"))
 
 
+def answer_of(headers: dict[str, str], body: bytes, msg_id: Any) -> dict[str, Any]:
+    """The response to ``msg_id`` in a POST's answer, whether the front sent it as JSON or as SSE."""
+    if headers.get("content-type", "").startswith("application/json"):
+        found: dict[str, Any] = json.loads(body)
+        return found
+    for event in sse_events(body):
+        if event.data and event.message().get("id") == msg_id and "method" not in event.message():
+            return event.message()
+    raise AssertionError(f"no answer to {msg_id!r} in {body[:500]!r}")
+
+
 @dataclass
 class Stream:
     """An SSE response read event by event; `close` drops the connection mid-stream."""
@@ -194,7 +205,11 @@ class Stream:
                 return event
 
     def until_answer(self, msg_id: Any) -> list[Event]:
-        """Events up to and including the response to ``msg_id``."""
+        """Events up to and including the response to ``msg_id`` (an answer sent as JSON is one event)."""
+        if (self.header("content-type") or "").startswith("application/json"):
+            event = Event(None, self.response.read().decode())
+            self.events.append(event)
+            return [event]
         seen = []
         while (event := self.next()) is not None:
             seen.append(event)

@@ -148,7 +148,8 @@ class Daemon:
         self.keys = keys
         self.hub.set_keys(keys)
         operators = sum(1 for g in keys.front.values() if OPERATOR in g.rights)
-        counts = {"clients": len(keys.front) - operators, "operators": operators, "adapters": len(keys.back) - 1}
+        # the daemon's own key (its HTTP front and its adapters use it) is counted in neither
+        counts = {"clients": len(keys.front) - operators - 1, "operators": operators, "adapters": len(keys.back) - 1}
         log.info("keys reloaded: %(clients)d client, %(operators)d operator, %(adapters)d adapter key(s)", counts)
         return counts
 

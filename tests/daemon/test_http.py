@@ -453,3 +453,45 @@ def test_limits_answer_with_their_json_rpc_errors_and_retry_after() -> None:
         assert json.loads(body)["error"]["data"]["code"] == "too_many_sessions"
     finally:
         finish(http.daemon)
+
+
+def test_prefix_and_default_server_choose_the_paths(front: HttpDaemon) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mcp_troupe.actors",
+            "http",
+            "--endpoint",
+            front.daemon.front,
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--prefix",
+            "/api/",
+            "--default-server",
+            "example",
+        ],
+        env=front.daemon.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def up() -> bool:
+            try:
+                return request(port, "GET", "/api")[0] > 0
+            except OSError:
+                return False
+
+        wait_for(up, 20, "the front with a prefix to serve")
+        for path in ("/api", "/api/example"):
+            status, headers, _ = request(port, "POST", path, initialize_body(), post_headers(version=None))
+            assert status == 200 and headers.get("mcp-session-id"), path
+        status, _, body = request(port, "POST", "/mcp/example", initialize_body(), post_headers(version=None))
+        assert status == 404 and "/api/<server>" in json.loads(body)["error"]["message"]
+        status, _, body = request(port, "PUT", "/api/example", initialize_body(), post_headers(version=None))
+        assert status == 405 and json.loads(body)["error"]["code"] == -32600
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -575,3 +575,35 @@ def test_the_metrics_endpoint_listens_on_loopback_unless_told_otherwise() -> Non
         assert listening == [f"0100007F:{port:04X}"], listening
     finally:
         finish(daemon)
+
+
+def test_the_http_front_the_daemon_starts_reaches_a_curve_front_socket_with_the_daemons_key(tmp_path: Path) -> None:
+    from http_support import answer_of, free_port, post_headers, request, start_session
+
+    keys = make_keys(tmp_path)
+    operator = keys.peer("olga", "operators")
+    port = free_port()
+    daemon = secure_daemon(keys, operator, "--http", f"127.0.0.1:{port}")
+    try:
+
+        def up() -> bool:
+            try:
+                return request(port, "GET", "/mcp/example")[0] > 0
+            except OSError:
+                return False
+
+        wait_for(up, 30, "the HTTP front to serve")
+        sid = start_session(port)
+        body = {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "x"}},
+        }
+        status, headers, payload = request(port, "POST", "/mcp/example", body, post_headers(sid))
+        assert status == 200 and answer_of(headers, payload, 3)["result"]["structuredContent"] == {"result": "x"}
+        with daemon.client() as client:  # an operator sees it; it belongs to the daemon's key, not to a client's
+            shown = client.control("sessions.show", {"sid": sid})["session"]
+        assert "via http 127.0.0.1:" in shown["client"] and "daemon (http front)" in shown["client"]
+    finally:
+        finish(daemon)

@@ -155,7 +155,19 @@ def build(sessions: Sessions, options: AppOptions) -> Starlette:
     routes = [Route(prefix + "/{server}", front.endpoint, methods=["GET", "POST", "DELETE"])]
     if options.default_server:
         routes.append(Route(prefix, front.endpoint, methods=["GET", "POST", "DELETE"]))
-    return Starlette(routes=routes)
+
+    async def no_route(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        where = f"servers are at {prefix}/<server>" + (f" and {prefix}" if options.default_server else "")
+        reason = "no_route" if status == 404 else "bad_method"
+        message = (
+            f"nothing is served at {request.url.path[:100]!r}: {where}"
+            if status == 404
+            else ("use POST, GET or DELETE")
+        )
+        return _refused(sessions, rules.refuse(status, reason, message))
+
+    return Starlette(routes=routes, exception_handlers={404: no_route, 405: no_route})
 
 
 class _Front:

@@ -351,3 +351,24 @@ def test_a_change_between_asking_and_waiting_still_wakes_the_waiter() -> None:
         )
 
     assert asyncio.run(scenario())
+
+
+def test_a_pool_is_not_kept_for_a_server_name_that_fails_to_open() -> None:
+    from mcp_troupe.transport.http.sessions import OpenRefused, Sessions
+
+    async def scenario() -> int:
+        sessions = Sessions("ipc:///nonexistent/troupe-test.sock", FrontOptions(open_timeout=0.05))
+
+        async def refuse(server: str, via: str) -> tuple[str, str]:
+            raise OpenRefused("unknown_server", f"no server {server!r}")
+
+        sessions._open = refuse  # type: ignore[method-assign]
+        for n in range(50):
+            with pytest.raises(OpenRefused):
+                await sessions.pooled(f"made-up-{n}", "test", None)
+        kept = len(sessions._pools)
+        sessions._sock.close(0)
+        sessions._ctx.term()
+        return kept
+
+    assert asyncio.run(scenario()) == 0

@@ -278,6 +278,10 @@ class Sessions:
                 pool.opening += 1
                 try:
                     sid, name = await self._open(server, f"{via} (pool)")
+                except OpenRefused:
+                    if not pool.sessions and not pool.opening - 1 and not pool.waiting:
+                        self._pools.pop(server, None)  # a name from a URL: no pool stays for one that failed
+                    raise
                 finally:
                     pool.opening -= 1
                 session = PooledSession(sid, name, self.options, self.counts)

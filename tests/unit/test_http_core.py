@@ -372,3 +372,31 @@ def test_a_pool_is_not_kept_for_a_server_name_that_fails_to_open() -> None:
         return kept
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_the_log_says_how_far_a_stream_fell_out_and_keeps_that_bounded() -> None:
+    log = EventLog(max_events=2, max_bytes=1_000)
+    for stream in range(1, 8):
+        log.append(stream, "x")
+    assert log.dropped_through(5) == 5 and log.dropped_through(7) == 0
+    assert log.dropped_through(1) == 0  # as many records of drops as events are kept: the oldest go
+    assert log.first_seq == 6 and log.last_seq == 7
+    assert len(log._dropped_upto) <= 2
+    assert EventLog().first_seq == 1
+
+
+@pytest.mark.parametrize("value", ["1-\u00b2", "\u0661-1", "1-2-3", " 1 - 2 ", "1-99999999999999999999"])
+def test_event_ids_with_other_digits_or_shapes_are_not_ours(value: str) -> None:
+    assert rules.check_event_id(value) is None
+
+
+def test_progress_tokens_that_are_not_ids_are_ignored_not_fatal() -> None:
+    legacy = LegacyRoutes()
+    stream = legacy.begin(_request(1, token={"not": "hashable"}))
+    odd = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": ["x"], "progress": 1}}
+    assert legacy.route(odd).stream == STANDALONE
+    assert legacy.route({"jsonrpc": "2.0", "id": 1, "result": {}}).stream == stream
+    shared = SharedRoutes()
+    _wire, out = shared.begin(_request(2, token=[1, 2]), stream=3)
+    assert out["params"]["_meta"]["progressToken"] == [1, 2]  # not one troupe can route: passed through as sent
+    assert shared.route(odd).stream is None

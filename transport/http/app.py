@@ -27,6 +27,7 @@ from mcp_troupe.transport.http.replay import Event
 from mcp_troupe.transport.http.rules import Refusal, Tokens
 from mcp_troupe.transport.http.sessions import (
     STANDALONE_STREAM,
+    FrontBusy,
     LegacySession,
     OpenRefused,
     PooledSession,
@@ -40,6 +41,8 @@ log = logging.getLogger("troupe.http")
 SSE_RETRY_MS = 1000
 """The ``retry`` field of each stream's first event: how soon a dropped client should reconnect."""
 SESSION_HEADER = "mcp-session-id"
+LIST_AGAIN_AFTER = 30.0
+"""Seconds before the front asks a server for tools/list again on meeting a tool it does not know."""
 REMOVED_IN_MODERN = frozenset(
     {"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"}
 )
@@ -119,6 +122,7 @@ async def _events(
         yield _sse_line(f"{stream}-{cursor}", "", retry=True)
     deadline = asyncio.get_running_loop().time() + poll_after if poll_after > 0 else None
     while True:
+        changed = session.change()  # taken before the log is read: a push while we yield still wakes us
         replay = session.log.after(stream, cursor)
         if replay.gap:
             counts["replay_gap"] += 1
@@ -130,21 +134,21 @@ async def _events(
             if event.data:
                 yield _sse_line(event.id, event.data)
         final = session.finished.get(stream)
-        if final is not None and cursor >= final:
+        if final is not None and (cursor >= final or session.log.dropped_through(stream) >= final):
             session.log.forget(stream)
             session.finished.pop(stream, None)
             return
-        if session.closed is not None:
-            return
+        if session.closed is not None or (final is None and not session.live(stream)):
+            return  # a stream that is over, or never was: nothing more will come on it
         if deadline is None:
-            await session.changed()
+            await changed.wait()
             continue
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             counts["polled"] += 1
             return
         try:
-            await asyncio.wait_for(session.changed(), remaining)
+            await asyncio.wait_for(changed.wait(), remaining)
         except TimeoutError:
             pass
 
@@ -175,6 +179,8 @@ class _Front:
         self.sessions = sessions
         self.options = options
         self.schemas = params.ToolSchemas()
+        self._listed: dict[str, float] = {}
+        """server -> when the front last asked it for tools/list itself (at most once per LIST_AGAIN_AFTER)"""
 
     async def endpoint(self, request: Request) -> Response:
         server = request.path_params.get("server") or self.options.default_server or ""
@@ -193,11 +199,14 @@ class _Front:
             if token_name is None:
                 return _refused(self.sessions, rules.unauthorized(self.options.realm, auth is not None))
         self.sessions.counts[f"http:{request.method}"] += 1
-        if request.method == "POST":
-            return await self._post(request, server, token_name)
-        if request.method == "GET":
-            return self._get(request, token_name)
-        return self._delete(request, token_name)
+        try:
+            if request.method == "POST":
+                return await self._post(request, server, token_name)
+            if request.method == "GET":
+                return self._get(request, token_name)
+            return self._delete(request, token_name)
+        except FrontBusy as exc:
+            return _refused(self.sessions, rules.refuse(503, "front_busy", str(exc), headers={"Retry-After": "1"}))
 
     def _via(self, request: Request, token_name: str | None) -> str:
         client = request.client
@@ -275,7 +284,11 @@ class _Front:
                 ),
             )
         stream = session.routes.begin(message)
-        self.sessions.send("mcp", sid=session.sid, msg=message)
+        try:
+            self.sessions.send("mcp", sid=session.sid, msg=message)
+        except FrontBusy:
+            session.routes.abandon(msg_id)
+            raise
         first, _gone = await _first_event(session, stream, request, self.options.json_within)
         if first is not None and session.finished.get(stream) == first.seq:
             session.log.forget(stream)
@@ -307,13 +320,17 @@ class _Front:
                 )
             stream, seq = resumed
             if stream != STANDALONE_STREAM:
+                if not found.live(stream) and stream not in found.finished:
+                    return _refused(
+                        self.sessions, rules.refuse(404, "unknown_stream", "that stream is over, or never was")
+                    )
                 self.sessions.counts["resumed"] += 1
                 return StreamingResponse(
                     _events(found, stream, seq, self.sessions.counts),
                     media_type="text/event-stream",
                     headers={"Cache-Control": "no-cache"},
                 )
-            found.standalone_cursor = max(found.standalone_cursor, seq)
+            found.standalone_cursor = seq  # what was written to a connection that died is sent again
         if found.standalone_open:
             return _refused(
                 self.sessions, rules.refuse(409, "stream_open", "this session's GET stream is already open")
@@ -327,12 +344,13 @@ class _Front:
         try:
             yield _sse_line(f"{STANDALONE_STREAM}-{session.standalone_cursor}", "", retry=True)
             while session.closed is None:
+                changed = session.change()
                 replay = session.log.after(STANDALONE_STREAM, session.standalone_cursor)
                 for item in replay.events:
                     session.standalone_cursor = item.seq
                     if item.data:
                         yield _sse_line(item.id, item.data)
-                await session.changed()
+                await changed.wait()
         finally:
             session.standalone_open = False
 
@@ -370,10 +388,11 @@ class _Front:
             return _refused(self.sessions, _open_refusal(exc, msg_id))
         stream = session.new_stream()
         wire_id, out = session.routes.begin(message, stream)
-        self.sessions.send("mcp", sid=session.sid, msg=out)
+        _send_call(self.sessions, session, wire_id, out)
         response = await _modern_answer(self.sessions, session, stream, wire_id, request)
-        if message["method"] == "tools/list" and response.status_code == 200 and isinstance(response.body, bytes):
-            self._learn(server, response.body)
+        body = getattr(response, "body", None)  # a StreamingResponse has none
+        if message["method"] == "tools/list" and response.status_code == 200 and isinstance(body, bytes):
+            self._learn(server, body)
         return response
 
     def _learn(self, server: str, body: bytes) -> None:
@@ -394,7 +413,11 @@ class _Front:
         if not isinstance(tool, str):
             return None
         known, schema = self.schemas.schema(server, tool)
-        if not known:
+        now = asyncio.get_running_loop().time()
+        if not known and now - self._listed.get(server, -LIST_AGAIN_AFTER) >= LIST_AGAIN_AFTER:
+            if len(self._listed) >= 1024:  # names come from URLs: keep the table small
+                self._listed.clear()
+            self._listed[server] = now
             meta = {k: v for k, v in call.get("_meta", {}).items() if k.startswith("io.modelcontextprotocol/")}
             ask = {"jsonrpc": "2.0", "id": "troupe-tools-list", "method": "tools/list", "params": {"_meta": meta}}
             try:
@@ -403,10 +426,11 @@ class _Front:
                 return None
             stream = session.new_stream()
             wire_id, out = session.routes.begin(ask, stream)
-            self.sessions.send("mcp", sid=session.sid, msg=out)
+            _send_call(self.sessions, session, wire_id, out)
             answer = await _modern_answer(self.sessions, session, stream, wire_id, request)
-            if isinstance(answer.body, bytes):
-                self._learn(server, answer.body)
+            body = getattr(answer, "body", None)
+            if isinstance(body, bytes):
+                self._learn(server, body)
             known, schema = self.schemas.schema(server, tool)
         duplicated = frozenset(
             name.lower()
@@ -455,7 +479,8 @@ async def _modern_answer(
         _cancel(sessions, session, wire_id)
         return Response(status_code=499)
     if first is None:
-        error = jsonrpc.error(None, jsonrpc.CONNECTION_CLOSED, f"the session ended ({session.closed})")
+        client_id = session.routes.calls.pop(wire_id).client_id if wire_id in session.routes.calls else None
+        error = jsonrpc.error(client_id, jsonrpc.CONNECTION_CLOSED, f"the session ended ({session.closed})")
         return _json(error, 502)
     return _first_answer(sessions, session, stream, wire_id, first)
 
@@ -486,14 +511,26 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
+def _send_call(sessions: Sessions, session: PooledSession, wire_id: int, message: dict[str, Any]) -> None:
+    try:
+        sessions.send("mcp", sid=session.sid, msg=message)
+    except FrontBusy:
+        session.routes.cancel(wire_id)  # never sent: the session is free again
+        sessions.release(session)
+        raise
+
+
 def _cancel(sessions: Sessions, session: PooledSession, wire_id: int) -> None:
     """The client left before its answer: the server is told, and the pooled session is free at once (a late
     answer has an id no one waits for, and is dropped)."""
     cancel = session.routes.cancel(wire_id)
     if cancel is not None:
         sessions.counts["cancelled"] += 1
-        sessions.send("mcp", sid=session.sid, msg=cancel)
         sessions.release(session)
+        try:
+            sessions.send("mcp", sid=session.sid, msg=cancel)
+        except FrontBusy:
+            log.warning("session %s: the server could not be told of a cancelled request", session.sid)
 
 
 async def _modern_stream(sessions: Sessions, session: PooledSession, stream: int, wire_id: int) -> AsyncIterator[bytes]:

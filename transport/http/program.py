@@ -48,6 +48,7 @@ def is_loopback(host: str) -> bool:
 
 def run(settings: FrontSettings, credentials: Credentials | None = None) -> int:
     sessions = Sessions(settings.endpoint, settings.front, credentials)
+    sessions.on_lost = lambda: signal.raise_signal(signal.SIGTERM)
     app = build(sessions, settings.app)
 
     @contextlib.asynccontextmanager

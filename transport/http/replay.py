@@ -51,8 +51,11 @@ class EventLog:
         while self._events and (len(self._events) > self.max_events or self._bytes > self.max_bytes):
             old = self._events.popleft()
             self._bytes -= len(old.data)
-            self._dropped_upto[old.stream] = old.seq
+            self._dropped_upto.pop(old.stream, None)
+            self._dropped_upto[old.stream] = old.seq  # most recent last: the oldest go first below
             self.dropped += 1
+            if len(self._dropped_upto) > self.max_events:
+                del self._dropped_upto[next(iter(self._dropped_upto))]
         return event
 
     def after(self, stream: int, seq: int) -> Replay:
@@ -67,6 +70,15 @@ class EventLog:
             self._events = deque(kept)
             self._bytes = sum(len(e.data) for e in kept)
         self._dropped_upto.pop(stream, None)
+
+    def dropped_through(self, stream: int) -> int:
+        """The highest seq of ``stream`` that fell out of the log (0: none)."""
+        return self._dropped_upto.get(stream, 0)
+
+    @property
+    def first_seq(self) -> int:
+        """The seq of the oldest event kept (the next one's when the log is empty)."""
+        return self._events[0].seq if self._events else self._seq + 1
 
     @property
     def last_seq(self) -> int:

@@ -42,10 +42,12 @@ class Routed:
     """The response that ends ``stream``."""
 
 
-def _progress_token(message: dict[str, Any]) -> Any:
+def _progress_token(message: dict[str, Any]) -> RequestId | None:
+    """A request's progress token, when it is one (a string or an integer; anything else is ignored)."""
     params = message.get("params")
     meta = params.get("_meta") if isinstance(params, dict) else None
-    return meta.get("progressToken") if isinstance(meta, dict) else None
+    token = meta.get("progressToken") if isinstance(meta, dict) else None
+    return token if is_id(token) else None
 
 
 @dataclass
@@ -81,7 +83,7 @@ class LegacyRoutes:
         if method == "notifications/progress":
             params = message.get("params")
             token = params.get("progressToken") if isinstance(params, dict) else None
-            return Routed(self._progress.get(token, STANDALONE), message)
+            return Routed(self._progress.get(token, STANDALONE) if is_id(token) else STANDALONE, message)
         if method == "notifications/cancelled":
             params = message.get("params")
             rid = params.get("requestId") if isinstance(params, dict) else None
@@ -162,7 +164,8 @@ class SharedRoutes:
         params = message.get("params")
         params = params if isinstance(params, dict) else {}
         if method == "notifications/progress":
-            call_id = self._progress.get(params.get("progressToken"))  # type: ignore[arg-type]
+            token = params.get("progressToken")
+            call_id = self._progress.get(token) if isinstance(token, str) else None
             call = self.calls.get(call_id) if call_id is not None else None
             if call is None:
                 return Routed(None, message)

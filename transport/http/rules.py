@@ -53,6 +53,7 @@ ERROR_STATUS: Final[Mapping[int, int]] = {
 """HTTP status of a JSON response carrying a JSON-RPC error (2026-07-28's table, plus troupe's limits)."""
 
 EVENT_ID_MAX: Final = 64
+_EVENT_ID: Final = re.compile(r"([0-9]{1,18})-([0-9]{1,18})")
 TOKEN_NAME: Final = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 
 
@@ -238,12 +239,8 @@ def parse_body(body: bytes, max_bytes: int) -> dict[str, Any] | Refusal:
 
 def check_event_id(value: str | None) -> tuple[int, int] | None:
     """A ``Last-Event-ID`` of this front (``STREAM-SEQ``) as numbers, or None when it is not one."""
-    if value is None or len(value) > EVENT_ID_MAX:
-        return None
-    stream, sep, seq = value.strip().partition("-")
-    if not sep or not stream.isdigit() or not seq.isdigit():
-        return None
-    return int(stream), int(seq)
+    found = _EVENT_ID.fullmatch(value.strip()) if value is not None and len(value) <= EVENT_ID_MAX else None
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 # -- eras ------------------------------------------------------------------------------

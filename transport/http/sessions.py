@@ -31,9 +31,15 @@ from mcp_troupe.transport.wire.kinds import decode_for_client
 log = logging.getLogger("troupe.http")
 
 
+GONE = frozenset({"unknown_session", "session_closed", "not_owner"})
+"""``error`` codes that say the daemon no longer holds a session for this front."""
 REPORT_INTERVAL = 1.0
 """Seconds between the front's reports of its counters to the daemon."""
 MAX_REPORTED = 200
+
+
+class FrontBusy(Exception):
+    """The daemon's socket has no room for another frame from this front now."""
 
 
 class OpenRefused(Exception):
@@ -86,6 +92,9 @@ class Stream:
             )
         if routed.final:
             self.finished[routed.stream] = event.seq
+        if self.finished and self.log.dropped > before:  # finished streams whose end fell out: no one can resume them
+            oldest = self.log.first_seq
+            self.finished = {s: seq for s, seq in self.finished.items() if seq >= oldest}
         self.wake()
 
     def wake(self) -> None:
@@ -96,6 +105,14 @@ class Stream:
         """Waits for the next change; the event is taken now, so a change between this call and the first
         await still wakes the waiter."""
         return self._changed.wait()
+
+    def change(self) -> asyncio.Event:
+        """The event the next change sets: take it before reading the log, wait on it after."""
+        return self._changed
+
+    def live(self, stream: int) -> bool:
+        """The stream's request is still waiting for its answer."""
+        raise NotImplementedError
 
     def close(self, reason: str) -> None:
         self.closed = reason
@@ -118,18 +135,25 @@ class LegacySession(Stream):
     def deliver(self, message: dict[str, Any]) -> None:
         self.push(self.routes.route(message))
 
+    def live(self, stream: int) -> bool:
+        return stream in self.routes.pending.values()
+
 
 class PooledSession(Stream):
     """A warm 2026-07-28 session shared by many HTTP requests, one ordinary request at a time."""
 
-    def __init__(self, sid: str, server: str, options: FrontOptions, counts: Counter[str]) -> None:
+    def __init__(self, sid: str, server: str, options: FrontOptions, counts: Counter[str], pool_key: str = "") -> None:
         super().__init__(sid, server, options, counts)
+        self.pool_key = pool_key
         self.routes = SharedRoutes()
         self._streams = itertools.count(1)
         self.on_free: Callable[[], None] = lambda: None
 
     def new_stream(self) -> int:
         return next(self._streams)
+
+    def live(self, stream: int) -> bool:
+        return any(call.stream == stream for call in self.routes.calls.values())
 
     def deliver(self, message: dict[str, Any]) -> None:
         routed = self.routes.route(message)
@@ -158,6 +182,8 @@ class Sessions:
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.linger = 0
         self._sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+        self._sync: zmq.Socket[bytes] = zmq.Socket.shadow(self._sock.underlying)
+        """The same socket, for sends that must not wait (sends from the loop never block)."""
         if credentials is not None and endpoint.startswith("tcp://"):
             credentials.apply(self._sock)
         self._refs = itertools.count(1)
@@ -182,7 +208,13 @@ class Sessions:
         self._ctx.term()
 
     def send(self, kind: str, **fields: Any) -> None:
-        self._sock.send(encode(kind, **fields), copy=False)
+        """Hand a frame to the socket now, or raise `FrontBusy`: what the daemon has not taken is never queued
+        here without bound (libzmq holds up to its high-water mark)."""
+        try:
+            self._sync.send(encode(kind, **fields), zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self.counts["busy"] += 1
+            raise FrontBusy("the daemon is not taking frames from this front fast enough; retry shortly") from None
 
     async def _report(self) -> None:
         """The counters go to the daemon (``http.report``), which shows them in its metrics and stats."""
@@ -191,20 +223,34 @@ class Sessions:
             await asyncio.sleep(REPORT_INTERVAL)
             counts = dict(self.counts.most_common(MAX_REPORTED))
             if counts != sent:
-                self.send("ctl", op="http.report", ref=f"report-{next(self._refs)}", args={"counts": counts})
-                sent = counts
+                try:
+                    self.send("ctl", op="http.report", ref=f"report-{next(self._refs)}", args={"counts": counts})
+                    sent = counts
+                except FrontBusy:
+                    pass  # the next round sends them
 
     # -- frames from the daemon ----------------------------------------------------------
 
     async def _read(self) -> None:
-        while True:
-            data = await self._sock.recv()
-            try:
-                frame: dict[str, Any] = dict(decode_for_client(data))
-            except FrameError as exc:
-                log.error("refused a frame from the daemon: %s", exc)
-                continue
-            self._on_frame(frame)
+        try:
+            while True:
+                data = await self._sock.recv()
+                try:
+                    frame: dict[str, Any] = dict(decode_for_client(data))
+                except FrameError as exc:
+                    log.error("refused a frame from the daemon: %s", exc)
+                    continue
+                try:
+                    self._on_frame(frame)
+                except Exception:
+                    self.counts["frame_errors"] += 1
+                    log.exception("a frame from the daemon could not be handled: %.200r", frame)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            log.critical("the front's link to the daemon failed; stopping so that it is restarted", exc_info=True)
+            self.on_lost()
+            raise
 
     def _on_frame(self, frame: dict[str, Any]) -> None:
         kind = frame["t"]
@@ -213,28 +259,60 @@ class Sessions:
             future = self._replies.pop(ref)
             if not future.done():
                 future.set_result(frame)
+            elif kind == "opened":
+                self._close_quietly(frame["sid"])  # opened after its waiter gave up: nobody will use it
+            return
+        if kind == "opened":
+            self._close_quietly(frame["sid"])
             return
         sid = frame.get("sid")
         session: Stream | None = self.legacy.get(sid) or self._pooled.get(sid)  # type: ignore[arg-type]
         if session is None:
             return
         if kind == "mcp":
-            session.deliver(frame["msg"])  # type: ignore[attr-defined]
+            message = frame["msg"]
+            if isinstance(session, PooledSession) and "method" in message and jsonrpc.is_id(message.get("id")):
+                self._refuse_server_request(session, message)
+                return
+            session.deliver(message)  # type: ignore[attr-defined]
         elif kind == "closed":
             self._closed(session, frame.get("reason", "closed"))
+        elif kind == "error" and frame["code"] in GONE:
+            self._closed(session, frame["code"])  # the daemon no longer has it
         elif kind == "error" and jsonrpc.is_id(frame.get("id")):
             data = {"code": frame["code"], **(frame.get("data") or {})}
             session.deliver(jsonrpc.error(frame["id"], jsonrpc.CONNECTION_CLOSED, frame["message"], data))  # type: ignore[attr-defined]
+
+    def _close_quietly(self, sid: str) -> None:
+        try:
+            self.send("close", sid=sid)
+        except FrontBusy:
+            log.warning("session %s is left to the daemon's idle expiry: the daemon is not taking frames", sid)
+
+    def _refuse_server_request(self, session: PooledSession, message: dict[str, Any]) -> None:
+        """A 2026-07-28 server has no back channel (it returns InputRequiredResult instead): its request is
+        answered here, so the call it belongs to is not left waiting for an answer no client can send."""
+        self.counts["server_request_refused"] += 1
+        answer = jsonrpc.error(
+            message["id"],
+            jsonrpc.METHOD_NOT_FOUND,
+            f"{message['method']}: a 2026-07-28 server cannot send requests to its client; return "
+            "InputRequiredResult instead",
+        )
+        try:
+            self.send("mcp", sid=session.sid, msg=answer)
+        except FrontBusy:
+            log.warning("session %s: could not refuse the server's %s", session.sid, message["method"])
 
     def _closed(self, session: Stream, reason: str) -> None:
         session.close(reason)
         self.legacy.pop(session.sid, None)
         if self._pooled.pop(session.sid, None) is not None:
-            pool = self._pools.get(session.server)
+            pool = self._pools.get(session.pool_key)  # type: ignore[attr-defined]
             if pool is not None and session in pool.sessions:
                 pool.sessions.remove(session)
                 pool.affinity = {k: s for k, s in pool.affinity.items() if s is not session}
-                pool.freed.set()
+                self.release(session)
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -242,7 +320,11 @@ class Sessions:
         ref = next(self._refs)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[ref] = future
-        self.send("open", ref=ref, server=server, expire_idle=True, via=via[:200])
+        try:
+            self.send("open", ref=ref, server=server, expire_idle=True, via=via[:200])
+        except FrontBusy:
+            self._replies.pop(ref, None)
+            raise
         try:
             reply = await asyncio.wait_for(future, self.options.open_timeout)
         except TimeoutError:
@@ -267,9 +349,20 @@ class Sessions:
     # -- the pool ------------------------------------------------------------------------
 
     async def pooled(self, server: str, via: str, affinity: str | None) -> PooledSession:
+        """Pools are kept per server and bearer token: a session a token's request ran on never carries
+        another token's, so a late message of a cancelled call cannot reach another principal."""
+        key = f"{server}\0{affinity or ''}"
+        pool = self._pools.setdefault(key, _Pool())
+        try:
+            return await self._from_pool(pool, server, via, affinity)
+        except OpenRefused:
+            if not pool.sessions and not pool.opening and not pool.waiting:
+                self._pools.pop(key, None)  # a name from a URL: no pool stays for one that failed
+            raise
+
+    async def _from_pool(self, pool: _Pool, server: str, via: str, affinity: str | None) -> PooledSession:
         """A warm session of ``server`` with no ordinary request in progress: the affine one when it is
         free, else any free one, else a new one while the pool has room, else the next one freed."""
-        pool = self._pools.setdefault(server, _Pool())
         while True:
             session = self._free(pool, affinity)
             if session is not None:
@@ -278,13 +371,9 @@ class Sessions:
                 pool.opening += 1
                 try:
                     sid, name = await self._open(server, f"{via} (pool)")
-                except OpenRefused:
-                    if not pool.sessions and not pool.opening - 1 and not pool.waiting:
-                        self._pools.pop(server, None)  # a name from a URL: no pool stays for one that failed
-                    raise
                 finally:
                     pool.opening -= 1
-                session = PooledSession(sid, name, self.options, self.counts)
+                session = PooledSession(sid, name, self.options, self.counts, pool_key=f"{server}\0{affinity or ''}")
                 session.on_free = lambda s=session: self.release(s)  # type: ignore[misc]
                 self._pooled[sid] = session
                 pool.sessions.append(session)
@@ -317,7 +406,7 @@ class Sessions:
 
     def release(self, session: PooledSession) -> None:
         """A pooled session's request ended (answered, or its client left): wake one waiter."""
-        pool = self._pools.get(session.server)
+        pool = self._pools.get(session.pool_key)
         if pool is not None:
             pool.freed.set()
             pool.freed = asyncio.Event()

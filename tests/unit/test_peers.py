@@ -114,3 +114,19 @@ def test_admissions_never_followed_by_a_message_are_forgotten_and_ended_ids_are_
         table.seen(identity, fd)
         table.disconnected(fd)
     assert len(table._ended) == ENDED_KEPT and len(table) == 0
+
+
+def test_a_peer_that_kept_its_own_id_still_gets_the_rights_zap_gave_its_user() -> None:
+    """On a loaded machine a peer's handshake can be read after the daemon's ZAP reply, and keep its own id:
+    it must still get its admission (an adapter with none could never register)."""
+    table = PeerTable()
+    table.accepted_fd(5)
+    table.accepted_fd(6)
+    table.admitted(b"daemon-id-1", Admission("", "CURVE", user="alice", rights=frozenset({"operator"})), 0.0)
+    table.admitted(b"daemon-id-2", Admission("", "NULL", rights=frozenset({"*"})), 0.0)
+    own = table.seen(b"its-own-id", 6, "")
+    assert own is not None and not own.assigned and own.rights == frozenset({"*"})
+    alice = table.seen(b"alices-own-id", 5, "alice")
+    assert alice is not None and alice.rights == frozenset({"operator"}) and alice.user == "alice"
+    stranger = table.seen(b"nobody", None, "mallory")
+    assert stranger is not None and stranger.rights == frozenset()

@@ -454,13 +454,15 @@ class Hub:
         sock = self._sockets[which]
         name = _SOCKET_NAMES[which]
         fd: int | None = None
+        user: str | None = None
         data = b""
         while sock.get(_RCVMORE):
             part = sock.recv(_NOBLOCK, copy=False)
             fd = part.get(_SRCFD)
+            user = _user_id(part)
             data = part.bytes
         self._serve_monitor(which)  # up to date: the accept of this connection, the end of an older one
-        conn = self._peers[which].seen(peer, fd)
+        conn = self._peers[which].seen(peer, fd, user or "")
         if conn is None:
             self._stats.dropped[f"{name}_from_ended_peer"] += 1
             return None
@@ -743,3 +745,12 @@ def _seed_routing_ids() -> None:
         ctypes.CDLL(None).srand(int.from_bytes(os.urandom(4), "big"))
     except (OSError, AttributeError):  # pragma: no cover - not a glibc-like platform
         log.debug("could not seed libc's rand(); libzmq's fallback routing ids stay predictable")
+
+
+def _user_id(part: zmq.Frame) -> str | None:
+    """The ZAP user id libzmq attached to a message (the hub's admission gave it), if any."""
+    try:
+        value = part.get("User-Id")
+    except (zmq.ZMQError, KeyError):
+        return None
+    return value if isinstance(value, str) else None

@@ -106,11 +106,14 @@ class PeerTable:
         if len(self._admitted) > self.max_admitted:
             del self._admitted[next(iter(self._admitted))]
 
-    def seen(self, identity: bytes, fd: int | None) -> Connection | None:
+    def seen(self, identity: bytes, fd: int | None, user: str | None = None) -> Connection | None:
         """The first message from ``identity`` came in on ``fd``: bind them.
 
         None if ``identity`` is that of a connection that has ended (its last
-        messages, read after its end was): there is nobody to serve.
+        messages, read after its end was): there is nobody to serve. A connection that kept a routing id
+        of its own (its handshake was read after the daemon's reply, on a loaded machine) still gets its
+        admission: the oldest one ZAP gave to the same user id (``user``, from the message's metadata:
+        the key's name over CurveZMQ; empty otherwise, where every admission of a socket grants alike).
         """
         if identity in self._ended and identity not in self._admitted:
             return None
@@ -122,6 +125,10 @@ class PeerTable:
                 self._by_fd[fd] = conn
         conn.identity = identity
         admitted = self._admitted.pop(identity, None)
+        assigned = admitted is not None
+        if admitted is None and user is not None:
+            match = next((i for i, a in self._admitted.items() if a.admission.user == user), None)
+            admitted = self._admitted.pop(match) if match is not None else None
         if admitted is not None:
             a = admitted.admission
             conn.address, conn.mechanism, conn.user, conn.key, conn.rights = (
@@ -131,7 +138,7 @@ class PeerTable:
                 a.key,
                 a.rights,
             )
-            conn.assigned = True
+            conn.assigned = assigned
         self._by_identity[identity] = conn
         return conn
 

@@ -124,7 +124,12 @@ def start_daemon(
         )
     daemon = RunningDaemon(process, runtime, log_path, full_env, front_endpoint=front, keys=keys or {})
     if ready:
-        wait_ready(daemon, servers)
+        try:
+            wait_ready(daemon, servers)
+        except BaseException:
+            daemon.process.kill()  # its children exit with it (--exit-with-parent)
+            daemon.process.wait()
+            raise
     return daemon
 
 

@@ -275,7 +275,8 @@ def test_amplification_frames_are_refused_cheaply(ctx: zmq.Context[zmq.Socket[by
             assert peak - before < 64 * 1024, f"{what}: peak RSS {before} kB -> {peak} kB"
         with daemon.client() as client:
             stats = client.control("stats")
-        assert stats["longest_turn_ms"] < 50, stats["longest_turn_ms"]
+        # decoding a 4 MiB frame whole would stall the loop for far longer; 200 ms leaves room for a loaded machine
+        assert stats["longest_turn_ms"] < 200, stats["longest_turn_ms"]
 
         # A message larger than 4 x max_frame_bytes is not read at all: libzmq cuts its connection.
         huge = bytes(1024 * MiB)  # calloc'd: neither this process nor the daemon touches most of it

@@ -376,7 +376,7 @@ from mcp_troupe.transport.wire import jsonrpc
 client = Client(sys.argv[1], timeout=20)
 session = client.open("example")
 session.initialize()
-session.send(jsonrpc.request(7, "tools/call", {"name": "sleep", "arguments": {"seconds": 4.0}}))
+session.send(jsonrpc.request(7, "tools/call", {"name": "sleep", "arguments": {"seconds": 10.0}}))
 print(json.dumps({"sid": session.sid, "token": session.token}), flush=True)
 signal.pause()  # until the test kills it
 """
@@ -416,7 +416,7 @@ def test_a_killed_clients_session_waits_for_its_token_and_loses_no_message(
         with daemon.client() as client:
             wait_for(
                 lambda: client.control("sessions.show", {"sid": opened["sid"]})["session"]["pending"] == [],
-                20,
+                40,
                 "the server to answer while the client is away",
             )
             session = client.attach(opened["sid"], opened["token"])

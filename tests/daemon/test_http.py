@@ -63,6 +63,29 @@ def stats(http: HttpDaemon) -> dict[str, Any]:
         return client.control("stats")
 
 
+def hand_front(
+    front: HttpDaemon, port: int, *args: str, stdout: int | None = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """``troupe http`` run by hand against the fixture's daemon, on ``port``, with ``args``."""
+    command = [sys.executable, "-m", "mcp_troupe.actors", "http", "--endpoint", front.daemon.front]
+    return subprocess.Popen(
+        [*command, "--listen", f"127.0.0.1:{port}", *args],
+        env=front.daemon.env,
+        stdout=stdout,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_listening(port: int, path: str) -> None:
+    def up() -> bool:
+        try:
+            return request(port, "GET", path)[0] > 0
+        except OSError:
+            return False
+
+    wait_for(up, 20, f"the front on port {port} to serve")
+
+
 # -- the official SDK client -------------------------------------------------------------
 
 
@@ -359,32 +382,9 @@ def test_bearer_tokens_admit_by_name_and_bind_each_session_to_its_token(front: H
     tokens_file = tmp_path / "tokens"
     tokens_file.write_text("# name token\n" + "".join(f"{n} {t}\n" for n, t in tokens.items()))
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mcp_troupe.actors",
-            "http",
-            "--endpoint",
-            front.daemon.front,
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--tokens-file",
-            str(tokens_file),
-        ],
-        env=front.daemon.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    process = hand_front(front, port, "--tokens-file", str(tokens_file), stdout=subprocess.PIPE)
     try:
-
-        def up() -> bool:
-            try:
-                return request(port, "GET", "/mcp/example")[0] == 401
-            except OSError:
-                return False
-
-        wait_for(up, 20, "the second HTTP front to serve")
+        wait_listening(port, "/mcp/example")
         status, headers, body = request(port, "POST", "/mcp/example", initialize_body(), post_headers(version=None))
         assert status == 401 and headers["www-authenticate"].startswith("Bearer")
         assert "error=" not in headers["www-authenticate"] and json.loads(body)["error"]["code"] == -32600
@@ -457,34 +457,9 @@ def test_limits_answer_with_their_json_rpc_errors_and_retry_after() -> None:
 
 def test_prefix_and_default_server_choose_the_paths(front: HttpDaemon) -> None:
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mcp_troupe.actors",
-            "http",
-            "--endpoint",
-            front.daemon.front,
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--prefix",
-            "/api/",
-            "--default-server",
-            "example",
-        ],
-        env=front.daemon.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = hand_front(front, port, "--prefix", "/api/", "--default-server", "example")
     try:
-
-        def up() -> bool:
-            try:
-                return request(port, "GET", "/api")[0] > 0
-            except OSError:
-                return False
-
-        wait_for(up, 20, "the front with a prefix to serve")
+        wait_listening(port, "/api")
         for path in ("/api", "/api/example"):
             status, headers, _ = request(port, "POST", path, initialize_body(), post_headers(version=None))
             assert status == 200 and headers.get("mcp-session-id"), path

@@ -66,8 +66,10 @@ async def _connection(port: int, path: str, until: float, counts: list[int], lat
         },
     }
     writer.write(_request(path, init, None))
-    _, headers, _ = await _response(reader)
-    sid = headers["mcp-session-id"]
+    status, headers, body = await _response(reader)
+    sid = headers.get("mcp-session-id")
+    if sid is None:
+        raise RuntimeError(f"initialize got HTTP {status} without a session id: {body[:300]!r}")
     writer.write(_request(path, {"jsonrpc": "2.0", "method": "notifications/initialized"}, sid))
     await _response(reader)
     n = 0

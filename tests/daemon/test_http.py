@@ -470,3 +470,20 @@ def test_prefix_and_default_server_choose_the_paths(front: HttpDaemon) -> None:
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_many_clients_at_once_all_get_their_sessions_and_answers(front: HttpDaemon) -> None:
+    """32 HTTP clients initialize and call at the same moment (a burst like this once left the front's reader
+    asleep with the daemon's answers waiting: a send had consumed the edge of the socket's descriptor)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def client(n: int) -> int:
+        sid = start_session(front.port)
+        status, headers, body = request(
+            front.port, "POST", "/mcp/example", call(0, sid, n, "add", {"a": n, "b": 1}), post_headers(sid)
+        )
+        assert status == 200
+        return int(answer_of(headers, body, n)["result"]["structuredContent"]["result"])
+
+    with ThreadPoolExecutor(32) as pool:
+        assert sorted(pool.map(client, range(32), timeout=120)) == [n + 1 for n in range(32)]

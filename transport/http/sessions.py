@@ -182,8 +182,6 @@ class Sessions:
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.linger = 0
         self._sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
-        self._sync: zmq.Socket[bytes] = zmq.Socket.shadow(self._sock.underlying)
-        """The same socket, for sends that must not wait (sends from the loop never block)."""
         if credentials is not None and endpoint.startswith("tcp://"):
             credentials.apply(self._sock)
         self._refs = itertools.count(1)
@@ -210,11 +208,16 @@ class Sessions:
     def send(self, kind: str, **fields: Any) -> None:
         """Hand a frame to the socket now, or raise `FrontBusy`: what the daemon has not taken is never queued
         here without bound (libzmq holds up to its high-water mark)."""
-        try:
-            self._sync.send(encode(kind, **fields), zmq.NOBLOCK, copy=False)
-        except zmq.Again:
+        # With DONTWAIT pyzmq sends at once and hands back a finished future; it also re-arms its waiting recv
+        # (a send can consume the edge of the socket's edge-triggered descriptor: a plain socket's send here
+        # once left the reader asleep with answers waiting).
+        sent = self._sock.send(encode(kind, **fields), zmq.DONTWAIT, copy=False)
+        failure = sent.exception() if isinstance(sent, asyncio.Future) and sent.done() else None
+        if isinstance(failure, zmq.Again):
             self.counts["busy"] += 1
-            raise FrontBusy("the daemon is not taking frames from this front fast enough; retry shortly") from None
+            raise FrontBusy("the daemon is not taking frames from this front fast enough; retry shortly")
+        if failure is not None:
+            raise failure
 
     async def _report(self) -> None:
         """The counters go to the daemon (``http.report``), which shows them in its metrics and stats."""

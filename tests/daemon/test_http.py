@@ -35,7 +35,11 @@ from http_support import (
 
 @pytest.fixture(scope="module")
 def front() -> Iterator[HttpDaemon]:
-    http = start_http_daemon("max_body_bytes = 65536\n", everything=False)
+    metrics = free_port()
+    http = start_http_daemon(
+        "max_body_bytes = 65536\n", everything=False, daemon=f'metrics_address = "127.0.0.1:{metrics}"\n'
+    )
+    http.metrics_port = metrics
     yield http
     finish(http.daemon)
 
@@ -372,6 +376,12 @@ def test_bad_input_gets_its_stable_refusal_while_another_session_keeps_working(f
 
     counts = wait_for(counted, 10, "the front's refusals in the daemon's stats")
     assert counts["refused:header_mismatch"] >= 2 and counts["refused:unknown_session"] >= 1
+    assert front.metrics_port is not None
+    status, _, exposition = request(front.metrics_port, "GET", "/metrics")
+    assert status == 200
+    lines = exposition.decode().splitlines()
+    batch = [line for line in lines if line.startswith('troupe_http_total{what="refused:batch"}')]
+    assert batch and float(batch[0].split()[-1]) >= 1, [line for line in lines if "troupe_http" in line]
 
 
 # -- bearer tokens and the front run by hand ---------------------------------------------

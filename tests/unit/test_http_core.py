@@ -16,7 +16,7 @@ from mcp_troupe.transport.http import params, rules
 from mcp_troupe.transport.http.replay import EventLog
 from mcp_troupe.transport.http.routing import STANDALONE, LegacyRoutes, SharedRoutes
 from mcp_troupe.transport.http.rules import Refusal
-from mcp_troupe.transport.http.sessions import FrontOptions, Stream
+from mcp_troupe.transport.http.sessions import FrontOptions, LegacySession
 
 MODERN_META = {
     "io.modelcontextprotocol/protocolVersion": "2026-07-28",
@@ -342,8 +342,8 @@ def test_a_cancelled_shared_request_frees_the_session_and_its_late_answer_goes_n
 
 def test_a_change_between_asking_and_waiting_still_wakes_the_waiter() -> None:
     async def scenario() -> bool:
-        stream = Stream("sid", "server", FrontOptions(), Counter())
-        waiter = asyncio.ensure_future(stream.changed())
+        stream = LegacySession("sid", "server", None, FrontOptions(), Counter())
+        waiter = asyncio.ensure_future(stream.change().wait())
         stream.push(LegacyRoutes().route({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}))
         await asyncio.wait_for(waiter, 5)
         return (

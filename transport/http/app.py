@@ -24,9 +24,9 @@ from starlette.routing import Route
 
 from mcp_troupe.transport.http import params, rules
 from mcp_troupe.transport.http.replay import Event
+from mcp_troupe.transport.http.routing import STANDALONE
 from mcp_troupe.transport.http.rules import Refusal, Tokens
 from mcp_troupe.transport.http.sessions import (
-    STANDALONE_STREAM,
     FrontBusy,
     LegacySession,
     OpenRefused,
@@ -259,9 +259,6 @@ class _Front:
             session = await self.sessions.open_legacy(server, self._via(request, token_name), token_name)
         except OpenRefused as exc:
             return _refused(self.sessions, _open_refusal(exc, message.get("id")))
-        params = message.get("params")
-        version = params.get("protocolVersion") if isinstance(params, dict) else None
-        session.version = version if isinstance(version, str) else None
         response = await self._legacy(session, message, request)
         response.headers["Mcp-Session-Id"] = session.sid
         return response
@@ -319,7 +316,7 @@ class _Front:
                     self.sessions, rules.refuse(400, "bad_event_id", "Last-Event-ID is not one this front sent")
                 )
             stream, seq = resumed
-            if stream != STANDALONE_STREAM:
+            if stream != STANDALONE:
                 if not found.live(stream) and stream not in found.finished:
                     return _refused(
                         self.sessions, rules.refuse(404, "unknown_stream", "that stream is over, or never was")
@@ -342,10 +339,10 @@ class _Front:
     async def _standalone(self, session: LegacySession) -> AsyncIterator[bytes]:
         session.standalone_open = True
         try:
-            yield _sse_line(f"{STANDALONE_STREAM}-{session.standalone_cursor}", "", retry=True)
+            yield _sse_line(f"{STANDALONE}-{session.standalone_cursor}", "", retry=True)
             while session.closed is None:
                 changed = session.change()
-                replay = session.log.after(STANDALONE_STREAM, session.standalone_cursor)
+                replay = session.log.after(STANDALONE, session.standalone_cursor)
                 for item in replay.events:
                     session.standalone_cursor = item.seq
                     if item.data:
@@ -462,7 +459,7 @@ async def _first_event(
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 return None, False
-            changed = asyncio.ensure_future(session.changed())
+            changed = asyncio.ensure_future(session.change().wait())
             await asyncio.wait([changed, gone], timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
             changed.cancel()
     finally:

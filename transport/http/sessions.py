@@ -12,17 +12,18 @@ import asyncio
 import itertools
 import json
 import logging
+from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import zmq
 import zmq.asyncio
 
 from mcp_troupe.transport.dealer import HEARTBEAT_MS
 from mcp_troupe.transport.http.replay import EventLog
-from mcp_troupe.transport.http.routing import STANDALONE, LegacyRoutes, Routed, SharedRoutes
+from mcp_troupe.transport.http.routing import LegacyRoutes, Routed, SharedRoutes
 from mcp_troupe.transport.keys import Credentials
 from mcp_troupe.transport.wire import jsonrpc
 from mcp_troupe.transport.wire.frames import FrameError, encode
@@ -63,7 +64,7 @@ class FrontOptions:
     open_timeout: float = 30.0
 
 
-class Stream:
+class Stream(ABC):
     """A session's event log and the signal that wakes its readers; base of both kinds of session."""
 
     def __init__(self, sid: str, server: str, options: FrontOptions, counts: Counter[str]) -> None:
@@ -101,18 +102,17 @@ class Stream:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def changed(self) -> Coroutine[Any, Any, Literal[True]]:
-        """Waits for the next change; the event is taken now, so a change between this call and the first
-        await still wakes the waiter."""
-        return self._changed.wait()
-
     def change(self) -> asyncio.Event:
         """The event the next change sets: take it before reading the log, wait on it after."""
         return self._changed
 
+    @abstractmethod
     def live(self, stream: int) -> bool:
         """The stream's request is still waiting for its answer."""
-        raise NotImplementedError
+
+    @abstractmethod
+    def deliver(self, message: dict[str, Any]) -> None:
+        """A message of the server's, to route to its stream."""
 
     def close(self, reason: str) -> None:
         self.closed = reason
@@ -130,7 +130,6 @@ class LegacySession(Stream):
         self.routes = LegacyRoutes()
         self.standalone_cursor = 0
         self.standalone_open = False
-        self.version: str | None = None
 
     def deliver(self, message: dict[str, Any]) -> None:
         self.push(self.routes.route(message))
@@ -269,7 +268,7 @@ class Sessions:
             self._close_quietly(frame["sid"])
             return
         sid = frame.get("sid")
-        session: Stream | None = self.legacy.get(sid) or self._pooled.get(sid)  # type: ignore[arg-type]
+        session: Stream | None = (self.legacy.get(sid) or self._pooled.get(sid)) if isinstance(sid, str) else None
         if session is None:
             return
         if kind == "mcp":
@@ -277,14 +276,14 @@ class Sessions:
             if isinstance(session, PooledSession) and "method" in message and jsonrpc.is_id(message.get("id")):
                 self._refuse_server_request(session, message)
                 return
-            session.deliver(message)  # type: ignore[attr-defined]
+            session.deliver(message)
         elif kind == "closed":
             self._closed(session, frame.get("reason", "closed"))
         elif kind == "error" and frame["code"] in GONE:
             self._closed(session, frame["code"])  # the daemon no longer has it
         elif kind == "error" and jsonrpc.is_id(frame.get("id")):
             data = {"code": frame["code"], **(frame.get("data") or {})}
-            session.deliver(jsonrpc.error(frame["id"], jsonrpc.CONNECTION_CLOSED, frame["message"], data))  # type: ignore[attr-defined]
+            session.deliver(jsonrpc.error(frame["id"], jsonrpc.CONNECTION_CLOSED, frame["message"], data))
 
     def _close_quietly(self, sid: str) -> None:
         try:
@@ -310,8 +309,8 @@ class Sessions:
     def _closed(self, session: Stream, reason: str) -> None:
         session.close(reason)
         self.legacy.pop(session.sid, None)
-        if self._pooled.pop(session.sid, None) is not None:
-            pool = self._pools.get(session.pool_key)  # type: ignore[attr-defined]
+        if isinstance(session, PooledSession) and self._pooled.pop(session.sid, None) is not None:
+            pool = self._pools.get(session.pool_key)
             if pool is not None and session in pool.sessions:
                 pool.sessions.remove(session)
                 pool.affinity = {k: s for k, s in pool.affinity.items() if s is not session}
@@ -413,13 +412,3 @@ class Sessions:
         if pool is not None:
             pool.freed.set()
             pool.freed = asyncio.Event()
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "legacy_sessions": len(self.legacy),
-            "pooled_sessions": {name: len(p.sessions) for name, p in self._pools.items()},
-            "counts": dict(self.counts),
-        }
-
-
-STANDALONE_STREAM = STANDALONE

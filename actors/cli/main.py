@@ -8,7 +8,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -125,8 +125,8 @@ def _parser() -> argparse.ArgumentParser:
 
     adapter = sub.add_parser(
         "adapter",
-        help="bridge one MCP stdio server command to the daemon",
-        usage="troupe adapter NAME [options] -- COMMAND [ARGS...]",
+        help="bridge one MCP server to the daemon: a stdio command, or a remote one by --url",
+        usage="troupe adapter NAME [options] (-- COMMAND [ARGS...] | --url URL)",
     )
     adapter.add_argument("name", help="server name clients open sessions to")
     adapter.add_argument("--endpoint", help="the daemon's back endpoint (default: the runtime directory's)")
@@ -150,6 +150,17 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=MAX_LINE_CONTAINERS,
         help=f"most JSON objects and arrays in one server message (default {MAX_LINE_CONTAINERS})",
+    )
+    adapter.add_argument("--url", help="serve the remote Streamable HTTP server at URL instead of a command")
+    adapter.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a header sent to --url (repeatable); ${VAR} in VALUE is read from the environment, keep secrets there",
+    )
+    adapter.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds --url may take to begin an answer (default 30)"
     )
     keys_cli.add_key_flags(adapter)
     adapter.set_defaults(func=_adapter)
@@ -328,14 +339,17 @@ def _adapter(args: argparse.Namespace) -> int:
     from mcp_troupe.transport.adapter.runner import Adapter
 
     command = args.command
-    if not command:
+    if bool(command) == bool(args.url):
         return _fail(
-            "adapter needs the server command after --, e.g. troupe adapter echo -- python3 server.py", EXIT_USAGE
+            "adapter needs either the server command after -- (troupe adapter echo -- python3 server.py) "
+            "or --url (troupe adapter search --url https://host/mcp), not both",
+            EXIT_USAGE,
         )
     try:
         endpoint = args.endpoint or discovery.find(BACK_SOCKET)
         credentials = Credentials.resolve()
-    except (RuntimeDirError, KeyFileError) as exc:
+        upstream = _upstream(args) if args.url else None
+    except (RuntimeDirError, KeyFileError, ValueError) as exc:
         return _fail(str(exc), EXIT_USAGE)
     adapter = Adapter(
         args.name,
@@ -351,10 +365,27 @@ def _adapter(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message_bytes,
         max_message_items=args.max_message_items,
         credentials=credentials,
+        upstream=upstream,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda _n, _f: adapter.request_stop())
     return adapter.run()
+
+
+def _upstream(args: argparse.Namespace) -> Callable[[Callable[[Any], object]], Any]:
+    """What makes the adapter's `Upstream`; ValueError (CredentialsError) saying what is wrong with the headers."""
+    from mcp_troupe.transport.upstream.credentials import StaticHeaders
+    from mcp_troupe.transport.upstream.loop import Upstream
+
+    templates = {}
+    for header in args.header:
+        name, sep, value = header.partition(":")
+        if not sep:
+            raise ValueError(f"--header {name!r}: write it as 'Name: value'")
+        templates[name.strip()] = value.strip()
+    headers = StaticHeaders(templates, os.environ)
+    timeout, max_bytes = args.timeout, args.max_message_bytes
+    return lambda report: Upstream(args.name, args.url, headers, report, timeout=timeout, max_message_bytes=max_bytes)
 
 
 def _http(args: argparse.Namespace) -> int:

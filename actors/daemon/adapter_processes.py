@@ -39,8 +39,13 @@ from mcp_troupe.actors.daemon.config import DaemonConfig, ServerConfig
 log = logging.getLogger("troupe.daemon")
 
 
-def adapter_command(server: ServerConfig, back: str, adapter_id: str, config: DaemonConfig) -> list[str]:
-    """The command line of the adapter child process for ``server``."""
+def adapter_command(
+    server: ServerConfig, back: str, adapter_id: str, config: DaemonConfig, url: str | None = None
+) -> list[str]:
+    """The command line of the adapter child process for ``server`` (for a remote one, serving ``url``).
+
+    A remote server's header templates go on it as they are written (``${NAME}`` unexpanded), so no
+    secret is on a command line unless the config wrote it in plain."""
     cmd = [
         sys.executable,
         "-m",
@@ -60,6 +65,11 @@ def adapter_command(server: ServerConfig, back: str, adapter_id: str, config: Da
     cmd += ["--max-message-items", str(config.max_server_frame_items)]
     if server.cwd:
         cmd += ["--cwd", server.cwd]
+    if url is not None:
+        cmd += ["--url", url, "--timeout", str(server.timeout)]
+        for name, template in server.headers.items():
+            cmd += ["--header", f"{name}: {template}"]
+        return cmd
     return [*cmd, "--", *server.command]
 
 
@@ -91,7 +101,7 @@ class AdapterProcesses:
             intensity=config.adapter_intensity, period=config.adapter_period, backoff_initial=0.5, backoff_max=10.0
         )
         self._groups = [
-            _Group(server, SupervisorCore([ChildSpec(str(i)) for i in range(server.adapters)], policy))
+            _Group(server, SupervisorCore([ChildSpec(str(i)) for i in range(len(server.adapter_urls))], policy))
             for server in config.servers.values()
         ]
         self._back = back
@@ -142,14 +152,15 @@ class AdapterProcesses:
                 process.wait()
 
     def expected(self) -> dict[str, int]:
-        return {g.server.name: g.server.adapters for g in self._groups}
+        return {g.server.name: len(g.server.adapter_urls) for g in self._groups}
 
     def _run(self, group: _Group, actions: list[Action]) -> None:
         for action in actions:
             match action:
                 case StartChild(child_id, incarnation, _):
                     adapter_id = secrets.token_hex(8)
-                    group.processes[child_id] = (incarnation, adapter_id, self._spawn(group.server, adapter_id))
+                    url = group.server.adapter_urls[int(child_id)]
+                    group.processes[child_id] = (incarnation, adapter_id, self._spawn(group.server, adapter_id, url))
                 case StopChild(child_id, _, _):
                     entry = group.processes.pop(child_id, None)
                     if entry is not None:
@@ -158,9 +169,9 @@ class AdapterProcesses:
                     group.given_up = True
                     log.critical("giving up on server %r: %s", group.server.name, reason)
 
-    def _spawn(self, server: ServerConfig, adapter_id: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, server: ServerConfig, adapter_id: str, url: str | None) -> subprocess.Popen[bytes]:
         env = {**os.environ, **server.env, **self._env}
-        command = adapter_command(server, self._back, adapter_id, self._config)
+        command = adapter_command(server, self._back, adapter_id, self._config, url)
         process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
         log.info("started adapter for server %r (pid %d)", server.name, process.pid)
         return process

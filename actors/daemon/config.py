@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mcp_troupe.actors.core.options import ON_EXIT_POLICIES, Limits
 from mcp_troupe.actors.core.supervision import Strategy, SupervisorPolicy
@@ -27,6 +28,7 @@ from mcp_troupe.transport.runtime import (
     runtime_dir,
     state_dir,
 )
+from mcp_troupe.transport.upstream.credentials import CredentialsError, check_header
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -58,6 +60,17 @@ class ServerConfig:
     pass_env: tuple[str, ...] = ()
     """Environment variables a session may bring for its own server process (``open`` ``env``, sent by
     ``troupe connect`` from its environment); none by default."""
+    url: tuple[str, ...] = ()
+    """A remote server's Streamable HTTP endpoints (instead of ``command``); each gets ``adapters`` adapters."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Headers sent to ``url``: values are templates, ``${NAME}`` read from the adapter's environment."""
+    timeout: float = 30.0
+    """Seconds ``url`` may take to begin an answer (to connect, and to send a JSON answer whole)."""
+
+    @property
+    def adapter_urls(self) -> tuple[str | None, ...]:
+        """The upstream of each adapter process to start (None: a stdio server's adapter)."""
+        return tuple(u for u in self.url for _ in range(self.adapters)) if self.url else (None,) * self.adapters
 
 
 @dataclass(frozen=True)
@@ -265,6 +278,9 @@ SERVER_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "on_exit": ((str,), "fail or restart"),
     "max_restarts": ((int,), "an integer >= 0"),
     "pass_env": ((list,), "a list of environment variable names, e.g. ['GITHUB_TOKEN']"),
+    "url": ((str, list), "an http(s) URL, or a list of them (replicas), e.g. 'https://host/mcp'"),
+    "headers": ((dict,), "a table of header values, e.g. { Authorization = 'Bearer ${SEARCH_TOKEN}' }"),
+    "timeout": ((int, float), "seconds > 0"),
 }
 
 
@@ -457,8 +473,10 @@ def _servers(table: object, path: Path) -> dict[str, ServerConfig]:
         where = f"{path}: [servers.{name}]"
         values = _checked(spec, SERVER_KEYS, where)
         command = values.pop("command", None)
-        if not command or not all(isinstance(part, str) for part in command):
-            raise ConfigError(f"{where}: command must be {SERVER_KEYS['command'][1]}")
+        urls = _urls(values.pop("url", None), command, where)
+        if not urls and (not command or not all(isinstance(part, str) for part in command)):
+            raise ConfigError(f"{where}: command must be {SERVER_KEYS['command'][1]} (or url, for a remote server)")
+        _check_headers(values.get("headers", {}), where)
         env = values.get("env", {})
         if not all(isinstance(v, str) for v in env.values()):
             raise ConfigError(f"{where}: env values must be strings")
@@ -467,13 +485,47 @@ def _servers(table: object, path: Path) -> dict[str, ServerConfig]:
             raise ConfigError(
                 f"{where}: pass_env must be {SERVER_KEYS['pass_env'][1]} (letters, digits, _; no TROUPE_)"
             )
-        server = ServerConfig(name=name, command=tuple(command), pass_env=tuple(pass_env), **values)
+        if urls and (pass_env or values.get("cwd")):
+            raise ConfigError(f"{where}: pass_env and cwd are for a command's process; a url server has none")
+        server = ServerConfig(name=name, command=tuple(command or ()), pass_env=tuple(pass_env), url=urls, **values)
         _check_server(server, where)
         servers[name] = server
     return servers
 
 
+def _urls(value: object, command: object, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if command is not None:
+        raise ConfigError(f"{where}: give either command (a stdio server) or url (a remote one), not both")
+    urls = [value] if isinstance(value, str) else value
+    if not isinstance(urls, list) or not urls:
+        raise ConfigError(f"{where}: url must be {SERVER_KEYS['url'][1]}")
+    for url in urls:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+            raise ConfigError(
+                f"{where}: url {url!r} is not an http:// or https:// URL with a host (and no user:password@; "
+                "credentials go in headers)"
+            )
+    return tuple(urls)
+
+
+def _check_headers(headers: dict[str, Any], where: str) -> None:
+    for name, value in headers.items():
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: headers.{name} must be a string")
+        try:
+            check_header(name, value)
+        except CredentialsError as exc:
+            raise ConfigError(f"{where}: headers: {exc}") from None
+
+
 def _check_server(server: ServerConfig, where: str) -> None:
+    if server.timeout <= 0:
+        raise ConfigError(f"{where}: timeout must be > 0 seconds")
+    if server.headers and not server.url:
+        raise ConfigError(f"{where}: headers are sent to a url server; this one runs a command")
     if server.capacity < 0:
         raise ConfigError(f"{where}: capacity must be >= 0 (0: no limit)")
     if server.adapters < 1:

@@ -57,9 +57,11 @@ from mcp_troupe.transport.keys import ANY_SERVER
 from mcp_troupe.transport.wire import jsonrpc
 from mcp_troupe.transport.wire.frames import MAX_ITEMS, ErrorCode, FrameError, encode
 from mcp_troupe.transport.wire.kinds import (
+    UPSTREAM_FAULTS,
     AttachFrame,
     ClientMcpFrame,
     CloseFrame,
+    FaultFrame,
     OpenFrame,
     RegisterFrame,
     decode_from_adapter,
@@ -476,6 +478,9 @@ class Dispatcher:
         if frame["t"] == "unregister":
             self._adapter_left(adapter, frame["reason"])
             return
+        if frame["t"] == "fault":
+            self._count_fault(adapter, frame)
+            return
         sid, kind = frame["sid"], frame["t"]
         route = self.sessions.get(sid)
         if route is None or route.adapter is not adapter:
@@ -497,6 +502,11 @@ class Dispatcher:
             route.actor.tell(message)
         except pykka.ActorDeadError:
             log.debug("session %s ended before its %s frame arrived", sid, kind)
+
+    def _count_fault(self, adapter: AdapterLink, frame: FaultFrame) -> None:
+        """Labels are the adapter's registered server and a known kind: an adapter cannot grow the metrics."""
+        kind = frame["kind"] if frame["kind"] in UPSTREAM_FAULTS else "other"
+        self.observers.metrics.upstream_faults.labels(adapter.server, kind).inc()
 
     def _answer_refused_reply(self, peer: bytes, exc: FrameError, size: int) -> None:
         """A server's message refused for its size: whoever waits for it hears so now, not never.

@@ -98,6 +98,12 @@ class Metrics:
             ["what"],
             registry=r,
         )
+        self.upstream_faults = Counter(
+            "troupe_upstream_faults",
+            "Failed exchanges with remote (url) servers, by server and what failed (data.upstream of -32014).",
+            ["server", "kind"],
+            registry=r,
+        )
         self._by_method: dict[tuple[Counter | Histogram, str], Any] = {}
 
     def _method_child(self, family: Counter | Histogram, method: str) -> Any:

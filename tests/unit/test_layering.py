@@ -34,6 +34,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "bridge": ("mcp_troupe.transport.bridge",),
     "http_rules": tuple(f"mcp_troupe.transport.http.{name}" for name in ("rules", "replay", "routing", "params")),
     "http": ("mcp_troupe.transport.http",),
+    "upstream_rules": tuple(f"mcp_troupe.transport.upstream.{name}" for name in ("rules", "sse", "credentials")),
+    "upstream": ("mcp_troupe.transport.upstream",),
     "core": ("mcp_troupe.actors.core",),
     "telemetry": ("mcp_troupe.actors.telemetry",),
     "shells": ("mcp_troupe.actors.shells",),
@@ -48,13 +50,15 @@ MAY_IMPORT: dict[str, set[str]] = {
     "io": {"wire"},
     "hub": {"wire", "io"},
     "client": {"wire", "io"},
-    "adapter": {"wire", "io"},
+    "adapter": {"wire", "io", "upstream", "upstream_rules"},
     "bridge": {"wire", "io"},
     "http_rules": {"wire"},
     "http": {"wire", "io", "http_rules"},
+    "upstream_rules": {"wire", "http_rules"},
+    "upstream": {"wire", "io", "http_rules", "upstream_rules"},
     "telemetry": {"wire", "core"},
     "shells": {"wire", "core", "telemetry"},
-    "daemon": {"wire", "core", "io", "hub", "telemetry", "shells", "http_rules"},
+    "daemon": {"wire", "core", "io", "hub", "telemetry", "shells", "http_rules", "upstream_rules"},
     "cli": {
         "wire",
         "core",
@@ -65,6 +69,8 @@ MAY_IMPORT: dict[str, set[str]] = {
         "bridge",
         "http",
         "http_rules",
+        "upstream",
+        "upstream_rules",
         "telemetry",
         "shells",
         "daemon",
@@ -72,7 +78,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "examples": {"wire", "io", "client"},
 }
 
-PURE = {"wire", "core", "http_rules"}
+PURE = {"wire", "core", "http_rules", "upstream_rules"}
 """Groups that never touch sockets, threads' clocks or pykka."""
 
 IMPURE_MODULES = {"zmq", "pykka", "socket", "select", "selectors", "subprocess", "asyncio", "time", "datetime"}

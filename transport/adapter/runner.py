@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any, Final, Literal
 
 import zmq
@@ -36,13 +37,15 @@ from mcp_troupe.transport.adapter.server_process import (
 from mcp_troupe.transport.dealer import DealerLink
 from mcp_troupe.transport.keys import Credentials
 from mcp_troupe.transport.mailbox import Mailbox
+from mcp_troupe.transport.upstream.loop import Upstream
+from mcp_troupe.transport.upstream.session import FaultEvent, UpstreamSession
 from mcp_troupe.transport.wire import frames
 from mcp_troupe.transport.wire.kinds import ErrorFrame, decode_for_adapter
 
 log = logging.getLogger("troupe.adapter")
 
 StopEvent = tuple[Literal["stop"], str]
-_Item = ProcessEvent | StopEvent
+_Item = ProcessEvent | StopEvent | FaultEvent
 
 _HOUSEKEEPING_MS: Final = 500
 EXIT_REFUSED: Final = 3
@@ -77,11 +80,13 @@ class Adapter:
         max_message_bytes: int = MAX_LINE_BYTES,
         max_message_items: int = MAX_LINE_CONTAINERS,
         credentials: Credentials | None = None,
+        upstream: Callable[[Callable[[Any], object]], Upstream] | None = None,
     ) -> None:
         """``capacity`` 0 means unlimited; ``env`` replaces the servers' environment (None: the adapter's);
         either way troupe's own ``TROUPE_*`` variables are left out. ``credentials``: CurveZMQ keys for a
-        tcp endpoint (`Credentials.resolve`)."""
-        if not command:
+        tcp endpoint (`Credentials.resolve`). ``upstream``: serve a remote server instead of ``command``
+        (called with the function its sessions report through, it makes the `Upstream`)."""
+        if not command and upstream is None:
             raise ValueError("command must name a program to run")
         if capacity < 0:
             raise ValueError("capacity must be 0 (unlimited) or more")
@@ -95,7 +100,7 @@ class Adapter:
         self._shutdown_timeout = stop_timeout + term_timeout + _SHUTDOWN_GRACE
         self._mailbox: Mailbox[_Item] = Mailbox()
         self._base_env = dict(os.environ if env is None else env)
-        self._start_process = functools.partial(
+        self._start_process: Callable[..., ServerProcess | UpstreamSession] = functools.partial(
             ServerProcess,
             command=list(command),
             report=self._mailbox.put,
@@ -105,7 +110,10 @@ class Adapter:
             max_line=max_message_bytes,
             max_containers=max_message_items,
         )
-        self._sessions: dict[str, ServerProcess] = {}
+        self._upstream = upstream(self._mailbox.put) if upstream is not None else None
+        if self._upstream is not None:
+            self._start_process = self._upstream.open
+        self._sessions: dict[str, ServerProcess | UpstreamSession] = {}
         self._paused: set[str] = set()
         """Sessions whose client is not reading (the daemon said ``pause``): their output waits in the server."""
         self._choked = False
@@ -139,6 +147,8 @@ class Adapter:
             )
             link.connect()
             log.info("adapter for %r connecting to %s", self.server, self.endpoint)
+            if self._upstream is not None:
+                self._upstream.start()
             try:
                 self._loop(link)
                 self._report_abandoned()
@@ -146,6 +156,8 @@ class Adapter:
                 self._flush_outbox()
             finally:
                 link.close()
+                if self._upstream is not None:
+                    self._upstream.close()
         finally:
             context.term()
         log.info("adapter for %r stopped", self.server)
@@ -292,6 +304,9 @@ class Adapter:
                 self._paused.discard(sid)
                 log.info("session %s: server %s", sid, reason)
                 self._send_exited(sid, code, reason)
+            case ("fault", sid, kind, status):
+                if sid in self._sessions:
+                    self._send("fault", sid=sid, kind=kind, status=status)
             case ("stop", reason):
                 self._begin_shutdown(reason)
 

@@ -149,6 +149,7 @@ ADAPTER_TO_DAEMON: Final[Mapping[str, Schema]] = {
     "mcp": {"sid": (STR, True), "msg": (MAP, False), "json": (STR, False)},
     "exited": {"sid": (STR, True), "code": (INT, False), "reason": (STR, True)},
     "stderr": {"sid": (STR, True), "line": (STR, True)},
+    "fault": {"sid": (STR, True), "kind": (STR, True), "status": (INT, False)},
     "unregister": {"reason": (STR, True)},
 }
 

@@ -31,6 +31,9 @@ NOT_INITIALIZED: Final = -32012
 MESSAGE_TOO_LARGE: Final = -32013
 """troupe: a message is larger than troupe carries (a server's reply over ``max_server_frame_bytes``);
 ``data: {limit, size}`` (bytes), or ``{limit, items}`` for one holding too many maps and arrays."""
+UPSTREAM_FAILED: Final = -32014
+"""troupe: a remote (``url``) server failed the request; ``data: {upstream, server, url, http_status?}``, where
+``upstream`` names what failed (connect, tls, timeout, unauthorized, http_error, not_mcp, stream_lost, protocol)."""
 UNSUPPORTED_PROTOCOL_VERSION: Final = -32022
 """MCP 2026-07-28: ``data: {supported, requested}``."""
 

@@ -8,7 +8,7 @@ by field, so the two cannot drift. A decoded ``mcp`` frame always has ``msg``
 (a ``json`` fallback is parsed into it by `decode`).
 """
 
-from typing import Any, Literal, NotRequired, TypeAlias, TypedDict, cast
+from typing import Any, Final, Literal, NotRequired, TypeAlias, TypedDict, cast
 
 from mcp_troupe.transport.wire.frames import (
     ADAPTER_TO_DAEMON,
@@ -184,6 +184,30 @@ class ServerStderrFrame(TypedDict):
     line: str
 
 
+UPSTREAM_FAULTS: Final = (
+    "connect",
+    "tls",
+    "timeout",
+    "unauthorized",
+    "http_error",
+    "not_mcp",
+    "too_large",
+    "stream_lost",
+    "protocol",
+)
+"""What a remote server's failure can be (``fault`` frames, ``data.upstream`` of error -32014, the metric's label)."""
+
+
+class FaultFrame(TypedDict):
+    """A remote server failed one exchange of the session (counted; the client got its error already)."""
+
+    v: int
+    t: Literal["fault"]
+    sid: str
+    kind: str
+    status: NotRequired[int]
+
+
 class UnregisterFrame(TypedDict):
     v: int
     t: Literal["unregister"]
@@ -191,7 +215,14 @@ class UnregisterFrame(TypedDict):
 
 
 AdapterFrame: TypeAlias = (
-    RegisterFrame | HeartbeatFrame | SpawnedFrame | ServerMcpFrame | ExitedFrame | ServerStderrFrame | UnregisterFrame
+    RegisterFrame
+    | HeartbeatFrame
+    | SpawnedFrame
+    | ServerMcpFrame
+    | ExitedFrame
+    | ServerStderrFrame
+    | FaultFrame
+    | UnregisterFrame
 )
 
 # -- daemon -> adapter -----------------------------------------------------------------
@@ -266,6 +297,7 @@ KINDS: dict[str, dict[str, type]] = {
         "mcp": ServerMcpFrame,
         "exited": ExitedFrame,
         "stderr": ServerStderrFrame,
+        "fault": FaultFrame,
         "unregister": UnregisterFrame,
     },
     "daemon_to_adapter": {

@@ -1,0 +1,1 @@
+"""The client side of Streamable HTTP: troupe speaking to remote MCP servers (``[servers.NAME] url``)."""

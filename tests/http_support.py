@@ -41,13 +41,14 @@ def everything_env() -> dict[str, str]:
     return {"PYTHONPATH": str(EVERYTHING_FIXTURE)}
 
 
-def http_config(port: int, extra: str = "", *, everything: bool = True, daemon: str = "") -> Path:
-    """A config serving the example server (and the everything-server over stdio) with HTTP on ``port``."""
-    servers = f"[servers.example]\ncommand = {json.dumps([sys.executable, '-m', 'mcp_troupe.examples.server'])}\n"
+def http_config(port: int, extra: str = "", *, everything: bool = True, daemon: str = "", servers: str = "") -> Path:
+    """A config serving the example server (and the everything-server over stdio) with HTTP on ``port``;
+    ``servers``: more ``[servers.NAME]`` tables."""
+    tables = f"[servers.example]\ncommand = {json.dumps([sys.executable, '-m', 'mcp_troupe.examples.server'])}\n"
     if everything:
-        servers += f"[servers.everything]\ncommand = {json.dumps(EVERYTHING_STDIO)}\n"
-        servers += f'env = {{ PYTHONPATH = "{EVERYTHING_FIXTURE}" }}\n'
-    text = f'[daemon]\n{daemon}\n[http]\naddress = "127.0.0.1:{port}"\n{extra}\n{servers}'
+        tables += f"[servers.everything]\ncommand = {json.dumps(EVERYTHING_STDIO)}\n"
+        tables += f'env = {{ PYTHONPATH = "{EVERYTHING_FIXTURE}" }}\n'
+    text = f'[daemon]\n{daemon}\n[http]\naddress = "127.0.0.1:{port}"\n{extra}\n{tables}{servers}'
     path = Path(tempfile.mkdtemp(prefix="trp-http-", dir="/tmp")) / "troupe.toml"
     path.write_text(text)
     return path
@@ -63,11 +64,13 @@ class HttpDaemon:
         return f"http://127.0.0.1:{self.port}/mcp/{server}"
 
 
-def start_http_daemon(extra: str = "", *, everything: bool = True, daemon: str = "") -> HttpDaemon:
-    """``extra``: more of ``[http]``; ``daemon``: lines of ``[daemon]``."""
+def start_http_daemon(
+    extra: str = "", *, everything: bool = True, daemon: str = "", servers: str = "", more: int = 0
+) -> HttpDaemon:
+    """``extra``: more of ``[http]``; ``daemon``: lines of ``[daemon]``; ``servers``: ``more`` server tables."""
     port = free_port()
-    config = http_config(port, extra, everything=everything, daemon=daemon)
-    daemon = start_daemon(["--config", str(config)], servers=2 if everything else 1)
+    config = http_config(port, extra, everything=everything, daemon=daemon, servers=servers)
+    daemon = start_daemon(["--config", str(config)], servers=(2 if everything else 1) + more)
     http = HttpDaemon(daemon, port)
     from conftest import wait_for
 

@@ -1,8 +1,9 @@
 """The official MCP conformance suite through troupe's HTTP front, against the same suite run directly.
 
-The server is the official Python SDK's conformance everything-server (``../shared/fixtures``), once
-over its own Streamable HTTP and once behind troupe over stdio: HTTP in, ZeroMQ through the
-daemon, stdio out. Every check it passes directly must pass through troupe, at both eras.
+The server is the official Python SDK's conformance everything-server (``../shared/fixtures``), run
+over its own Streamable HTTP, and behind troupe twice: over stdio (HTTP in, ZeroMQ through the daemon,
+stdio out) and by its URL as a remote server (HTTP in, ZeroMQ through the daemon, HTTP out). Every
+check it passes directly must pass through troupe, both ways, at both eras.
 """
 
 from __future__ import annotations
@@ -76,12 +77,13 @@ def direct() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def through() -> Iterator[HttpDaemon]:
+def through(direct: str) -> Iterator[HttpDaemon]:
     # Two settings differ from the defaults, both documented in docs/http.rst ("Conformance"): SSE polling on,
     # which serves test_reconnection's request to close the stream (a stdio server cannot ask it); and every
     # answer as SSE (json_within = 0), since the suite credits "multiple SSE streams" only to SSE answers,
     # while by default troupe sends a fast answer as plain JSON, as the transport also allows.
-    http = start_http_daemon("sse_poll_after = 0.1\njson_within = 0\n")
+    remote = f'[servers.remote]\nurl = "{direct}"\n'
+    http = start_http_daemon("sse_poll_after = 0.1\njson_within = 0\n", servers=remote, more=1)
     yield http
     finish(http.daemon)
 
@@ -89,12 +91,13 @@ def through() -> Iterator[HttpDaemon]:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("version", ["2025-11-25", "2026-07-28"])
+@pytest.mark.parametrize("behind", ["everything", "remote"], ids=["stdio", "url"])
 def test_the_conformance_suite_passes_through_troupe_every_check_it_passes_directly(
-    node22: Node22, direct: str, through: HttpDaemon, version: str
+    node22: Node22, direct: str, through: HttpDaemon, version: str, behind: str
 ) -> None:
     expected = run_suite(node22, direct, version)
     try:
-        got = run_suite(node22, through.url("everything"), version)
+        got = run_suite(node22, through.url(behind), version)
     except AssertionError as exc:
         raise AssertionError(
             f"{exc}\n--- the daemon's log (and its HTTP front's):\n{through.daemon.log()[-6000:]}"

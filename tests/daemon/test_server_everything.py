@@ -1,8 +1,13 @@
-"""The npm reference server (server-everything, legacy era) behind an adapter."""
+"""The npm reference server (server-everything, legacy era) behind an adapter: over stdio, and as a remote
+server in its Streamable HTTP mode (``url``), reached the same ways."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import RunningDaemon, finish, start_daemon, wait_for
+from http_support import free_port
 
 from mcp_troupe.transport.client import Session
 from mcp_troupe.transport.wire import jsonrpc
@@ -17,17 +23,46 @@ from mcp_troupe.transport.wire import jsonrpc
 CAPABILITIES = {"roots": {"listChanged": True}, "sampling": {}, "elicitation": {}}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["stdio", "url"])
 def everything_daemon(
-    server_everything: list[str], tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, server_everything: list[str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningDaemon]:
+    """server-everything behind troupe over stdio, and in its ``streamableHttp`` mode by its URL."""
     config = tmp_path_factory.mktemp("everything") / "troupe.toml"
-    config.write_text(f"[servers.everything]\ncommand = {json.dumps(server_everything)}\n")
-    daemon = start_daemon(["--config", str(config)])
-    try:
+    with contextlib.ExitStack() as stack:
+        if request.param == "stdio":
+            config.write_text(f"[servers.everything]\ncommand = {json.dumps(server_everything)}\n")
+        else:
+            url = stack.enter_context(everything_over_http(server_everything))
+            config.write_text(f'[servers.everything]\nurl = "{url}"\n')
+        daemon = start_daemon(["--config", str(config)])
+        stack.callback(finish, daemon)
         yield daemon
+
+
+@contextlib.contextmanager
+def everything_over_http(stdio_command: list[str]) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [*stdio_command[:-1], "streamableHttp"],
+        env={**os.environ, "PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _listening(port), 30, "server-everything to serve HTTP")
+        yield f"http://127.0.0.1:{port}/mcp"
     finally:
-        finish(daemon)
+        process.terminate()
+        process.wait(10)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def next_request(session: Session, method: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ processes too, talking ZeroMQ and HTTP as users run them.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import os
@@ -133,7 +134,8 @@ def test_each_upstream_fault_is_a_clear_error_counted_by_server_while_other_sess
         assert error.data.get("http_status") == status and words in error.message, (server, error)
         assert "127.0.0.1" in error.data["url"], error.data
         assert call(healthy, server)["content"][0]["text"] == "ok ok"  # the other session carries on
-        wait_for(lambda: metric(metrics, server, kind) >= 1, 10, f"the {kind} fault of {server} in the metrics")
+        counted = functools.partial(metric, metrics, server, kind)
+        wait_for(lambda: counted() >= 1, 10, f"the {kind} fault of {server} in the metrics")  # noqa: B023
     healthy.close()
     healthy_client.close()
 

@@ -1,7 +1,8 @@
 """A tiny MCP server used to exercise troupe against a real SDK-built peer.
 
 Run it with ``python -m mcp_troupe.examples.server``: it speaks newline-delimited JSON-RPC
-on stdin/stdout (stdout carries protocol messages only; the SDK logs to stderr).
+on stdin/stdout (stdout carries protocol messages only; the SDK logs to stderr). With
+``--http PORT`` it serves Streamable HTTP at ``http://127.0.0.1:PORT/mcp`` instead.
 Tests of timeouts, progress notifications and cancellation drive it.
 
 Tools:
@@ -164,8 +165,14 @@ def ask_user(question: str, reply: Annotated[ElicitationResult[Answer], Resolve(
 
 
 def main() -> None:
-    """Serve on stdio until stdin closes."""
-    server.run("stdio")
+    """Serve on stdio until stdin closes; ``--http PORT`` serves Streamable HTTP on 127.0.0.1:PORT/mcp instead
+    (what troupe's remote-server path is measured and tried against)."""
+    if len(sys.argv) == 3 and sys.argv[1] == "--http" and sys.argv[2].isdigit():
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    elif len(sys.argv) > 1:
+        sys.exit("usage: python -m mcp_troupe.examples.server [--http PORT]")
+    else:
+        server.run("stdio")
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ TYPE_WORDS: dict[tuple[type, ...], str] = {
     (bool,): "boolean",
     (list,): "list of strings",
     (dict,): "table of strings",
+    (str, list): "string or list of strings",
 }
 """How the doc's "type" column names the types the loader accepts."""
 

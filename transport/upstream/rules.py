@@ -129,11 +129,15 @@ class Fault:
     kind: str
     message: str
     status: int | None = None
+    limit: int | None = None
+    """For ``too_large``: the bound in bytes that the message went over."""
 
     def answer(self, request_id: jsonrpc.RequestId, server: str, url: str) -> dict[str, Any]:
         data: dict[str, Any] = {"upstream": self.kind, "server": server, "url": redact_url(url)}
         if self.status is not None:
             data["http_status"] = self.status
+        if self.limit is not None:
+            data["limit"] = self.limit
         code = jsonrpc.MESSAGE_TOO_LARGE if self.kind == "too_large" else UPSTREAM_FAILED
         return jsonrpc.error(request_id, code, f"troupe: upstream {redact_url(url)}: {self.message}", data)
 

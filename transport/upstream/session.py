@@ -238,7 +238,8 @@ class SessionCore:
                 self._deliver(message, None)
         except (httpx.TransportError, SseError) as exc:
             if isinstance(exc, SseError):
-                raise StatusFault(Fault("too_large", str(exc), response.status_code)) from None
+                fault = Fault("too_large", str(exc), response.status_code, self._shared.max_bytes)
+                raise StatusFault(fault) from None
             log.info("session %s: upstream response stream broke (%s)", self.sid, type(exc).__name__)
         finally:
             stream.last_id = parser.last_id or stream.last_id
@@ -370,7 +371,12 @@ class SessionCore:
             body += chunk
             if len(body) > self._shared.max_bytes:
                 raise StatusFault(
-                    Fault("too_large", f"sent a body over {self._shared.max_bytes} bytes", response.status_code)
+                    Fault(
+                        "too_large",
+                        f"sent a body over {self._shared.max_bytes} bytes (--max-message-bytes of the adapter)",
+                        response.status_code,
+                        self._shared.max_bytes,
+                    )
                 )
         return bytes(body)
 

@@ -32,8 +32,9 @@ MESSAGE_TOO_LARGE: Final = -32013
 """troupe: a message is larger than troupe carries (a server's reply over ``max_server_frame_bytes``);
 ``data: {limit, size}`` (bytes), or ``{limit, items}`` for one holding too many maps and arrays."""
 UPSTREAM_FAILED: Final = -32014
-"""troupe: a remote (``url``) server failed the request; ``data: {upstream, server, url, http_status?}``, where
-``upstream`` names what failed (connect, tls, timeout, unauthorized, http_error, not_mcp, stream_lost, protocol)."""
+"""troupe: a remote (``url``) server failed the request; ``data: {upstream, server, url, http_status}``, where
+``upstream`` names what failed (connect, tls, timeout, unauthorized, http_error, not_mcp, stream_lost, protocol)
+and ``http_status`` is there only when the server answered with an HTTP status."""
 UNSUPPORTED_PROTOCOL_VERSION: Final = -32022
 """MCP 2026-07-28: ``data: {supported, requested}``."""
 

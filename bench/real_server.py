@@ -24,6 +24,14 @@ Paths (each keeps one session open for the whole measurement):
 ``troupe_http_sdk1``
     mcp-proxy's client (SDK 1.x) to troupe's HTTP front: the same client on
     both HTTP paths, so the two added latencies compare the proxies alone.
+``direct_http``
+    This environment's SDK's Streamable HTTP client to the example server run
+    over its own HTTP (``python -m mcp_troupe.examples.server --http PORT``):
+    the baseline of a remote server.
+``troupe_connect_remote``
+    The SDK client over stdio to ``troupe connect remote``, a server whose
+    config has ``url`` = that same HTTP server: through the daemon and an HTTP
+    adapter (httpx) to it, compared with ``direct_http``.
 
 Only one path is active at a time: the measurement runs in rounds, each path
 making a block of sequential calls per round in a shuffled order, so that
@@ -33,9 +41,11 @@ wall-clock time from the client's call to its awaited result.
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -132,18 +142,44 @@ class LibraryPath:
         self.client.close()
 
 
-def _connect_command(front: str) -> list[str]:
+def _connect_command(front: str, server: str = "example") -> list[str]:
     troupe = Path(PYTHON).parent / "troupe"
     base = [str(troupe)] if troupe.exists() else [PYTHON, "-m", "mcp_troupe.actors"]
-    return [*base, "connect", "example", "--endpoint", front]
+    return [*base, "connect", server, "--endpoint", front]
+
+
+def _config(remote_port: int) -> str:
+    """The embedded default's example server, and the same server reached by URL as ``remote``."""
+    return (
+        f"[servers.example]\ncommand = {json.dumps(SERVER_COMMAND)}\n\n"
+        f'[servers.remote]\nurl = "http://127.0.0.1:{remote_port}/mcp"\n'
+    )
+
+
+def _start_remote(port: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*SERVER_COMMAND, "--http", str(port)], cwd=ROOT, env=bench_env(), stdout=out, stderr=subprocess.STDOUT
+        )
+    wait_for(lambda: _port_open(port) or process.poll() is not None, 60, "the example server's HTTP to listen", 0.05)
+    if process.poll() is not None:
+        raise RuntimeError(f"the example server over HTTP exited with {process.returncode}:\n{log.read_text()[-2000:]}")
+    return process
 
 
 def run(quick: bool, proxy_python: Future[Path]) -> dict[str, Any]:
     rounds, block, warmup = (3, 10, 10) if quick else (30, 60, 100)
     # The default per-session rate limit (100 requests/s, bursts of 200) is below what one sequential
     # client does against this server (~250-500 calls/s): it would refuse calls, not slow them.
-    http_port = free_port()
-    daemon = start_daemon(["--rate-per-session", "0", "--http", f"127.0.0.1:{http_port}"], servers=1)
+    http_port, remote_port = free_port(), free_port()
+    remote = _start_remote(remote_port, Path(tempfile.gettempdir()) / f"trb-remote-{remote_port}.log")
+    try:
+        daemon = start_daemon(
+            ["--rate-per-session", "0", "--http", f"127.0.0.1:{http_port}"], config=_config(remote_port), servers=2
+        )
+    except BaseException:
+        stop_process(remote)
+        raise
     logs = daemon.runtime_dir
     paths: dict[str, Path_] = {}
     proxy: subprocess.Popen[bytes] | None = None
@@ -153,6 +189,12 @@ def run(quick: bool, proxy_python: Future[Path]) -> dict[str, Any]:
             "direct": DriverPath(PYTHON, ["stdio", "--", *SERVER_COMMAND], logs / "direct.log"),
             "troupe_connect": DriverPath(
                 PYTHON, ["stdio", "--", *_connect_command(daemon.front)], logs / "connect.log"
+            ),
+            "direct_http": DriverPath(
+                PYTHON, ["http", f"http://127.0.0.1:{remote_port}/mcp"], logs / "direct-http.log"
+            ),
+            "troupe_connect_remote": DriverPath(
+                PYTHON, ["stdio", "--", *_connect_command(daemon.front, "remote")], logs / "connect-remote.log"
             ),
         }
         paths["client_library"] = LibraryPath(daemon.front)
@@ -212,7 +254,7 @@ def run(quick: bool, proxy_python: Future[Path]) -> dict[str, Any]:
             path.run(warmup)
         order = list(paths)
         rng = random.Random(7)
-        watched = _troupe_processes(daemon.pid, drivers.get("troupe_connect"))
+        watched = _troupe_processes(daemon.pid, drivers.get("troupe_connect")) | {"remote_server": remote.pid}
         cpu: dict[str, dict[str, float]] = {name: dict.fromkeys(watched, 0.0) for name in paths}
         for _ in range(rounds):
             rng.shuffle(order)
@@ -230,6 +272,7 @@ def run(quick: bool, proxy_python: Future[Path]) -> dict[str, Any]:
         if proxy is not None:
             stop_process(proxy)
         daemon.stop()
+        stop_process(remote)
     ms = 1e-6
     result: dict[str, Any] = {
         "what": "tools/call add on the example server, sequential calls, one session per path; milliseconds",
@@ -266,9 +309,14 @@ def run(quick: bool, proxy_python: Future[Path]) -> dict[str, Any]:
         result["troupe_http_vs_mcp_proxy_added_p50"] = ratio(
             result["troupe_http_sdk1_added_p50_ms"], result["mcp_proxy_added_p50_ms"], 3
         )
+    if "direct_http" in p and "troupe_connect_remote" in p:
+        dh, r = p["direct_http"], p["troupe_connect_remote"]
+        result["remote_ratio_p50"] = ratio(r["p50"], dh["p50"])
+        result["remote_added_p50_ms"] = round(r["p50"] - dh["p50"], 3)
+        result["remote_added_p95_ms"] = round(r["p95"] - dh["p95"], 3)
     calls = rounds * block
     result["troupe_cpu_us_per_call"] = {}
-    for name in ("troupe_connect", "client_library", "troupe_http"):
+    for name in ("troupe_connect", "client_library", "troupe_http", "troupe_connect_remote"):
         if name in cpu:
             per_call = {proc: spent / calls * 1e6 for proc, spent in cpu[name].items()}
             servers = sum(v for proc, v in per_call.items() if proc.startswith("server_process_"))
@@ -296,6 +344,9 @@ def _troupe_processes(daemon_pid: int, connect: DriverPath | None) -> dict[str, 
     for adapter in _children(daemon_pid):
         if b"\0http\0" in _cmdline(adapter):
             procs["http_front"] = adapter
+            continue
+        if b"\0--url\0" in _cmdline(adapter):
+            procs["http_adapter"] = adapter
             continue
         procs["adapter"] = adapter
         for i, server in enumerate(_children(adapter)):

@@ -191,6 +191,14 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                         p[name][q],
                         round(p[name][q] / p["direct"][q], 2),
                     )
+        if "troupe_connect_remote" in p and "direct_http" in p:
+            for q in ("p50", "p95"):
+                add(
+                    f"2 add {q} (ms): direct HTTP | troupe connect to it by url",
+                    p["direct_http"][q],
+                    p["troupe_connect_remote"][q],
+                    round(p["troupe_connect_remote"][q] / p["direct_http"][q], 2),
+                )
         if "mcp_proxy" in p and "direct_sdk1" in p:
             for q in ("p50", "p95"):
                 add(

@@ -7,6 +7,7 @@ processes too, talking ZeroMQ and HTTP as users run them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
 import json
@@ -28,8 +29,9 @@ SECRET = "s3cret-" + os.urandom(6).hex()
 CALL_TIMEOUT = 20.0
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[int]:
+@contextlib.contextmanager
+def faulty_upstream() -> Iterator[int]:
+    """``tests/programs/faulty_upstream.py`` serving on a free port, in its own process."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "programs" / "faulty_upstream.py"), str(port)],
@@ -37,9 +39,17 @@ def upstream() -> Iterator[int]:
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert process.stdout is not None and process.stdout.readline().strip() == "serving"
-    yield port
-    process.communicate(timeout=10)
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "serving"
+        yield port
+    finally:
+        process.communicate(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[int]:
+    with faulty_upstream() as port:
+        yield port
 
 
 MODES = {
@@ -53,13 +63,17 @@ MODES = {
     "html": ("html", ""),
     "drop": ("drop", ""),
     "expire": ("expire", 'on_exit = "restart"\n'),
+    "big": ("big", ""),
+    "bigsse": ("bigsse", ""),
 }
+MAX_MESSAGE = 100_000
+"""The daemon's max_server_frame_bytes here: the big modes' 300 kB answers are over it."""
 
 
 @pytest.fixture(scope="module")
 def remote(upstream: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningDaemon, int]]:
     metrics = free_port()
-    text = f'[daemon]\nmetrics_address = "127.0.0.1:{metrics}"\n'
+    text = f'[daemon]\nmetrics_address = "127.0.0.1:{metrics}"\nmax_server_frame_bytes = {MAX_MESSAGE}\n'
     for name, (mode, extra) in MODES.items():
         text += f'[servers.{name}]\nurl = "http://127.0.0.1:{upstream}/mcp/{mode}"\n{extra}'
     text += f'[servers.refused]\nurl = "http://127.0.0.1:{free_port()}/mcp"\n'
@@ -198,3 +212,44 @@ def test_an_upstream_that_expires_the_session_takes_the_restart_and_replay_path(
         assert "HTTP 404" in failed.value.message
         assert call(session)["content"][0]["text"] == "ok expire"  # a new upstream session, handshake replayed
         assert not session.closed
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("server", ["big", "bigsse"])
+def test_an_upstream_answer_over_the_size_limit_is_refused_as_too_large(
+    remote: tuple[RunningDaemon, int], server: str
+) -> None:
+    daemon, metrics = remote
+    client, session = opened(daemon, server)
+    with client:
+        session.initialize()
+        with pytest.raises(RequestError) as failed:
+            call(session)
+        error = failed.value
+        assert error.code == jsonrpc.MESSAGE_TOO_LARGE, error
+        assert error.data["upstream"] == "too_large" and error.data["limit"] == MAX_MESSAGE, error.data
+        assert error.data["http_status"] == 200 and "max_server_frame_bytes" in error.message, error.message
+        assert session.request("ping", timeout=CALL_TIMEOUT) == {}  # the session carries on
+    wait_for(lambda: metric(metrics, server, "too_large") >= 1, 10, f"the too_large fault of {server} in the metrics")
+
+
+@pytest.mark.timeout(90)
+def test_sessions_are_spread_over_the_replicas_a_url_list_names(tmp_path: Path) -> None:
+    with faulty_upstream() as first, faulty_upstream() as second:
+        replicas = f'"http://127.0.0.1:{first}/mcp/ok", "http://127.0.0.1:{second}/mcp/ok"'
+        config = tmp_path / "troupe.toml"
+        config.write_text(f"[servers.spread]\nurl = [{replicas}]\ncapacity = 2\n")
+        daemon = start_daemon(["--config", str(config)], servers=2)
+        try:
+            with daemon.client(timeout=CALL_TIMEOUT) as client:
+                sessions = [client.open("spread") for _ in range(4)]
+                for session in sessions:
+                    session.initialize()
+                    assert call(session)["content"][0]["text"] == "ok ok"
+                assert stats(first)["sessions"] == 2 and stats(second)["sessions"] == 2
+                with pytest.raises(Exception, match="server_busy"):
+                    client.open("spread")  # both replicas' adapters are full
+                sessions[0].close()
+                wait_for(lambda: stats(first)["sessions"] + stats(second)["sessions"] == 3, 10, "a DELETE upstream")
+        finally:
+            finish(daemon)

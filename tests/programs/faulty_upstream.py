@@ -1,10 +1,11 @@
 """A remote MCP server (Streamable HTTP, legacy era) that fails on purpose: ``python faulty_upstream.py PORT``.
 
-``/mcp/MODE`` answers ``initialize``, notifications and other requests properly; ``tools/call`` does what MODE says:
-``ok`` answers; ``401``, ``403``, ``500``, ``503`` answer that status without MCP; ``slow`` waits 5 s;
-``html`` sends a web page; ``drop`` starts an event stream, sends a progress event and cuts the
-connection, the answer coming only to a ``GET`` with ``Last-Event-ID``; ``expire`` answers once and then
-forgets every session (404 from then on). ``GET /stats`` says how many times each answer was sent.
+``/mcp/MODE`` answers ``initialize``, notifications and other requests properly; ``tools/call`` does what
+MODE says: ``ok`` answers; ``401``, ``403``, ``500``, ``503`` answer that status without MCP; ``slow``
+waits 5 s; ``html`` sends a web page; ``big`` and ``bigsse`` answer 300 kB, as JSON or as one event;
+``drop`` starts an event stream, sends a progress event and cuts the connection, the answer coming only
+to a ``GET`` with ``Last-Event-ID``; ``expire`` answers once and then forgets every session (404 from
+then on). ``GET /stats`` says how many times each answer was sent, and how many sessions are open.
 
 The standard library's server, on purpose: a failing upstream must be able to do what no framework
 would (cut a stream, lie about its content).
@@ -27,6 +28,8 @@ PARKED: dict[str, dict[str, Any]] = {}
 SENT: Counter[str] = Counter()
 """What was sent, by request id: an answer must go out once."""
 HEADERS_SEEN: list[dict[str, str]] = []
+BIG = 300_000
+"""Characters of the answer's text in modes ``big`` (a JSON body) and ``bigsse`` (one event)."""
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -83,6 +86,12 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, answer)
         elif mode == "html":
             self._raw(200, "text/html", b"<html><body>a login page</body></html>")
+        elif mode in ("big", "bigsse"):
+            answer["result"]["content"][0]["text"] = "x" * BIG
+            if mode == "big":
+                self._json(200, answer)
+            else:
+                self._stream([("1", answer)])
         elif mode == "drop":
             PARKED["1"] = answer
             progress = {"progressToken": msg_id, "progress": 1, "total": 2}

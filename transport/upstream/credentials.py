@@ -40,7 +40,7 @@ def references(template: str) -> list[str]:
     names = []
     for found in _REFERENCE.finditer(template):
         if found.group(0) == "$":
-            raise CredentialsError(f"{template!r}: a '$' must start ${{NAME}} (or be written $$)")
+            raise CredentialsError("a '$' in a header value must start ${NAME} (or be written $$)")
         if found.group(1):
             names.append(found.group(1))
     return names
@@ -54,7 +54,10 @@ def check_header(name: str, template: str) -> None:
         raise CredentialsError(f"header {name!r} is set by troupe itself and cannot be configured")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in template):
         raise CredentialsError(f"header {name!r}: its value holds a control character")
-    references(template)
+    try:
+        references(template)
+    except CredentialsError as exc:
+        raise CredentialsError(f"header {name!r}: {exc}") from None
 
 
 def expand(template: str, environ: Mapping[str, str]) -> str:

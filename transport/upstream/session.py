@@ -238,7 +238,7 @@ class SessionCore:
                 self._deliver(message, None)
         except (httpx.TransportError, SseError) as exc:
             if isinstance(exc, SseError):
-                fault = Fault("too_large", str(exc), response.status_code, self._shared.max_bytes)
+                fault = Fault("too_large", f"{exc}{_TOO_LARGE_ADVICE}", response.status_code, self._shared.max_bytes)
                 raise StatusFault(fault) from None
             log.info("session %s: upstream response stream broke (%s)", self.sid, type(exc).__name__)
         finally:
@@ -373,7 +373,7 @@ class SessionCore:
                 raise StatusFault(
                     Fault(
                         "too_large",
-                        f"sent a body over {self._shared.max_bytes} bytes (--max-message-bytes of the adapter)",
+                        f"sent a body over {self._shared.max_bytes} bytes{_TOO_LARGE_ADVICE}",
                         response.status_code,
                         self._shared.max_bytes,
                     )
@@ -434,6 +434,12 @@ class StatusFault(Exception):
     def __init__(self, fault: Fault) -> None:
         super().__init__(fault.message)
         self.fault = fault
+
+
+_TOO_LARGE_ADVICE: Final = (
+    " (max_server_frame_bytes in the daemon's config, --max-message-bytes of the adapter); ask for less, "
+    "or have the limit raised"
+)
 
 
 def describe(exc: BaseException, timeout: float) -> Fault:

@@ -171,9 +171,8 @@ def server() -> Iterator[ServerProcess]:
 
 def finish(srv: ServerProcess) -> None:
     """End a session: stdin closed, the process exits 0 promptly, stdout held only JSON."""
-    started = time.monotonic()
-    assert srv.close_and_wait(timeout=5.0) == 0, srv.stderr_text()
-    assert time.monotonic() - started < 5.0
+    # ~0.2 s on a quiet machine; the bound is for a loaded CI machine, and a server that never exits fails it.
+    assert srv.close_and_wait(timeout=15.0) == 0, srv.stderr_text()
     assert srv.non_json_stdout == [], "stdout must carry protocol messages only"
 
 

@@ -64,7 +64,7 @@ _STDOUT_DRAIN_TIMEOUT: Final = 1.0
 """How long, after the exit, the writer waits for the reader to reach end of file.
 
 This keeps a server's last output ahead of its ``exited`` event; the bound is for
-a grandchild that inherited stdout and holds it open.
+a grandchild that inherited stdout and holds it open. The stderr reader gets as long.
 """
 
 
@@ -164,9 +164,10 @@ class ServerProcess:
     def _start_threads(self, command: Sequence[str]) -> None:
         name = f"{self.sid[:8]}-{self.pid}"
         try:
+            self._stderr_reader = threading.Thread(target=self._stderr_loop, name=f"server-stderr-{name}", daemon=True)
+            self._stderr_reader.start()
             threading.Thread(target=self._read_loop, name=f"server-read-{name}", daemon=True).start()
             threading.Thread(target=self._write_loop, name=f"server-write-{name}", daemon=True).start()
-            threading.Thread(target=self._stderr_loop, name=f"server-stderr-{name}", daemon=True).start()
         except RuntimeError as exc:  # out of threads; a reader that did start ends at EOF
             self._signal(signal.SIGKILL)
             self._proc.wait()
@@ -269,6 +270,7 @@ class ServerProcess:
         escalation = self._shut_down()
         if cause is not _Marker.EOF:
             self._await_stdout_eof()
+        self._stderr_reader.join(_STDOUT_DRAIN_TIMEOUT)  # its last lines go before ``exited``, as stdout's do
         returncode = self._proc.returncode
         self._report(("exited", self.sid, returncode, _exit_reason(returncode, cause, escalation)))
 

@@ -40,6 +40,15 @@ if SOURCE != ROOT:
     sys.path.insert(0, str(SOURCE))
 
 MEASUREMENTS = ("startup", "hop", "real_server", "throughput", "http", "scale", "janitor", "supervisor")
+COMPARED_PATHS: tuple[tuple[str, str, str], ...] = (
+    ("direct", "troupe_connect", "2 add {q} (ms): direct stdio | troupe_connect"),
+    ("direct", "client_library", "2 add {q} (ms): direct stdio | client_library"),
+    ("direct", "troupe_http", "2 add {q} (ms): direct stdio | troupe_http"),
+    ("direct_http", "troupe_connect_remote", "2 add {q} (ms): direct HTTP | troupe connect to it by url"),
+    ("direct_sdk1", "mcp_proxy", "2 add {q} (ms): direct stdio, SDK 1.x | mcp-proxy"),
+    ("mcp_proxy", "troupe_http_sdk1", "2 add {q} (ms), SDK 1.x over HTTP: mcp-proxy | troupe's HTTP front"),
+)
+"""The real-server paths the table sets side by side: (baseline, path, row label)."""
 QUICK_ORDER = ("startup", "hop", "throughput", "http", "scale", "janitor", "supervisor", "real_server")
 """The quick run measures the real server last: mcp-proxy's environment may still be being made."""
 
@@ -182,31 +191,10 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     s = r.get("real_server")
     if s:
         p = s["paths_ms"]
-        for name in ("troupe_connect", "client_library", "troupe_http"):
-            if name in p and "direct" in p:
+        for base, name, label in COMPARED_PATHS:
+            if base in p and name in p:
                 for q in ("p50", "p95"):
-                    add(
-                        f"2 add {q} (ms): direct stdio | {name}",
-                        p["direct"][q],
-                        p[name][q],
-                        round(p[name][q] / p["direct"][q], 2),
-                    )
-        if "troupe_connect_remote" in p and "direct_http" in p:
-            for q in ("p50", "p95"):
-                add(
-                    f"2 add {q} (ms): direct HTTP | troupe connect to it by url",
-                    p["direct_http"][q],
-                    p["troupe_connect_remote"][q],
-                    round(p["troupe_connect_remote"][q] / p["direct_http"][q], 2),
-                )
-        if "mcp_proxy" in p and "direct_sdk1" in p:
-            for q in ("p50", "p95"):
-                add(
-                    f"2 add {q} (ms): direct stdio, SDK 1.x | mcp-proxy",
-                    p["direct_sdk1"][q],
-                    p["mcp_proxy"][q],
-                    round(p["mcp_proxy"][q] / p["direct_sdk1"][q], 2),
-                )
+                    add(label.format(q=q), p[base][q], p[name][q], round(p[name][q] / p[base][q], 2))
         if "troupe_added_p50_ms" in s and "mcp_proxy_added_p50_ms" in s:
             add(
                 "2 added p50 (ms): mcp-proxy | troupe connect",
@@ -214,14 +202,6 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 s["troupe_added_p50_ms"],
                 s.get("troupe_vs_mcp_proxy_added_p50"),
             )
-        if "mcp_proxy" in p and "troupe_http_sdk1" in p:
-            for q in ("p50", "p95"):
-                add(
-                    f"2 add {q} (ms), SDK 1.x over HTTP: mcp-proxy | troupe's HTTP front",
-                    p["mcp_proxy"][q],
-                    p["troupe_http_sdk1"][q],
-                    round(p["troupe_http_sdk1"][q] / p["mcp_proxy"][q], 2),
-                )
         if "troupe_http_sdk1_added_p50_ms" in s and "mcp_proxy_added_p50_ms" in s:
             add(
                 "2 added p50 (ms), SDK 1.x: mcp-proxy | troupe's HTTP front",

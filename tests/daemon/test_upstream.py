@@ -22,7 +22,7 @@ import pytest
 from conftest import ROOT, RunningDaemon, finish, start_daemon, wait_for
 from http_support import free_port
 
-from mcp_troupe.transport.client import RequestError, Session
+from mcp_troupe.transport.client import FrameRefused, RequestError, Session
 from mcp_troupe.transport.wire import jsonrpc
 
 SECRET = "s3cret-" + os.urandom(6).hex()
@@ -247,8 +247,9 @@ def test_sessions_are_spread_over_the_replicas_a_url_list_names(tmp_path: Path) 
                     session.initialize()
                     assert call(session)["content"][0]["text"] == "ok ok"
                 assert stats(first)["sessions"] == 2 and stats(second)["sessions"] == 2
-                with pytest.raises(Exception, match="server_busy"):
+                with pytest.raises(FrameRefused) as refused:
                     client.open("spread")  # both replicas' adapters are full
+                assert refused.value.code == "server_busy"
                 sessions[0].close()
                 wait_for(lambda: stats(first)["sessions"] + stats(second)["sessions"] == 3, 10, "a DELETE upstream")
         finally:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from mcp_troupe.actors.daemon.adapter_processes import adapter_command
-from mcp_troupe.actors.daemon.config import ConfigError, load
+from mcp_troupe.actors.daemon.config import ConfigError, DaemonConfig, load
 
 
-def loaded(tmp_path: Path, server: str):  # type: ignore[no-untyped-def]
+def loaded(tmp_path: Path, server: str) -> DaemonConfig:
     path = tmp_path / "troupe.toml"
     path.write_text(f"[servers.search]\n{server}\n")
     return load(path, {"runtime_dir": str(tmp_path)})

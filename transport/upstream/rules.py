@@ -153,6 +153,12 @@ def status_fault(status: int, reason: str = "") -> Fault:
     return Fault("http_error", f"answered {said} without an MCP message", status)
 
 
+def too_large(detail: str, status: int, limit: int) -> Fault:
+    """An upstream body or event over ``limit`` bytes (answered as -32013, with what to do)."""
+    advice = "max_server_frame_bytes in the daemon's config, --max-message-bytes of the adapter"
+    return Fault("too_large", f"{detail} ({advice}); ask for less, or have the limit raised", status, limit)
+
+
 def content_type(value: str | None) -> str:
     return (value or "").partition(";")[0].strip().lower()
 

@@ -238,8 +238,7 @@ class SessionCore:
                 self._deliver(message, None)
         except (httpx.TransportError, SseError) as exc:
             if isinstance(exc, SseError):
-                fault = Fault("too_large", f"{exc}{_TOO_LARGE_ADVICE}", response.status_code, self._shared.max_bytes)
-                raise StatusFault(fault) from None
+                raise StatusFault(rules.too_large(str(exc), response.status_code, self._shared.max_bytes)) from None
             log.info("session %s: upstream response stream broke (%s)", self.sid, type(exc).__name__)
         finally:
             stream.last_id = parser.last_id or stream.last_id
@@ -370,14 +369,8 @@ class SessionCore:
         async for chunk in response.aiter_bytes():
             body += chunk
             if len(body) > self._shared.max_bytes:
-                raise StatusFault(
-                    Fault(
-                        "too_large",
-                        f"sent a body over {self._shared.max_bytes} bytes{_TOO_LARGE_ADVICE}",
-                        response.status_code,
-                        self._shared.max_bytes,
-                    )
-                )
+                limit = self._shared.max_bytes
+                raise StatusFault(rules.too_large(f"sent a body over {limit} bytes", response.status_code, limit))
         return bytes(body)
 
     # out
@@ -434,12 +427,6 @@ class StatusFault(Exception):
     def __init__(self, fault: Fault) -> None:
         super().__init__(fault.message)
         self.fault = fault
-
-
-_TOO_LARGE_ADVICE: Final = (
-    " (max_server_frame_bytes in the daemon's config, --max-message-bytes of the adapter); ask for less, "
-    "or have the limit raised"
-)
 
 
 def describe(exc: BaseException, timeout: float) -> Fault:

@@ -1,0 +1,1 @@
+"""Session stores: where session records are kept across the daemon's restarts."""

@@ -70,7 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-address", metavar="HOST:PORT", help="serve Prometheus metrics here (off by default)")
     serve.add_argument("--audit-log", metavar="PATH", help="append JSON-lines audit records here (off by default)")
     serve.add_argument("--events", metavar="ENDPOINT", help="event stream endpoint (default: the runtime directory's)")
-    serve.add_argument("--state-dir", help="where the daemon's keys are (overrides [daemon] state_dir)")
+    serve.add_argument(
+        "--state-dir", help="where the daemon's keys and session store are (overrides [daemon] state_dir)"
+    )
+    serve.add_argument(
+        "--store",
+        choices=("sqlite", "none"),
+        help="keep session records across restarts in <state_dir>/sessions.sqlite3 (default: sqlite), or not",
+    )
     serve.add_argument(
         "--allow-insecure-tcp",
         dest="allow_insecure_tcp",
@@ -318,6 +325,7 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {"front": args.front, "back": args.back, "runtime_dir": args.runtime_dir, "log_level": args.log_level}
     overrides |= {"log_format": args.log_format, "metrics_address": args.metrics_address, "audit_log": args.audit_log}
     overrides |= {"events": args.events, "state_dir": args.state_dir, "allow_insecure_tcp": args.allow_insecure_tcp}
+    overrides["store"] = args.store
     overrides |= {name: getattr(args, name) for name in LIMIT_KEYS}
     overrides["http_address"] = args.http_address
     overrides |= {

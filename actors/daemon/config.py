@@ -185,6 +185,12 @@ class DaemonConfig:
     state_dir: Path | None = None
     """Where the daemon keeps its key pair (``troupe keys generate``) and, by default, the keys it lets in;
     None: `mcp_troupe.transport.runtime.state_dir` (`load` fills it in)."""
+    store: str = "sqlite"
+    """Where session records are kept across restarts: ``sqlite`` (``<state_dir>/sessions.sqlite3``) or ``none``."""
+    store_queue: int = 100_000
+    """Sessions whose record may wait to be written at once; beyond, changes are counted and dropped."""
+    store_batch: int = 1000
+    """Record changes written in one transaction (the store writes every tick, 0.1 s)."""
     security: SecurityConfig = field(default_factory=SecurityConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
 
@@ -236,6 +242,9 @@ DAEMON_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "audit_log": ((str,), "a file path"),
     "fault_injection": ((bool,), "true or false"),
     "discoverable": ((bool,), "true or false"),
+    "store": ((str,), "sqlite or none"),
+    "store_queue": ((int,), "a positive integer (sessions)"),
+    "store_batch": ((int,), "a positive integer (records per transaction)"),
 }
 SECURITY_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "clients_dir": ((str,), "a directory of client public keys (*.key)"),
@@ -295,6 +304,7 @@ def _limit_key(default: object) -> tuple[tuple[type, ...], str]:
 
 
 SESSION_LIMIT_POLICIES = ("evict", "refuse")
+STORES = ("sqlite", "none")
 LIMIT_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     name: _limit_key(default) for name, default in vars(Limits()).items() if name != "timeouts"
 }
@@ -569,6 +579,10 @@ def _build(daemon: dict[str, Any], servers: dict[str, ServerConfig]) -> DaemonCo
         raise ConfigError("supervisor: adapter_intensity must be >= 0 and adapter_period > 0")
     if not config.gil_switch_interval > 0:
         raise ConfigError("gil_switch_interval must be > 0 seconds")
+    if config.store not in STORES:
+        raise ConfigError(f"store {config.store!r} is not one of {', '.join(STORES)}")
+    if config.store_queue <= 0 or config.store_batch <= 0:
+        raise ConfigError("store_queue and store_batch must be > 0")
     if config.log_format not in ("text", "json"):
         raise ConfigError(f"log_format {config.log_format!r} is not text or json")
     if config.metrics_address is not None and not config.metrics_address.rpartition(":")[2].isdigit():

@@ -93,6 +93,7 @@ class DaemonView(Protocol):
     def pending(self) -> GlobalPending: ...
     @property
     def errors(self) -> Mapping[str, int]: ...
+    def store_stats(self) -> dict[str, int]: ...
     @property
     def observers(self) -> Observers: ...
     @property
@@ -290,6 +291,7 @@ class ControlPlane:
             "refused": {k: int(v) for k, v in metrics.by_label("troupe_requests_refused", "reason").items()},
             "forbidden": {k: int(v) for k, v in metrics.by_label("troupe_forbidden", "what").items()},
             "errors": dict(dispatcher.errors),
+            "store": dispatcher.store_stats(),
             "http": self.http_counts(),
             "frames": {
                 "in": dict(hub.frames_in),

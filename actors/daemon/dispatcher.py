@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pykka
@@ -29,8 +29,10 @@ from mcp_troupe.actors.core.answers import as_id, id_of
 from mcp_troupe.actors.core.deadlines import Wakeups
 from mcp_troupe.actors.core.options import PRIORITY_METHODS, Limits, ServerPolicy
 from mcp_troupe.actors.core.recency import Recency
+from mcp_troupe.actors.core.records import SessionRecord, Write, token_digest
 from mcp_troupe.actors.core.refusals import RefusalLog
 from mcp_troupe.actors.core.session import SessionCore
+from mcp_troupe.actors.core.write_behind import WriteBehind
 from mcp_troupe.actors.daemon.control import ControlPlane
 from mcp_troupe.actors.daemon.tables import Route
 from mcp_troupe.actors.shells.session import (
@@ -90,6 +92,14 @@ class DispatcherOptions:
     """Seconds of silence (no frame, no heartbeat) after which an adapter counts as lost."""
     respawn_timeout: float = 15.0
     """Seconds a session whose adapter was lost waits for another adapter of its server."""
+    persist: bool = True
+    """Keep session records for the store (``[daemon] store`` is not ``none``)."""
+    store_queue: int = 100_000
+    """Sessions whose changes may wait for the store at once (`WriteBehind`)."""
+    store_batch: int = 1000
+    """Changes the store actor writes in one transaction."""
+    lost_kept: int = 100_000
+    """Sessions lost in a restart remembered (id only), so that an ``attach`` to one is told why."""
 
 
 class Dispatcher:
@@ -142,6 +152,11 @@ class Dispatcher:
         self.evictions = 0
         self.detached: dict[str, float] = {}
         """Sessions whose client's connection ended, and when they close unless attached again."""
+        self.store_queue = WriteBehind(options.store_queue)
+        """Session records not yet written: the store actor takes them in batches (`take_store_batch`)."""
+        self.store_errors = 0
+        self.lost: dict[str, str] = {}
+        """Sessions the store held that did not survive the daemon's restart, and why (at most ``lost_kept``)."""
         self.reload_keys: Callable[[Callable[[dict[str, Any] | str], None]], None] | None = None
         """Set by the daemon when it has CurveZMQ keys: the ``security.reload`` operation."""
 
@@ -280,6 +295,9 @@ class Dispatcher:
         """Move a session to this connection: its resume token (and, with CurveZMQ, its owner's key) says so."""
         sid, ref = frame["sid"], frame["ref"]
         route = self.sessions.get(sid)
+        if route is None and sid in self.lost:
+            message = f"session {sid!r} was lost when the daemon restarted: {self.lost[sid]}; open a new session"
+            raise FrameError(ErrorCode.UNKNOWN_SESSION, message, sid=sid, ref=ref)
         if route is None or route.closing:
             message = f"no open session {sid!r}; it was closed or never opened: open a new session"
             raise FrameError(ErrorCode.UNKNOWN_SESSION, message, sid=sid, ref=ref)
@@ -664,6 +682,7 @@ class Dispatcher:
             "pending_per_session": counts,
             "frames": frames,
             "http": self.control.http_counts(),
+            "store": self.store_stats(),
         }
 
     def _warn_pending(self) -> None:
@@ -674,6 +693,48 @@ class Dispatcher:
                 round(self._limits.soft_limit_ratio * 100),
                 self._limits.max_pending_total,
             )
+
+    def remember(self, record: SessionRecord) -> None:
+        """A session's record changed: queue it for the store, with what its route knows."""
+        route = self.sessions.get(record.sid)
+        if route is None or route.closing or not self._options.persist:
+            return
+        full = replace(
+            record,
+            token_sha256=token_digest(route.token),
+            owner_key=route.owner_key.hex(),
+            adapter_id=route.adapter.adapter_id,
+            env_names=tuple(sorted(route.env or ())),
+        )
+        if not self.store_queue.put(record.sid, full) and self.store_queue.dropped in _POWERS:
+            log.warning(
+                "%d session records not stored: the store is behind by %d sessions (store_queue)",
+                self.store_queue.dropped,
+                len(self.store_queue),
+            )
+
+    def store_stats(self) -> dict[str, int]:
+        queue = self.store_queue
+        return {
+            "queued": len(queue),
+            "written": queue.written,
+            "dropped": queue.dropped,
+            "errors": self.store_errors,
+            "lost_on_restart": len(self.lost),
+        }
+
+    def take_store_batch(self) -> list[Write]:
+        return self.store_queue.take(self._options.store_batch)
+
+    def store_failed(self, _why: str) -> None:
+        self.store_errors += 1
+
+    def forget_lost(self, lost: Mapping[str, str]) -> None:
+        """Sessions of the store that are gone (start-up, already deleted): an ``attach`` to one is told why."""
+        for sid, reason in lost.items():
+            if len(self.lost) >= self._options.lost_kept:
+                break
+            self.lost[sid] = reason
 
     def session_closing(self, sid: str, reason: str) -> None:
         """The session is ending: it no longer counts against max_sessions, nor can it be evicted."""
@@ -691,6 +752,8 @@ class Dispatcher:
         self.wakeups.discard(sid)
         self.recency.discard(sid)
         if route is not None:
+            if self._options.persist:
+                self.store_queue.put(sid, None)
             if route.closing:
                 self.closing -= 1
             try:
@@ -801,6 +864,10 @@ _LOST = {
 }
 _AUDITED = frozenset({str(ErrorCode.NOT_OWNER), str(ErrorCode.FORBIDDEN)})
 """Refusals that the audit log records: each of the first in a window, then their count per window."""
+
+
+_POWERS = frozenset(4**n for n in range(16))
+"""Counts at which a repeated warning is logged again (1, 4, 16, ...): counted always, logged rarely."""
 
 
 def _codes(counts: Counter[str]) -> str:

@@ -15,6 +15,7 @@ import logging
 import os
 import select
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -28,6 +29,7 @@ from typing import IO, Any
 import pykka
 
 from mcp_troupe.actors.core.options import ServerPolicy
+from mcp_troupe.actors.core.records import RECORD_VERSION, read_rows
 from mcp_troupe.actors.core.supervision import ChildSpec
 from mcp_troupe.actors.daemon.adapter_processes import AdapterProcesses
 from mcp_troupe.actors.daemon.config import DaemonConfig, example_unavailable
@@ -35,6 +37,7 @@ from mcp_troupe.actors.daemon.dispatcher import Dispatcher, DispatcherOptions
 from mcp_troupe.actors.daemon.http_front import HttpFrontProcess
 from mcp_troupe.actors.shells.evictor import Evictor
 from mcp_troupe.actors.shells.janitor import Janitor
+from mcp_troupe.actors.shells.store_writer import StoreWriter
 from mcp_troupe.actors.shells.supervisor import ChildContext, Supervisor
 from mcp_troupe.actors.telemetry.metrics import LoopCollector, Metrics
 from mcp_troupe.actors.telemetry.observe import AuditLog, Observers, hub_publisher
@@ -55,6 +58,7 @@ from mcp_troupe.transport.keys import (
     state_key_paths,
 )
 from mcp_troupe.transport.runtime import ensure_private_dir, ipc_path, state_dir
+from mcp_troupe.transport.store.sqlite import STORE_FILE, SqliteStore
 
 log = logging.getLogger("troupe.daemon")
 
@@ -64,6 +68,7 @@ SERVER_FRAME_MARGIN = 64 * 1024
 
 EXIT_ESCALATED = 70
 """Exit status after the supervisor escalated (EX_SOFTWARE)."""
+LOST_REASON = "its server process ended with the previous daemon"
 
 
 class DaemonError(RuntimeError):
@@ -101,6 +106,9 @@ class Daemon:
             pass_env={s.name: frozenset(s.pass_env) for s in config.servers.values()},
             adapter_timeout=config.adapter_timeout,
             respawn_timeout=config.respawn_timeout,
+            persist=config.store != "none",
+            store_queue=config.store_queue,
+            store_batch=config.store_batch,
         )
         self.observers = self._observers()
         self.dispatcher = Dispatcher(self.hub, options, observers=self.observers, version=version)
@@ -190,6 +198,7 @@ class Daemon:
                 "FAULT INJECTION IS ON: operators may crash the janitor, the evictor and sessions (inject_fault)"
             )
         self._prepare_ipc()
+        self._read_store()
         self._start_supervisor()
         self.hub.start(self.dispatcher)
         self.back_endpoint = self.hub.bind(BACK, self.config.back)
@@ -232,6 +241,8 @@ class Daemon:
             (ChildSpec("janitor", shutdown_timeout=timeout), self._start_janitor),
             (ChildSpec("evictor", shutdown_timeout=timeout), self._start_evictor),
         ]
+        if self.config.store != "none":
+            children.append((ChildSpec("store", shutdown_timeout=timeout), self._start_store_writer))
         self.supervisor = Supervisor.start(children, self.config.supervisor, self._escalated, observers=self.observers)
         self.dispatcher.supervisor = self.supervisor.tell
 
@@ -240,6 +251,46 @@ class Daemon:
 
     def _start_evictor(self, context: ChildContext) -> pykka.ActorRef[Evictor]:
         return Evictor.start(context, lambda: self.hub.call(self.dispatcher.enforce_session_limit))
+
+    def _store_path(self) -> Path:
+        assert self.config.state_dir is not None  # config.load fills it in
+        return self.config.state_dir / STORE_FILE
+
+    def _read_store(self) -> None:
+        """What the previous daemon stored: sessions whose server process did not survive are reported lost."""
+        if self.config.store == "none":
+            return
+        path = self._store_path()
+        try:
+            store = SqliteStore(path)
+            try:
+                records, skipped = read_rows(store.load())
+                corrupt = [(sid, version, None) for sid, version, _ in skipped if version == RECORD_VERSION]
+                lost = {r.sid: LOST_REASON for r in records}
+                store.write([*corrupt, *((sid, RECORD_VERSION, None) for sid in lost)])
+            finally:
+                store.close()
+        except (OSError, sqlite3.Error) as exc:
+            raise DaemonError(
+                f"cannot use the session store {path}: {exc}; "
+                "fix its directory ([daemon] state_dir) or run without one ([daemon] store = 'none')"
+            ) from exc
+        for sid, version, why in skipped:
+            action = "removed" if version == RECORD_VERSION else "kept for the troupe that wrote it"
+            log.warning("stored session %s skipped (%s): %s", sid, action, why)
+        if lost:
+            log.warning("%d stored sessions were lost with the previous daemon: %s", len(lost), LOST_REASON)
+        self.dispatcher.forget_lost(lost)
+
+    def _start_store_writer(self, context: ChildContext) -> pykka.ActorRef[StoreWriter]:
+        dispatcher, hub, path = self.dispatcher, self.hub, self._store_path()
+        return StoreWriter.start(
+            context,
+            lambda: SqliteStore(path),
+            lambda: hub.ask(dispatcher.take_store_batch),
+            lambda batch: hub.call(partial(dispatcher.store_queue.requeue, batch)),
+            lambda why: hub.call(partial(dispatcher.store_failed, why)),
+        )
 
     def _escalated(self, reason: str) -> None:
         """The top supervisor gave up: stop as gracefully as SIGTERM does, but exit non-zero."""

@@ -35,6 +35,7 @@ from mcp_troupe.actors.core.outputs import (
     ToServer,
     Warn,
 )
+from mcp_troupe.actors.core.records import SessionRecord
 from mcp_troupe.actors.core.session import SessionCore
 from mcp_troupe.actors.core.state import State
 from mcp_troupe.actors.shells.loop_actor import EventLoop, LoopActor
@@ -67,6 +68,8 @@ class DispatcherPort(Protocol):
     def wake_me_at(self, sid: str, at: float) -> None: ...
 
     def close_detached(self, sid: str) -> None: ...
+
+    def remember(self, record: SessionRecord) -> None: ...
 
 
 # -- messages ------------------------------------------------------------------
@@ -217,14 +220,49 @@ class SessionActor(LoopActor):
         self._held: deque[bytes] | None = None
         """Frames for a detached client, kept for its ``attach`` (None: the client is attached)."""
         self._held_limit = 0
+        self._stored: tuple[object, ...] | None = None
+        """What the last record given to the store said (state, pid, restarts, client): written again on a change."""
 
     def on_receive(self, message: Any) -> Any:
         state = self.core.state
         result = self._handle(message)
-        if state is not State.ACTIVE and self.core.state is State.ACTIVE:
-            info = self.core.info
-            self._event("session.active", era=info.era.value, protocol_version=info.protocol_version)
+        if self.core.state is State.ACTIVE:
+            if state is not State.ACTIVE:
+                info = self.core.info
+                self._event("session.active", era=info.era.value, protocol_version=info.protocol_version)
+            self._store_if_changed()
         return result
+
+    def _store_if_changed(self) -> None:
+        core = self.core
+        key = (core.info.pid, core.restarts, core.info.era_confirmed, core.info.protocol_version, self._peers.client)
+        if key != self._stored:
+            self._stored = key
+            self._links.dispatcher.remember(self._record())
+
+    def _record(self) -> SessionRecord:
+        """The session as the store keeps it; the dispatcher adds what its route knows (owner, adapter)."""
+        core, info = self.core, self.core.info
+        return SessionRecord(
+            sid=core.sid,
+            server=core.server,
+            state=core.state.value,
+            era=info.era.value,
+            protocol_version=info.protocol_version,
+            initialize=core.handshake.initialize_msg,
+            client_info=info.client_info,
+            client_capabilities=info.client_capabilities,
+            server_info=info.server_info,
+            server_capabilities=info.server_capabilities,
+            pid=info.pid,
+            adapter_id=None,
+            token_sha256="",
+            owner_key="",
+            client_label=self._peers.client_label,
+            env_names=(),
+            created_at=self._opened_at,
+            restarts=core.restarts,
+        )
 
     def _handle(self, message: Any) -> Any:
         core, now = self.core, self._clock()

@@ -188,6 +188,22 @@ class LoopCollector(Collector):
         for what, count in snap.get("http", {}).items():
             http.add_metric([what], count)
         yield http
+        store = snap.get("store", {})
+        yield GaugeMetricFamily(
+            "troupe_store_queued",
+            "Sessions whose record waits to be written to the store.",
+            value=store.get("queued", 0),
+        )
+        for name, what in STORE_COUNTERS.items():
+            yield CounterMetricFamily(f"troupe_store_{name}", what, value=store.get(name, 0))
+
+
+STORE_COUNTERS = {
+    "written": "Session record changes written to the store.",
+    "dropped": "Session record changes not stored because store_queue sessions already waited.",
+    "errors": "Batches the store refused (each is retried).",
+    "lost_on_restart": "Stored sessions found gone when the daemon started (their server process did not survive).",
+}
 
 
 def _pending_histogram(counts: list[int]) -> GaugeHistogramMetricFamily:

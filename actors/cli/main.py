@@ -258,7 +258,7 @@ def _parser() -> argparse.ArgumentParser:
     fault = sub.add_parser(
         "inject-fault", help="make a supervised child (or a session) raise; needs serve --enable-fault-injection"
     )
-    fault.add_argument("target", choices=("janitor", "evictor", "session"))
+    fault.add_argument("target", choices=("janitor", "evictor", "store", "session"))
     fault.add_argument("--sid", help="the session to crash (target session)")
     fault.add_argument(
         "--when",

@@ -93,6 +93,11 @@ class DaemonView(Protocol):
     def pending(self) -> GlobalPending: ...
     @property
     def errors(self) -> Mapping[str, int]: ...
+    @property
+    def persist(self) -> bool:
+        """The daemon keeps a session store (and so a ``store`` child)."""
+        ...
+
     def store_stats(self) -> dict[str, int]: ...
     @property
     def observers(self) -> Observers: ...
@@ -391,10 +396,13 @@ class ControlPlane:
         target, when = str(args.get("target")), args.get("when", "now")
         if when not in ("now", "start", "both"):
             raise ControlError(ErrorCode.BAD_ARGS, "args.when must be 'now', 'start' or 'both'")
-        is_child = target in ("janitor", "evictor")
+        is_child = target in ("janitor", "evictor") or (target == "store" and dispatcher.persist)
         is_session = target == "session" and isinstance(args.get("sid"), str) and args["sid"] in dispatcher.sessions
         if not (is_child or is_session):
-            message = "args.target must be 'janitor', 'evictor', or 'session' with args.sid of an open session"
+            message = (
+                "args.target must be 'janitor', 'evictor', 'store' (when the daemon keeps a store), "
+                "or 'session' with args.sid of an open session"
+            )
             raise ControlError(ErrorCode.BAD_ARGS, message)
         self._audit(peer, "inject_fault", target=target, when=when, sid=args.get("sid"))
         if is_child:

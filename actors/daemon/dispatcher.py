@@ -152,6 +152,7 @@ class Dispatcher:
         self.evictions = 0
         self.detached: dict[str, float] = {}
         """Sessions whose client's connection ended, and when they close unless attached again."""
+        self.persist = options.persist
         self.store_queue = WriteBehind(options.store_queue)
         """Session records not yet written: the store actor takes them in batches (`take_store_batch`)."""
         self.store_errors = 0
@@ -697,7 +698,7 @@ class Dispatcher:
     def remember(self, record: SessionRecord) -> None:
         """A session's record changed: queue it for the store, with what its route knows."""
         route = self.sessions.get(record.sid)
-        if route is None or route.closing or not self._options.persist:
+        if route is None or route.closing or not self.persist:
             return
         full = replace(
             record,
@@ -752,7 +753,7 @@ class Dispatcher:
         self.wakeups.discard(sid)
         self.recency.discard(sid)
         if route is not None:
-            if self._options.persist:
+            if self.persist:
                 self.store_queue.put(sid, None)
             if route.closing:
                 self.closing -= 1

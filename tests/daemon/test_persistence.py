@@ -9,12 +9,13 @@ import shutil
 import signal
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import RunningDaemon, finish, start_daemon, wait_for
 
 from mcp_troupe.actors.core.records import RECORD_VERSION
-from mcp_troupe.transport.client import FrameRefused
+from mcp_troupe.transport.client import Client, FrameRefused
 
 STORE = "sessions.sqlite3"
 
@@ -121,5 +122,37 @@ def test_store_none_keeps_no_file() -> None:
             assert store["queued"] == 0 and store["written"] == 0
         assert daemon.stop() == 0
         assert store_path(daemon).parent.is_dir() and not store_path(daemon).exists()
+    finally:
+        finish(daemon)
+
+
+def store_child(client: Client) -> dict[str, Any]:
+    return next(c for c in client.control("status")["supervisor"]["children"] if c["id"] == "store")
+
+
+@pytest.mark.timeout(120)
+def test_a_crashed_store_writer_is_restarted_and_no_record_is_lost() -> None:
+    daemon = start_daemon(["--enable-fault-injection", "--supervisor-intensity", "100"])
+    try:
+        with daemon.client() as client:
+            kept = []
+            for cycle in range(1, 4):
+                client.control("inject_fault", {"target": "store", "when": "both"})
+                session = client.open("example")
+                session.initialize()  # Active while the writer is down: its record waits in the queue
+                kept.append(session)
+                wait_for(lambda c=cycle: store_child(client)["restarts"] >= 2 * c, 20, f"store restarts, cycle {cycle}")
+                wait_for(lambda: set(stored(daemon)) == {s.sid for s in kept}, 10, "every active session stored")
+            assert client.control("stats")["store"]["dropped"] == 0
+    finally:
+        finish(daemon)
+
+
+def test_a_store_fault_is_refused_without_a_store() -> None:
+    daemon = start_daemon(["--enable-fault-injection", "--store", "none"])
+    try:
+        with daemon.client() as client, pytest.raises(FrameRefused) as refused:
+            client.control("inject_fault", {"target": "store"})
+        assert refused.value.code == "bad_args" and "when the daemon keeps a store" in str(refused.value)
     finally:
         finish(daemon)

@@ -220,8 +220,6 @@ class SessionActor(LoopActor):
         self._held: deque[bytes] | None = None
         """Frames for a detached client, kept for its ``attach`` (None: the client is attached)."""
         self._held_limit = 0
-        self._stored: tuple[object, ...] | None = None
-        """What the last record given to the store said (state, pid, restarts, client): written again on a change."""
 
     def on_receive(self, message: Any) -> Any:
         state = self.core.state
@@ -230,15 +228,10 @@ class SessionActor(LoopActor):
             if state is not State.ACTIVE:
                 info = self.core.info
                 self._event("session.active", era=info.era.value, protocol_version=info.protocol_version)
-            self._store_if_changed()
+                self._links.dispatcher.remember(self._record())
+            elif type(message) in RECORD_CHANGES:
+                self._links.dispatcher.remember(self._record())
         return result
-
-    def _store_if_changed(self) -> None:
-        core = self.core
-        key = (core.info.pid, core.restarts, core.info.era_confirmed, core.info.protocol_version, self._peers.client)
-        if key != self._stored:
-            self._stored = key
-            self._links.dispatcher.remember(self._record())
 
     def _record(self) -> SessionRecord:
         """The session as the store keeps it; the dispatcher adds what its route knows (owner, adapter)."""
@@ -467,6 +460,11 @@ class SessionActor(LoopActor):
                 log.warning("session %s: %s", sid, message)
             case Dropped(source, reason):
                 log.debug("session %s dropped a message from the %s: %s", sid, source, reason)
+
+
+RECORD_CHANGES: frozenset[type] = frozenset({ServerStarted, ServerExited, Reattached, Rebound})
+"""Messages that change what an active session's store record says (its process, restarts, client, adapter);
+no other message does, so frames cost the store nothing."""
 
 
 def _nowhere(peer: bytes, data: bytes) -> None:

@@ -139,7 +139,7 @@ def test_a_crashed_store_writer_is_restarted_and_no_record_is_lost() -> None:
             for cycle in range(1, 4):
                 client.control("inject_fault", {"target": "store", "when": "both"})
                 session = client.open("example")
-                session.initialize()  # Active while the writer is down: its record waits in the queue
+                session.initialize()  # Active around the writer's crash: its record must not be lost
                 kept.append(session)
                 wait_for(lambda c=cycle: store_child(client)["restarts"] >= 2 * c, 20, f"store restarts, cycle {cycle}")
                 wait_for(lambda: set(stored(daemon)) == {s.sid for s in kept}, 10, "every active session stored")

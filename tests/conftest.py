@@ -95,16 +95,20 @@ def start_daemon(
     front: str | None = None,
     insecure_tcp: bool = True,
     keys: dict[str, str] | None = None,
+    runtime: Path | None = None,
 ) -> RunningDaemon:
     """``front``: a tcp endpoint (e.g. from `free_tcp_endpoint`) to serve clients on instead of ipc;
-    without CurveZMQ keys unless ``insecure_tcp`` is False (then the state directory must hold them)."""
-    runtime = Path(tempfile.mkdtemp(prefix="trp-", dir="/tmp"))
+    without CurveZMQ keys unless ``insecure_tcp`` is False (then the state directory must hold them).
+    ``runtime``: the runtime directory of a daemon that ran before (its endpoints, home and state), to
+    start the next one where it was."""
+    reused = runtime is not None
+    runtime = runtime or Path(tempfile.mkdtemp(prefix="trp-", dir="/tmp"))
     if front is not None:
         args = [*(args or []), "--front", front, *(["--allow-insecure-tcp"] if insecure_tcp else [])]
     # A home of its own: the daemon's pointer file (~/.local/state/troupe) must not send another test's
     # clients, or the user's, to this daemon.
     home = runtime / "home"
-    home.mkdir()
+    home.mkdir(exist_ok=reused)
     state = home / ".local" / "state" / "troupe"
     full_env = {
         **os.environ,
@@ -114,7 +118,7 @@ def start_daemon(
         **(env or {}),
     }
     log_path = runtime / "daemon.log"
-    with log_path.open("wb") as log:
+    with log_path.open("ab" if reused else "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "mcp_troupe.actors", "serve", *(args or [])],
             env=full_env,

@@ -79,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
         help="keep session records across restarts in <state_dir>/sessions.sqlite3 (default: sqlite), or not",
     )
     serve.add_argument(
+        "--orphan-grace",
+        type=float,
+        metavar="SECONDS",
+        help="how long adapters keep their servers after the daemon is gone (overrides [daemon] orphan_grace)",
+    )
+    serve.add_argument(
         "--allow-insecure-tcp",
         dest="allow_insecure_tcp",
         action="store_const",
@@ -142,6 +148,13 @@ def _parser() -> argparse.ArgumentParser:
     adapter.add_argument("--term-timeout", type=float, default=2.0, help="seconds after SIGTERM (default 2)")
     adapter.add_argument("--cwd", help="working directory of the server processes")
     adapter.add_argument("--exit-with-parent", action="store_true", help="exit when the parent process ends")
+    adapter.add_argument(
+        "--orphan-grace",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep the servers this long when the daemon is gone, for the next one to take back (default 0)",
+    )
     adapter.add_argument("--log-level", choices=LOG_LEVELS)
     adapter.add_argument("--log-format", choices=("text", "json"), help="default: text")
     adapter.add_argument("--heartbeat-ms", type=int, default=1000, help="heartbeat interval (default 1000)")
@@ -244,6 +257,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not copy the server's stderr to this process's stderr (copied by default)",
     )
+    connect.add_argument(
+        "--reconnect",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="when the daemon goes away, wait this long for it and take the session back (default 0: exit)",
+    )
     keys_cli.add_key_flags(connect)
     connect.set_defaults(func=_connect)
 
@@ -325,7 +345,7 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {"front": args.front, "back": args.back, "runtime_dir": args.runtime_dir, "log_level": args.log_level}
     overrides |= {"log_format": args.log_format, "metrics_address": args.metrics_address, "audit_log": args.audit_log}
     overrides |= {"events": args.events, "state_dir": args.state_dir, "allow_insecure_tcp": args.allow_insecure_tcp}
-    overrides["store"] = args.store
+    overrides |= {"store": args.store, "orphan_grace": args.orphan_grace}
     overrides |= {name: getattr(args, name) for name in LIMIT_KEYS}
     overrides["http_address"] = args.http_address
     overrides |= {
@@ -368,6 +388,7 @@ def _adapter(args: argparse.Namespace) -> int:
         term_timeout=args.term_timeout,
         cwd=args.cwd,
         exit_with_parent=args.exit_with_parent,
+        orphan_grace=args.orphan_grace,
         heartbeat_ms=args.heartbeat_ms,
         adapter_id=args.adapter_id,
         max_message_bytes=args.max_message_bytes,
@@ -493,6 +514,7 @@ def _connect(args: argparse.Namespace) -> int:
             server_stderr=args.server_stderr,
             max_line_bytes=args.max_line_bytes,
             credentials=Credentials.resolve(),
+            reconnect=args.reconnect,
         )
     except RuntimeDirError as exc:
         return _fail(str(exc), EXIT_UNAVAILABLE)

@@ -28,6 +28,8 @@ class AdapterLink:
     adapter_id: str | None = None
     sessions: set[str] = field(default_factory=set)
     last_seen: float = 0.0
+    retiring: bool = False
+    """It outlived the daemon that started it: it keeps the sessions it has, and is given no new one."""
 
     @property
     def full(self) -> bool:
@@ -69,7 +71,15 @@ class AdapterTable:
         return sorted({link.server for link in self._by_peer.values()})
 
     def register(
-        self, peer: bytes, server: str, capacity: int, pid: int | None, adapter_id: str | None, now: float
+        self,
+        peer: bytes,
+        server: str,
+        capacity: int,
+        pid: int | None,
+        adapter_id: str | None,
+        now: float,
+        *,
+        retiring: bool = False,
     ) -> Registration:
         known = next((a for a in self._by_peer.values() if adapter_id and a.adapter_id == adapter_id), None)
         replaced = self._by_peer.get(peer)
@@ -87,6 +97,7 @@ class AdapterTable:
         else:
             link = self._by_peer[peer] = AdapterLink(peer, server, max(0, capacity), pid, adapter_id)
         link.last_seen = now
+        link.retiring = link.retiring or retiring
         return Registration(link, known is None, reconnected, replaced)
 
     def seen(self, link: AdapterLink, now: float) -> None:
@@ -117,7 +128,7 @@ class AdapterTable:
 
     def free(self, server: str) -> AdapterLink | None:
         """The adapter of ``server`` with the fewest sessions and room for one more."""
-        free = [a for a in self._by_peer.values() if a.server == server and not a.full]
+        free = [a for a in self._by_peer.values() if a.server == server and not a.full and not a.retiring]
         return min(free, key=lambda a: len(a.sessions)) if free else None
 
     def is_live(self, link: AdapterLink) -> bool:

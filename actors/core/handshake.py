@@ -16,6 +16,7 @@ from typing import Any
 from mcp_troupe.actors.core.answers import as_map, as_str, id_of
 from mcp_troupe.actors.core.era import MODERN_VERSIONS, Era, modern_version, params_of, request_era
 from mcp_troupe.actors.core.pending import PendingTable
+from mcp_troupe.actors.core.records import RecordError, SessionRecord
 from mcp_troupe.transport.wire import jsonrpc
 from mcp_troupe.transport.wire.jsonrpc import Kind, Message, RequestId
 
@@ -44,6 +45,24 @@ class Handshake:
         self.initialized_result = False
         """The server answered ``initialize`` with a result."""
         self._deciding_id: RequestId | None = None
+
+    def restore(self, record: SessionRecord) -> None:
+        """What a stored session had learned, confirmed: `RecordError` if it was not an active session."""
+        try:
+            era = Era(record.era)
+        except ValueError:
+            raise RecordError(f"unknown era {record.era!r}") from None
+        if record.state != "active" or era is Era.UNKNOWN:
+            raise RecordError(f"a {record.state} session of era {record.era} cannot be restored")
+        if era is Era.LEGACY and record.initialize is None:
+            raise RecordError("a legacy session stored without its initialize request")
+        info = self.info
+        info.era, info.era_confirmed, info.protocol_version = era, True, record.protocol_version
+        info.client_info, info.client_capabilities = record.client_info, record.client_capabilities
+        info.server_info, info.server_capabilities = record.server_info, record.server_capabilities
+        info.pid = record.pid
+        self.initialize_msg = record.initialize
+        self.initialized_result = era is Era.LEGACY
 
     def pending(self, from_client: PendingTable) -> bool:
         """The legacy ``initialize`` is out and its result has not come back yet."""

@@ -55,6 +55,7 @@ from mcp_troupe.actors.core.outputs import (
     Warn,
 )
 from mcp_troupe.actors.core.pending import PendingTable
+from mcp_troupe.actors.core.records import SessionRecord
 from mcp_troupe.actors.core.request_limits import RequestLimits
 from mcp_troupe.actors.core.state import SessionStateMachine, State
 from mcp_troupe.transport.wire import jsonrpc
@@ -102,6 +103,20 @@ class SessionCore:
         self._pipelined: list[object] = []
         """What the client sent after ``initialize`` and before its result (a fast client does not wait):
         held in order and handled once the result has passed, as a server reading them in turn would."""
+
+    @classmethod
+    def restored(
+        cls, record: SessionRecord, now: float, limits: Limits | None = None, policy: ServerPolicy | None = None
+    ) -> SessionCore:
+        """A stored session whose server process outlived the daemon: Active at once, its handshake known (a
+        later restart replays it), nothing pending, its limits and deadlines fresh. `RecordError` if the
+        record is not one of an active session."""
+        core = cls(record.sid, record.server, now, limits, policy, expire_idle=False)
+        core.handshake.restore(record)
+        core.restarts = record.restarts
+        core._started = True
+        core.machine.transition(State.ACTIVE)
+        return core
 
     @property
     def state(self) -> State:

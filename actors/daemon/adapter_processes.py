@@ -61,6 +61,7 @@ def adapter_command(
     cmd += ["--heartbeat-ms", str(config.heartbeat_ms)]
     cmd += ["--capacity", str(server.capacity), "--stop-timeout", str(server.stop_timeout)]
     cmd += ["--term-timeout", str(server.term_timeout), "--exit-with-parent"]
+    cmd += ["--orphan-grace", str(config.orphan_grace if config.store != "none" else 0)]
     cmd += ["--max-message-bytes", str(config.max_server_frame_bytes)]
     cmd += ["--max-message-items", str(config.max_server_frame_items)]
     if server.cwd:

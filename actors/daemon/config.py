@@ -191,6 +191,9 @@ class DaemonConfig:
     """Sessions whose record may wait to be written at once; beyond, changes are counted and dropped."""
     store_batch: int = 1000
     """Record changes written in one transaction (the store writes every tick, 0.1 s)."""
+    orphan_grace: float = 60.0
+    """Seconds an adapter keeps its server processes after its daemon is gone, for the next daemon to take them
+    back (with their stored sessions); 0: they stop with the daemon."""
     security: SecurityConfig = field(default_factory=SecurityConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
 
@@ -245,6 +248,7 @@ DAEMON_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "store": ((str,), "sqlite or none"),
     "store_queue": ((int,), "a positive integer (sessions)"),
     "store_batch": ((int,), "a positive integer (records per transaction)"),
+    "orphan_grace": ((int, float), "seconds, >= 0"),
 }
 SECURITY_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "clients_dir": ((str,), "a directory of client public keys (*.key)"),
@@ -583,6 +587,8 @@ def _build(daemon: dict[str, Any], servers: dict[str, ServerConfig]) -> DaemonCo
         raise ConfigError(f"store {config.store!r} is not one of {', '.join(STORES)}")
     if config.store_queue <= 0 or config.store_batch <= 0:
         raise ConfigError("store_queue and store_batch must be > 0")
+    if config.orphan_grace < 0:
+        raise ConfigError("orphan_grace must be >= 0 (seconds; 0: server processes stop with the daemon)")
     if config.log_format not in ("text", "json"):
         raise ConfigError(f"log_format {config.log_format!r} is not text or json")
     if config.metrics_address is not None and not config.metrics_address.rpartition(":")[2].isdigit():

@@ -29,7 +29,7 @@ from mcp_troupe.actors.core.answers import as_id, id_of
 from mcp_troupe.actors.core.deadlines import Wakeups
 from mcp_troupe.actors.core.options import PRIORITY_METHODS, Limits, ServerPolicy
 from mcp_troupe.actors.core.recency import Recency
-from mcp_troupe.actors.core.records import SessionRecord, Write, token_digest
+from mcp_troupe.actors.core.records import RecordError, SessionRecord, Write, token_digest
 from mcp_troupe.actors.core.refusals import RefusalLog
 from mcp_troupe.actors.core.session import SessionCore
 from mcp_troupe.actors.core.write_behind import WriteBehind
@@ -100,6 +100,8 @@ class DispatcherOptions:
     """Changes the store actor writes in one transaction."""
     lost_kept: int = 100_000
     """Sessions lost in a restart remembered (id only), so that an ``attach`` to one is told why."""
+    orphan_grace: float = 60.0
+    """Seconds stored sessions wait for their adapter after a restart (``[daemon] orphan_grace``)."""
 
 
 class Dispatcher:
@@ -158,6 +160,10 @@ class Dispatcher:
         self.store_errors = 0
         self.lost: dict[str, str] = {}
         """Sessions the store held that did not survive the daemon's restart, and why (at most ``lost_kept``)."""
+        self.restorable: dict[str, SessionRecord] = {}
+        """Stored sessions of the previous daemon, waiting for their adapter to report their server alive."""
+        self._restore_until = 0.0
+        self.restored = 0
         self.reload_keys: Callable[[Callable[[dict[str, Any] | str], None]], None] | None = None
         """Set by the daemon when it has CurveZMQ keys: the ``security.reload`` operation."""
 
@@ -279,7 +285,8 @@ class Dispatcher:
         actor = SessionActor.start(core, peers, self._links)
         conn = self._hub.connection(FRONT, peer)
         owner_key = conn.key if conn is not None else b""
-        self.sessions[sid] = Route(actor, peer, adapter, env=env, token=token.encode(), owner_key=owner_key)
+        digest = token_digest(token.encode())
+        self.sessions[sid] = Route(actor, peer, adapter, env=env, token_sha256=digest, owner_key=owner_key)
         self.recency.touch(sid, self.now)
         adapter.sessions.add(sid)
         client.sessions.add(sid)
@@ -296,6 +303,12 @@ class Dispatcher:
         """Move a session to this connection: its resume token (and, with CurveZMQ, its owner's key) says so."""
         sid, ref = frame["sid"], frame["ref"]
         route = self.sessions.get(sid)
+        if route is None and sid in self.restorable:
+            message = (
+                f"session {sid!r} is being restored after a daemon restart (its adapter has not reported back "
+                "yet); retry the attach in a moment"
+            )
+            raise FrameError(ErrorCode.SERVER_BUSY, message, sid=sid, ref=ref, data={"reason": "restoring"})
         if route is None and sid in self.lost:
             message = f"session {sid!r} was lost when the daemon restarted: {self.lost[sid]}; open a new session"
             raise FrameError(ErrorCode.UNKNOWN_SESSION, message, sid=sid, ref=ref)
@@ -304,7 +317,7 @@ class Dispatcher:
             raise FrameError(ErrorCode.UNKNOWN_SESSION, message, sid=sid, ref=ref)
         conn = self._hub.connection(FRONT, peer)
         key = conn.key if conn is not None else b""
-        if not hmac.compare_digest(frame["token"].encode("utf-8", "replace"), route.token):
+        if not hmac.compare_digest(token_digest(frame["token"].encode("utf-8", "replace")), route.token_sha256):
             raise FrameError(ErrorCode.NOT_OWNER, f"wrong resume token for session {sid!r}", sid=sid, ref=ref)
         if route.owner_key and not hmac.compare_digest(key, route.owner_key):
             message = f"session {sid!r} belongs to another key; attach it with the key that opened it"
@@ -312,7 +325,8 @@ class Dispatcher:
         old = self.clients.get(route.client)
         if old is not None:
             old.sessions.discard(sid)
-        previous_alive = route.client != peer and self._hub.connection(FRONT, route.client) is not None
+        previous = route.client  # b"": a restored session, which had no client connection yet
+        previous_alive = previous not in (peer, b"") and self._hub.connection(FRONT, previous) is not None
         route.client = peer
         client = self._client(peer)
         client.sessions.add(sid)
@@ -569,7 +583,13 @@ class Dispatcher:
             self._hub.send_back(peer, FrameError(ErrorCode.FORBIDDEN, message).to_frame())
             return
         registration = self.adapter_table.register(
-            peer, server, frame["capacity"], frame.get("pid"), adapter_id, self.now
+            peer,
+            server,
+            frame["capacity"],
+            frame.get("pid"),
+            adapter_id,
+            self.now,
+            retiring=frame.get("retiring", False),
         )
         link = registration.link
         if registration.replaced is not None:
@@ -583,6 +603,7 @@ class Dispatcher:
         elif registration.new:
             capacity = frame["capacity"] or "unlimited"
             log.info("adapter for server %r registered (capacity %s)", server, capacity)
+        self._adopt(link, frame.get("sessions") or {})
         self._hub.send_back(peer, encode("registered", server=server))
         self._check_expected()
         for sid in self.adapter_table.parked_for(server):
@@ -597,7 +618,7 @@ class Dispatcher:
     def _check_expected(self) -> None:
         if self._expected is None or self._expected[1].done():
             return
-        have = Counter(a.server for a in self.adapter_table)
+        have = Counter(a.server for a in self.adapter_table if not a.retiring)
         if all(have[name] >= count for name, count in self._expected[0].items()):
             self._expected[1].set_result(None)
 
@@ -628,7 +649,8 @@ class Dispatcher:
         if route is None:
             table.unpark(sid)
             return
-        adapter = route.adapter if table.is_live(route.adapter) else table.free(route.adapter.server)
+        current = route.adapter
+        adapter = current if table.is_live(current) and not current.retiring else table.free(current.server)
         if adapter is None:
             if table.park(sid, route.adapter.server, self.now):
                 log.warning("session %s waits for an adapter of server %r", sid, route.adapter.server)
@@ -643,6 +665,66 @@ class Dispatcher:
         client = self.clients.get(route.client)
         if client is not None and client.blocked:
             self._hub.send_back(adapter.peer, encode("pause", sid=sid))
+
+    # -- sessions of the previous daemon ---------------------------------------------
+
+    def expect_restores(self, records: list[SessionRecord]) -> None:
+        """The previous daemon's stored sessions: restored as their adapters report their servers alive,
+        lost if none has within ``orphan_grace``."""
+        self.restorable = {record.sid: record for record in records}
+        self._restore_until = self._clock() + self._options.orphan_grace
+
+    def _adopt(self, link: AdapterLink, sessions: Mapping[str, Any]) -> None:
+        """An adapter's live sessions: those stored for it are restored; a server nobody knows is stopped."""
+        for sid, pid in sessions.items():
+            if sid in link.sessions:
+                continue  # a reconnect: the session is this daemon's already
+            record = self.restorable.get(sid)
+            if record is not None and record.adapter_id == link.adapter_id and record.server == link.server:
+                del self.restorable[sid]
+                self._restore(link, record, pid)
+            else:
+                self._hub.send_back(link.peer, encode("close", sid=sid, reason="unknown session"))
+
+    def _restore(self, link: AdapterLink, record: SessionRecord, pid: object) -> None:
+        sid = record.sid
+        try:
+            if not isinstance(pid, int) or isinstance(pid, bool):
+                raise RecordError(f"its adapter reports pid {pid!r}")
+            policy = self._options.server_policies.get(record.server)
+            core = SessionCore.restored(replace(record, pid=pid), self.now, self._limits, policy)
+            owner_key = bytes.fromhex(record.owner_key)
+        except (RecordError, ValueError) as exc:
+            log.warning("stored session %s cannot be restored: %s; stopping its server", sid, exc)
+            self._lose({sid: f"its record cannot be restored: {exc}"})
+            self._hub.send_back(link.peer, encode("close", sid=sid, reason="not restored"))
+            return
+        peers = Peers(b"", link.peer, 0, f"{record.client_label} (restored)")
+        actor = SessionActor.start(core, peers, self._links, opened_at=record.created_at)
+        self.sessions[sid] = Route(actor, b"", link, token_sha256=record.token_sha256, owner_key=owner_key)
+        link.sessions.add(sid)
+        self.recency.touch(sid, self.now)
+        self.restored += 1
+        wait = max(self._limits.reattach_grace, self._options.orphan_grace)
+        self.detached[sid] = self.now + wait
+        actor.tell(Detached(self._limits.reattach_buffer))
+        log.info("session %s of server %r restored (pid %d); it waits %gs for its client", sid, link.server, pid, wait)
+
+    def _expire_restores(self, now: float) -> None:
+        if not self.restorable or now < self._restore_until:
+            return
+        grace = self._options.orphan_grace
+        reason = f"its server process was not reported alive within orphan_grace ({grace:g}s)"
+        log.warning("%d stored sessions were not restored: %s", len(self.restorable), reason)
+        self._lose(dict.fromkeys(self.restorable, reason))
+        self.restorable = {}
+
+    def _lose(self, lost: Mapping[str, str]) -> None:
+        for sid in lost:
+            self.restorable.pop(sid, None)
+            if self.persist:
+                self.store_queue.put(sid, None)
+        self.forget_lost(lost)
 
     def _tell_route(self, sid: str, message: object) -> None:
         route = self.sessions.get(sid)
@@ -702,7 +784,7 @@ class Dispatcher:
             return
         full = replace(
             record,
-            token_sha256=token_digest(route.token),
+            token_sha256=route.token_sha256,
             owner_key=route.owner_key.hex(),
             adapter_id=route.adapter.adapter_id,
             env_names=tuple(sorted(route.env or ())),
@@ -722,6 +804,8 @@ class Dispatcher:
             "dropped": queue.dropped,
             "errors": self.store_errors,
             "lost_on_restart": len(self.lost),
+            "restoring": len(self.restorable),
+            "restored": self.restored,
         }
 
     def take_store_batch(self) -> list[Write]:
@@ -776,6 +860,7 @@ class Dispatcher:
         self.now = now
         self.to_supervisor(TICK)
         self._watch_adapters(now)
+        self._expire_restores(now)
         if self.detached:
             self._expire_detached(now)
         self.control.on_tick(now)

@@ -68,7 +68,7 @@ SERVER_FRAME_MARGIN = 64 * 1024
 
 EXIT_ESCALATED = 70
 """Exit status after the supervisor escalated (EX_SOFTWARE)."""
-LOST_REASON = "its server process ended with the previous daemon"
+LOST_REASON = "its server process ended with the previous daemon (orphan_grace is 0)"
 
 
 class DaemonError(RuntimeError):
@@ -109,6 +109,7 @@ class Daemon:
             persist=config.store != "none",
             store_queue=config.store_queue,
             store_batch=config.store_batch,
+            orphan_grace=config.orphan_grace,
         )
         self.observers = self._observers()
         self.dispatcher = Dispatcher(self.hub, options, observers=self.observers, version=version)
@@ -257,7 +258,8 @@ class Daemon:
         return self.config.state_dir / STORE_FILE
 
     def _read_store(self) -> None:
-        """What the previous daemon stored: sessions whose server process did not survive are reported lost."""
+        """What the previous daemon stored: restored as their adapters report back within ``orphan_grace``,
+        or (with no grace) reported lost at once."""
         if self.config.store == "none":
             return
         path = self._store_path()
@@ -266,7 +268,8 @@ class Daemon:
             try:
                 records, skipped = read_rows(store.load())
                 corrupt = [(sid, version, None) for sid, version, _ in skipped if version == RECORD_VERSION]
-                lost = {r.sid: LOST_REASON for r in records}
+                grace = self.config.orphan_grace > 0
+                lost = {} if grace else {r.sid: LOST_REASON for r in records}
                 store.write([*corrupt, *((sid, RECORD_VERSION, None) for sid in lost)])
             finally:
                 store.close()
@@ -281,6 +284,13 @@ class Daemon:
         if lost:
             log.warning("%d stored sessions were lost with the previous daemon: %s", len(lost), LOST_REASON)
         self.dispatcher.forget_lost(lost)
+        if records and not lost:
+            log.info(
+                "%d stored sessions wait up to %gs (orphan_grace) for their adapters to report back",
+                len(records),
+                self.config.orphan_grace,
+            )
+            self.dispatcher.expect_restores(records)
 
     def _start_store_writer(self, context: ChildContext) -> pykka.ActorRef[StoreWriter]:
         dispatcher, hub, path = self.dispatcher, self.hub, self._store_path()

@@ -22,7 +22,8 @@ class Route:
     closing: bool = False
     env: dict[str, str] | None = None
     """What the session brought for its server's environment (``open`` ``env``): every spawn gets it."""
-    token: bytes = field(default=b"", repr=False)
-    """The resume token (``opened``), which an ``attach`` must bring; never logged."""
+    token_sha256: str = field(default="", repr=False)
+    """SHA-256 (hex) of the resume token (``opened``), which an ``attach`` must bring; the token itself is
+    kept nowhere in the daemon, so a restored session (whose store holds only this) is attached alike."""
     owner_key: bytes = b""
     """The CurveZMQ public key of the client that opened it, if any: only that key may attach it."""

@@ -199,8 +199,15 @@ class SessionActor(LoopActor):
     """Runs on the hub's loop thread (see `shells.loop_actor`): frames to and from it cross no thread."""
 
     def __init__(
-        self, core: SessionCore, peers: Peers, links: SessionLinks, clock: Callable[[], float] = time.monotonic
+        self,
+        core: SessionCore,
+        peers: Peers,
+        links: SessionLinks,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        opened_at: float | None = None,
     ) -> None:
+        """``opened_at``: wall-clock time the session was opened, when it was not now (a restored session)."""
         super().__init__(links.outbox)
         self.core = core
         self._peers = peers
@@ -210,7 +217,8 @@ class SessionActor(LoopActor):
         self._close_ref: int | str | None = None
         self._reported_pending = 0
         self._reported_finished = False
-        self._opened_at = time.time()
+        self._opened_at = time.time() if opened_at is None else opened_at
+        self.restored = opened_at is not None
         self._stderr: deque[str] = deque(maxlen=STDERR_KEPT)
         self._to_client: Callable[[bytes, bytes], None] = links.outbox.send_front
         """Sends a frame to the client; once its connection has ended, to nowhere (such frames are not
@@ -301,6 +309,7 @@ class SessionActor(LoopActor):
                     "opened_at": self._opened_at,
                     "restarts": core.restarts,
                     "detached": self._held is not None,
+                    "restored": self.restored,
                 }
                 if stderr:
                     snapshot["stderr"] = list(self._stderr)

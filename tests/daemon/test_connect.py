@@ -317,7 +317,7 @@ def test_daemon_shutdown_ends_the_bridge_with_status_1(daemon: RunningDaemon) ->
 
 @pytest.mark.timeout(150)
 def test_a_killed_daemon_answers_the_outstanding_request_and_exits_1() -> None:
-    daemon = start_daemon()
+    daemon = start_daemon(["--orphan-grace", "0"])  # the servers end with it
     bridge = RawBridge(connect_command(daemon))
     try:
         bridge.initialize()

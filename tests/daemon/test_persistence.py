@@ -72,8 +72,8 @@ def test_active_sessions_are_stored_with_their_handshake_and_a_closed_one_is_rem
     shutil.rmtree(daemon.runtime_dir, ignore_errors=True)
 
 
-def test_after_kill_9_the_next_daemon_reports_lost_sessions_and_skips_bad_records() -> None:
-    first = start_daemon()
+def test_without_orphan_grace_the_next_daemon_reports_lost_sessions_and_skips_bad_records() -> None:
+    first = start_daemon(["--orphan-grace", "0"])  # the adapters stop their servers with the daemon
     with first.client() as client:
         sessions = [client.open("example") for _ in range(2)]
         for session in sessions:
@@ -88,7 +88,7 @@ def test_after_kill_9_the_next_daemon_reports_lost_sessions_and_skips_bad_record
         db.execute("INSERT INTO sessions VALUES (?, ?, ?)", ("future", RECORD_VERSION + 1, b"{}"))
         db.execute("INSERT INTO sessions VALUES (?, ?, ?)", ("wrongtypes", RECORD_VERSION, b'{"sid": 7}'))
     state = {"TROUPE_STATE_DIR": first.env["TROUPE_STATE_DIR"]}
-    second = start_daemon(env=state)
+    second = start_daemon(["--orphan-grace", "0"], env=state)
     try:
         log = second.log()
         assert "stored session corrupt skipped (removed)" in log

@@ -15,6 +15,10 @@ Tools:
 * ``environ(names)``: returns ``{name: value or null}`` for the names asked, and
   ``troupe`` = the names of the ``TROUPE_*`` variables it has.
 * ``stderr(text)``: writes ``text`` to stderr, then returns ``"written"``.
+* ``remember(text)``: keeps ``text`` in this process's memory; returns ``"remembered <n>"``.
+* ``recall()``: returns what this process was given to remember, joined by ``,``.
+* ``tools/list`` names them all, each taking any object.
+* ``slow(seconds)``: returns ``"slept"`` after ``seconds`` (nothing else is read meanwhile).
 
 Writes block when stdout's pipe is full, as they would for any server whose
 client stops reading.
@@ -25,9 +29,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Any
 
 _out = sys.stdout.buffer
+_memory: list[str] = []
 
 
 def send(msg: dict[str, Any]) -> None:
@@ -86,6 +92,24 @@ def handle(msg: dict[str, Any]) -> None:
     elif method == "tools/call" and params.get("name") == "stderr":
         print(params.get("arguments", {}).get("text", ""), file=sys.stderr, flush=True)
         send(result(request_id, "written"))
+    elif method == "tools/call" and params.get("name") == "remember":
+        _memory.append(str(params.get("arguments", {}).get("text", "")))
+        send(result(request_id, f"remembered {len(_memory)}"))
+    elif method == "tools/call" and params.get("name") == "recall":
+        send(result(request_id, ",".join(_memory)))
+    elif method == "tools/call" and params.get("name") == "slow":
+        time.sleep(float(params.get("arguments", {}).get("seconds", 0)))
+        send(result(request_id, "slept"))
+    elif method == "tools/list":
+        tools = ["flood", "echo", "mirror", "environ", "stderr", "remember", "recall", "slow"]
+        schema = {"type": "object"}
+        send(
+            {
+                "jsonrpc": "2.0",
+                "id": request_id,
+                "result": {"tools": [{"name": n, "inputSchema": schema} for n in tools]},
+            }
+        )
     elif method == "ping":
         send({"jsonrpc": "2.0", "id": request_id, "result": {}})
     else:

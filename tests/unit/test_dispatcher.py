@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -17,6 +18,9 @@ import pykka
 import pytest
 
 from mcp_troupe.actors.core.options import Limits, ServerPolicy
+from mcp_troupe.actors.core.outputs import RespawnServer, ToServer
+from mcp_troupe.actors.core.records import RecordError, SessionRecord, token_digest
+from mcp_troupe.actors.core.session import SessionCore
 from mcp_troupe.actors.daemon.dispatcher import Dispatcher, DispatcherOptions
 from mcp_troupe.transport.hub.loop import BACK, HubStats
 from mcp_troupe.transport.hub.peers import Connection
@@ -258,3 +262,97 @@ def test_a_parked_session_is_respawned_on_the_next_adapter_of_its_server() -> No
     back = d.hub.take("back")
     assert [(peer, f["t"]) for peer, f in back] == [(b"a9", "registered"), (b"a9", "spawn")]
     assert back[1][1]["sid"] == sid and d.dispatcher.adapter_table.parked_for("example") == []
+
+
+# -- sessions of the previous daemon ---------------------------------------------------------------
+
+
+def stored_record(sid: str = "s-stored", adapter_id: str = "orphan", **changes: Any) -> SessionRecord:
+    base = SessionRecord(
+        sid=sid,
+        server="example",
+        state="active",
+        era="legacy",
+        protocol_version="2025-11-25",
+        initialize=INITIALIZE,
+        client_info={"name": "c", "version": "1"},
+        client_capabilities={},
+        server_info={"name": "s", "version": "1"},
+        server_capabilities={},
+        pid=777,
+        adapter_id=adapter_id,
+        token_sha256=token_digest(b"the-token"),
+        owner_key="",
+        client_label="pid 1",
+        env_names=(),
+        created_at=1.0,
+    )
+    return replace(base, **changes)
+
+
+def register_with(d: Daemon, peer: bytes, adapter_id: str, sessions: dict[str, int], **fields: Any) -> list[Any]:
+    frame = frames.encode("register", server="example", capacity=0, adapter_id=adapter_id, sessions=sessions, **fields)
+    d.dispatcher.on_back(peer, frame)
+    return [(f["t"], f.get("sid")) for _, f in d.hub.take("back")]
+
+
+def test_an_adapter_that_names_a_stored_session_gets_it_restored_and_one_not_stored_stopped() -> None:
+    d = Daemon(orphan_grace=30.0)
+    d.dispatcher.expect_restores([stored_record("s1"), stored_record("s2", adapter_id="someone-else")])
+    back = register_with(d, b"o1", "orphan", {"s1": 777, "s2": 778, "stray": 779}, retiring=True)
+    assert back == [("close", "s2"), ("close", "stray"), ("registered", None)], "only what was stored for it"
+    assert set(d.dispatcher.sessions) == {"s1"} and set(d.dispatcher.restorable) == {"s2"}
+    d.dispatcher.on_front(b"c9", frames.encode("attach", ref=1, sid="s1", token="wrong"))
+    assert [f["code"] for _, f in d.hub.take("front")] == ["not_owner"]
+    d.dispatcher.on_front(b"c9", frames.encode("attach", ref=2, sid="s1", token="the-token"))
+    assert [f["t"] for _, f in d.hub.take("front")] == ["attached"]
+    d.dispatcher.on_front(b"c9", frames.encode("mcp", sid="s1", msg=jsonrpc.request(5, "tools/list")))
+    sent = [f["msg"]["method"] for _, f in d.hub.take("back") if f["t"] == "mcp"]
+    assert sent == ["tools/list"], "Active at once: no handshake asked for"
+    assert d.dispatcher.store_stats()["restored"] == 1
+
+
+def test_a_stored_session_no_adapter_reports_is_restoring_then_lost_after_orphan_grace() -> None:
+    d = Daemon(orphan_grace=30.0)
+    d.dispatcher.expect_restores([stored_record("s1")])
+    d.dispatcher.on_front(b"c9", frames.encode("attach", ref=1, sid="s1", token="the-token"))
+    [(_, busy)] = d.hub.take("front")
+    assert busy["code"] == "server_busy" and busy["data"] == {"reason": "restoring"}
+    d.clock.now += 31
+    d.dispatcher.on_tick(d.clock.now)
+    assert d.dispatcher.take_store_batch() == [("s1", None)], "removed from the store"
+    d.dispatcher.on_front(b"c9", frames.encode("attach", ref=2, sid="s1", token="the-token"))
+    [(_, lost)] = d.hub.take("front")
+    assert lost["code"] == "unknown_session" and "within orphan_grace (30s)" in lost["message"]
+    assert register_with(d, b"o1", "orphan", {"s1": 777}) == [("close", "s1"), ("registered", None)]
+
+
+def test_a_retiring_adapter_is_given_no_new_session() -> None:
+    d = Daemon()
+    register_with(d, b"o1", "orphan", {}, retiring=True)
+    d.register(b"a1", adapter_id="fresh")
+    d.open()
+    assert d.spawned_on == b"a1"
+
+
+def test_a_restored_session_replays_its_handshake_when_its_server_restarts() -> None:
+    core = SessionCore.restored(stored_record(), 0.0, Limits(), ServerPolicy("restart", 3))
+    assert core.ready and core.started and core.info.pid == 777
+    outputs = core.server_exited(1, "crashed", 1.0)
+    assert any(isinstance(o, RespawnServer) for o in outputs)
+    [replay] = core.server_started(888, 2.0)
+    assert isinstance(replay, ToServer) and replay.msg["method"] == "initialize"
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"state": "initializing"}, "cannot be restored"),
+        ({"era": "unknown"}, "cannot be restored"),
+        ({"era": "medieval"}, "unknown era"),
+        ({"initialize": None}, "without its initialize"),
+    ],
+)
+def test_a_record_that_is_not_an_active_session_is_not_restored(changes: dict[str, Any], why: str) -> None:
+    with pytest.raises(RecordError, match=why):
+        SessionCore.restored(stored_record(**changes), 0.0)

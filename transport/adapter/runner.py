@@ -13,6 +13,14 @@ The adapter registers on every connection the socket makes (a socket monitor,
 attached before connecting, reports them), not just the first: after a daemon
 restart it is back on the daemon's books even if idle. A daemon that forgot it
 anyway answers ``error {code: not_registered}`` and the adapter registers again.
+
+Its registration names its live sessions (sid and server pid), so a daemon that
+restarted can restore the ones it stored. With ``orphan_grace``, an adapter whose
+daemon is gone (its parent died, or the connection was lost) keeps its server
+processes that long; an adapter whose parent daemon died is then *retiring*: the
+next daemon takes back its sessions but gives it no new ones, and it exits once
+the last of them ends. If no daemon takes it back within the grace, it stops its
+servers the spec's way (and, retiring, exits).
 """
 
 from __future__ import annotations
@@ -75,6 +83,7 @@ class Adapter:
         env: dict[str, str] | None = None,
         cwd: str | None = None,
         exit_with_parent: bool = False,
+        orphan_grace: float = 0.0,
         heartbeat_ms: int = 1000,
         adapter_id: str | None = None,
         max_message_bytes: int = MAX_LINE_BYTES,
@@ -94,6 +103,8 @@ class Adapter:
         self.endpoint = endpoint
         self.capacity = capacity
         self.exit_with_parent = exit_with_parent
+        self.orphan_grace = orphan_grace
+        """Seconds its servers outlive a lost daemon, waiting for the next one (0: they stop at once)."""
         self.heartbeat_ms = heartbeat_ms
         self.credentials = credentials
         self.exit_code = 0
@@ -126,6 +137,9 @@ class Adapter:
         self._stopping = False
         self._stop_reason = ""
         self._deadline = 0.0
+        self._orphan_deadline: float | None = None
+        """While no daemon has taken this adapter's sessions back: when its servers stop."""
+        self._retiring = False
 
     def request_stop(self, reason: str = "stop requested") -> None:
         """Ask `run` to stop every server and return. Safe from signal handlers and any thread."""
@@ -171,7 +185,10 @@ class Adapter:
             ready = dict(poller.poll(self._poll_timeout_ms()))
             if link.outbox and ready.get(link.socket, 0) & zmq.POLLOUT:
                 self._flush_outbox()
-            if link.monitor in ready and zmq.EVENT_HANDSHAKE_SUCCEEDED in link.events():
+            events = link.events() if link.monitor in ready else []
+            if zmq.EVENT_DISCONNECTED in events:
+                self._orphaned("the connection to the daemon was lost")
+            if zmq.EVENT_HANDSHAKE_SUCCEEDED in events:
                 self._register()
             if link.handshake_failure and not link.connected:
                 log.error("cannot register: %s", link.handshake_failure)
@@ -184,6 +201,7 @@ class Adapter:
                 for item in self._mailbox.drain():
                     self._on_item(item)
             self._check_parent()
+            self._check_orphan_grace()
             self._heartbeat()
 
     def _finished(self) -> bool:
@@ -200,8 +218,52 @@ class Adapter:
             self._send("heartbeat")
 
     def _check_parent(self) -> None:
-        if self.exit_with_parent and not self._stopping and os.getppid() != self._parent_pid:
+        if not self.exit_with_parent or self._stopping or os.getppid() == self._parent_pid:
+            return
+        self._parent_pid = os.getppid()
+        if self.orphan_grace <= 0 or not self._sessions:
             self._begin_shutdown("parent process is gone")
+            return
+        self._retiring = True
+        self._orphaned("its parent daemon is gone")
+
+    def _orphaned(self, why: str) -> None:
+        """No daemon holds this adapter's sessions now: they wait ``orphan_grace`` for the next one."""
+        if self._stopping or self.orphan_grace <= 0 or not self._sessions:
+            return
+        if self._orphan_deadline is None:
+            self._orphan_deadline = time.monotonic() + self.orphan_grace
+            log.warning(
+                "%s: keeping %d server(s) for %gs (orphan_grace) for a daemon to take them back",
+                why,
+                len(self._sessions),
+                self.orphan_grace,
+            )
+        if self._retiring:
+            self._register()  # the next daemon must hear that this one takes no new sessions
+
+    def _check_orphan_grace(self) -> None:
+        if self._orphan_deadline is None or time.monotonic() < self._orphan_deadline:
+            return
+        self._orphan_deadline = None
+        reason = f"no daemon took its sessions back within orphan_grace ({self.orphan_grace:g}s)"
+        if self._retiring:
+            self._begin_shutdown(reason)
+            return
+        log.warning("%s: stopping %d server(s)", reason, len(self._sessions))
+        for process in self._sessions.values():
+            process.stop()
+
+    def _adopted(self) -> None:
+        """A daemon answered ``registered``: it holds the sessions it restored (and closes the rest)."""
+        if self._orphan_deadline is not None:
+            self._orphan_deadline = None
+            log.info("a daemon took back this adapter's %d session(s)", len(self._sessions))
+        self._retire_if_done()
+
+    def _retire_if_done(self) -> None:
+        if self._retiring and not self._sessions and not self._stopping:
+            self._begin_shutdown("it outlived its daemon and its last session ended")
 
     # daemon -> adapter
 
@@ -225,6 +287,7 @@ class Adapter:
             self._apply_reading(frame["sid"])
         elif frame["t"] == "registered":
             log.info("registered with the daemon as %r", frame["server"])
+            self._adopted()
         else:
             self._on_error(frame)
 
@@ -260,6 +323,8 @@ class Adapter:
     def _spawn_refusal(self) -> str | None:
         if self._stopping:
             return "the adapter is shutting down"
+        if self._retiring:
+            return "the adapter outlived its daemon and takes no new sessions"
         if self.capacity and len(self._sessions) >= self.capacity:
             return f"the adapter is at capacity (capacity={self.capacity})"
         return None
@@ -304,6 +369,7 @@ class Adapter:
                 self._paused.discard(sid)
                 log.info("session %s: server %s", sid, reason)
                 self._send_exited(sid, code, reason)
+                self._retire_if_done()
             case ("fault", sid, kind, status):
                 if sid in self._sessions:
                     self._send("fault", sid=sid, kind=kind, status=status)
@@ -329,7 +395,21 @@ class Adapter:
     # frames out
 
     def _register(self) -> None:
-        self._send("register", server=self.server, capacity=self.capacity, pid=os.getpid(), adapter_id=self.adapter_id)
+        """Ahead of every frame waiting: a new daemon must know the sessions before their output reaches it."""
+        assert self._link is not None
+        sessions = {sid: process.pid for sid, process in self._sessions.items()}
+        data = frames.encode(
+            "register",
+            server=self.server,
+            capacity=self.capacity,
+            pid=os.getpid(),
+            adapter_id=self.adapter_id,
+            sessions=sessions or None,
+            retiring=self._retiring or None,
+        )
+        self._last_sent = time.monotonic()
+        self._link.outbox.appendleft(data)
+        self._flush_outbox()
 
     def _send_exited(self, sid: str, code: int | None, reason: str) -> None:
         """``code`` is left out when there is none (spawn failed, process abandoned)."""

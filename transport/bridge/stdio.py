@@ -25,6 +25,12 @@ stdout closed by the client); 1 when the daemon ended it (``closed`` with
 reason ``evicted``, ``idle``, ``server_exited``, ``shutdown``, ..., or the
 connection to the daemon was lost); 3 when no session could be opened (the
 daemon is unreachable, or refused the ``open``).
+
+With ``reconnect`` (``--reconnect SECONDS``), a lost connection is not the end:
+the requests in flight are answered (``data.reason = "daemon_lost"``), stdin is
+left unread (what the client writes waits in its pipe) and the bridge attaches
+its session again with its resume token on a new connection, until the daemon
+has it back or the window has passed.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from mcp_troupe.transport.runtime import RuntimeDirError
 from mcp_troupe.transport.wire import frames, jsonrpc
 from mcp_troupe.transport.wire.envelope import EnvelopeScan
 from mcp_troupe.transport.wire.kinds import (
+    AttachedFrame,
     ClosedFrame,
     DaemonMcpFrame,
     ErrorFrame,
@@ -80,11 +87,16 @@ _BATCH: Final = 512
 """Frames taken from the socket per wake-up, so stdin and signals are not starved."""
 _BACKLOG: Final = 1000
 """Frames waiting (queued or in the outbox) at which stdin stops being read."""
+_ATTACH_WAIT: Final = 2.0
+"""Seconds an ``attach`` on a new connection is given before another connection is tried."""
+_ATTACH_RETRY: Final = 0.1
+"""Seconds before attaching again a session the restarted daemon is still restoring."""
 
 
 class Phase(Enum):
     OPENING = "opening"
     OPEN = "open"
+    REATTACHING = "reattaching"
     CLOSING = "closing"
 
 
@@ -242,9 +254,12 @@ class StdioBridge:
         server_stderr: bool = True,
         max_line_bytes: int = MAX_LINE_BYTES,
         credentials: Credentials | None = None,
+        reconnect: float = 0.0,
     ) -> None:
         """``endpoint`` None means the daemon's default; ``stdout`` None means ``sys.stdout.buffer``;
-        ``credentials``: CurveZMQ keys for a tcp endpoint (`Credentials.resolve`)."""
+        ``credentials``: CurveZMQ keys for a tcp endpoint (`Credentials.resolve`); ``reconnect``: seconds a
+        lost daemon is waited for, the session then attached again (0: a lost connection ends the bridge)."""
+        self.reconnect = reconnect
         self.server = server
         self.credentials = credentials
         self.endpoint = endpoint
@@ -273,6 +288,12 @@ class StdioBridge:
         """Ids of the client's requests that have had no response yet."""
         self._exit: int | None = None
         self._link: DealerLink | None = None
+        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._token = ""
+        self._attach_ref: int | None = None
+        self._reattach_until = 0.0
+        self._answered_lost: set[jsonrpc.RequestId] = set()
+        """Requests answered with ``daemon_lost``: a response that still comes for one is dropped."""
 
     def request_stop(self, reason: str = "stop requested") -> None:
         """Close the session and return from `run`. Safe from signal handlers and any thread."""
@@ -283,7 +304,7 @@ class StdioBridge:
         endpoint = self._resolve_endpoint()
         if endpoint is None:
             return EXIT_UNAVAILABLE
-        context = zmq.Context()
+        context = self._context = zmq.Context()
         try:
             # No heartbeat timeout of its own: a client not reading stdout must not cut the session.
             link = self._link = DealerLink(context, endpoint, credentials=self.credentials)
@@ -291,9 +312,9 @@ class StdioBridge:
             log.info("opening a session to %r at %s", self.server, endpoint)
             try:
                 with self._signal_handlers():
-                    code = self._loop(link)
+                    code = self._loop()
             finally:
-                link.close(linger_ms=self._linger_ms())
+                self._link.close(linger_ms=self._linger_ms())
         finally:
             context.term()
             self._mailbox.close()
@@ -335,13 +356,15 @@ class StdioBridge:
 
     # -- the loop ------------------------------------------------------------------
 
-    def _loop(self, link: DealerLink) -> int:
+    def _loop(self) -> int:
         poller = zmq.Poller()
         poller.register(self._mailbox.fileno(), zmq.POLLIN)
         # Which variables the server takes from its sessions (pass_env): asked first, sent with the open.
         self._send(frames.encode("ctl", ref=self._servers_ref, op="servers"))
         self._deadline = time.monotonic() + self.open_timeout
         while self._exit is None:
+            link = self._link
+            assert link is not None
             link.register(poller)
             poller.register(self.stdin_fd, zmq.POLLIN if self._reading_stdin() else 0)
             ready = dict(poller.poll(self._poll_timeout_ms()))
@@ -360,6 +383,9 @@ class StdioBridge:
                     self._stop(reason)
             if self.stdin_fd in ready and self._reading_stdin():
                 self._read_stdin()
+            if self._link is not link:
+                poller.unregister(link.socket)
+                poller.unregister(link.monitor)
             self._flush_outbox()
             self._check_deadline()
         return self._exit
@@ -368,7 +394,7 @@ class StdioBridge:
         return (
             self._stdin_open
             and not self._stopping
-            and self._phase is not Phase.CLOSING
+            and self._phase in (Phase.OPENING, Phase.OPEN)
             and len(self._queued) + (len(self._link.outbox) if self._link is not None else 0) < _BACKLOG
         )
 
@@ -382,6 +408,8 @@ class StdioBridge:
             return
         if self._phase is Phase.OPENING:
             self._open_timed_out()
+        elif self._phase is Phase.REATTACHING:
+            self._attach_again()
         else:
             log.warning("session %s: no answer to close within %gs; exiting anyway", self._sid, self.close_timeout)
             self._exit = EXIT_OK
@@ -424,9 +452,64 @@ class StdioBridge:
             log.error("lost the connection to the troupe daemon at %s before the session opened", self.endpoint)
             self._exit = EXIT_OK if self._stopping else EXIT_UNAVAILABLE
             return
+        if self.reconnect > 0 and self._token and self._phase is not Phase.CLOSING:
+            self._begin_reattach()
+            return
         log.error("lost the connection to the troupe daemon at %s; session %s is gone", self.endpoint, self._sid)
         self._exit = EXIT_OK if self._phase is Phase.CLOSING else EXIT_SESSION_ENDED
         self._fail_pending("Connection closed: lost the connection to the troupe daemon", {"reason": "disconnected"})
+
+    # -- reconnecting --------------------------------------------------------------
+
+    def _begin_reattach(self) -> None:
+        if self._phase is Phase.OPEN:
+            log.warning(
+                "lost the troupe daemon at %s; waiting %gs for it to take session %s back",
+                self.endpoint,
+                self.reconnect,
+                self._sid,
+            )
+            self._reattach_until = time.monotonic() + self.reconnect
+            self._answered_lost |= self._pending
+            self._fail_pending(
+                "Connection closed: the troupe daemon went away while this request was in flight; it may have run",
+                {"reason": "daemon_lost"},
+            )
+        self._phase = Phase.REATTACHING
+        self._attach_again()
+
+    def _attach_again(self) -> None:
+        """A new connection and an ``attach``: answered ``attached``, or an error that says to wait, or not."""
+        now = time.monotonic()
+        if now >= self._reattach_until:
+            log.error(
+                "the troupe daemon did not take session %s back within %gs (--reconnect)", self._sid, self.reconnect
+            )
+            self._exit = EXIT_SESSION_ENDED
+            return
+        assert self._link is not None and self._context is not None and self._sid is not None
+        self._link.close(linger_ms=0)
+        self._link = DealerLink(self._context, self.endpoint or "", credentials=self.credentials)
+        self._link.connect()
+        self._attach_ref = next(self._refs)
+        self._send(frames.encode("attach", ref=self._attach_ref, sid=self._sid, token=self._token))
+        self._deadline = min(self._reattach_until, now + _ATTACH_WAIT)
+
+    def _on_attached(self, frame: AttachedFrame) -> None:
+        if frame["ref"] != self._attach_ref or self._phase is not Phase.REATTACHING:
+            log.warning("ignored an unexpected attached frame (ref %r)", frame["ref"])
+            return
+        self._phase, self._deadline, self._seq = Phase.OPEN, None, frame["seq"]
+        log.warning("session %s is back: the daemon took it again", self._sid)
+        if self._stopping or not self._stdin_open:
+            self._begin_close()
+
+    def _attach_refused(self, code: str, message: str, data: Mapping[str, Any]) -> None:
+        if data.get("reason") == "restoring":
+            self._deadline = min(self._reattach_until, time.monotonic() + _ATTACH_RETRY)
+            return
+        log.error("the troupe daemon did not take session %s back: %s: %s", self._sid, code, message)
+        self._exit = EXIT_SESSION_ENDED
 
     def _drain_socket(self, link: DealerLink) -> None:
         """What arrived, up to a batch, until a frame decides the bridge's exit."""
@@ -454,6 +537,8 @@ class StdioBridge:
             self._server_stderr(frame["line"])
         elif frame["t"] == "opened":
             self._on_opened(frame)
+        elif frame["t"] == "attached":
+            self._on_attached(frame)
         elif frame["t"] == "closed":
             self._on_closed(frame)
         elif frame["t"] == "error":
@@ -479,6 +564,7 @@ class StdioBridge:
             log.warning("ignored an unexpected opened frame (ref %r, sid %s)", frame["ref"], frame["sid"])
             return
         self._sid, self._phase, self._deadline = frame["sid"], Phase.OPEN, None
+        self._token = frame.get("token", "")
         log.info("session %s to %r is open", self._sid, self.server)
         if self._stopping:
             self._queued.clear()
@@ -496,6 +582,14 @@ class StdioBridge:
         self._seq = frame["seq"]
         msg = frame["msg"]
         if "method" not in msg and (request_id := _request_id(msg)) is not None:
+            if request_id in self._answered_lost and request_id not in self._pending:
+                self._answered_lost.discard(request_id)
+                log.info(
+                    "session %s: dropped a late response to %r (answered when the daemon was lost)",
+                    self._sid,
+                    request_id,
+                )
+                return
             self._pending.discard(request_id)
         log.debug("session %s: <- %s", self._sid, _describe(msg))
         self._write(msg)
@@ -535,6 +629,8 @@ class StdioBridge:
                 message,
             )
             self._exit = EXIT_UNAVAILABLE
+        elif ref is not None and ref == self._attach_ref and self._phase is Phase.REATTACHING:
+            self._attach_refused(code, message, frame.get("data") or {})
         elif ref is not None and ref == self._close_ref:
             log.info("session %s: close answered with %s (%s)", self._sid, code, message)
             self._exit = EXIT_OK

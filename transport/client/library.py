@@ -14,14 +14,23 @@ sockets are not thread-safe); open as many sessions on it as you like. A
 JSON-RPC error response raises `RequestError` with its code, message and
 data; an envelope error from the daemon raises `FrameRefused` with its stable
 code.
+
+With ``reconnect`` (seconds), a client whose daemon went away waits that long for
+it to come back and attaches every open session again with its resume token (a
+daemon restarted after a kill keeps them: docs/persistence.rst). Each request in
+flight when the connection was lost is answered once, with `DAEMON_LOST` (its
+outcome is unknown: it may have run); what is sent meanwhile waits in the caller,
+which blocks until the daemon is back or the window has passed.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Self
 
 import zmq
@@ -35,6 +44,11 @@ from mcp_troupe.transport.wire.frames import DAEMON_TO_CLIENT, FrameError, decod
 log = logging.getLogger("troupe.client")
 
 DEFAULT_PROTOCOL_VERSION = "2025-11-25"
+DAEMON_LOST = "daemon_lost"
+"""``error.data.reason`` of the answer (code -32000) a request gets when the daemon went away while it was in
+flight and the client reconnected: whether the server ran it is unknown."""
+_ATTACH_RETRY = 0.1
+"""Seconds between attempts to attach a session the restarted daemon is still restoring."""
 CLIENT_INFO = {"name": "troupe-client", "version": "1"}
 
 
@@ -104,6 +118,7 @@ class Client:
         heartbeat_timeout: float = 0.0,
         server_key: str | None = None,
         key_file: str | None = None,
+        reconnect: float = 0.0,
     ) -> None:
         try:
             self.endpoint = endpoint or discovery.find()
@@ -121,9 +136,13 @@ class Client:
         except KeyFileError as exc:
             raise DaemonUnavailable(str(exc)) from None
         self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-        self._link = DealerLink(
-            self._ctx, self.endpoint, timeout_ms=round(heartbeat_timeout * 1000), credentials=credentials
+        self.reconnect = reconnect
+        """Seconds a lost daemon is waited for, its sessions then attached again; 0: lost means `DaemonUnavailable`."""
+        self._recovering = False
+        self._new_link: Callable[[], DealerLink] = functools.partial(
+            DealerLink, self._ctx, self.endpoint, timeout_ms=round(heartbeat_timeout * 1000), credentials=credentials
         )
+        self._link = self._new_link()
         try:
             self._link.connect()
         except zmq.ZMQError as exc:
@@ -217,7 +236,55 @@ class Client:
 
     # -- plumbing ----------------------------------------------------------------------
 
+    @property
+    def _may_recover(self) -> bool:
+        return self.reconnect > 0 and not self._recovering
+
+    def _recover(self, what: str) -> None:
+        """The daemon went away: answer what was in flight, then reconnect and attach every session again."""
+        log.warning("lost the troupe daemon at %s while %s; waiting %gs for it", self.endpoint, what, self.reconnect)
+        for session in self._sessions.values():
+            session._daemon_lost()
+        deadline = time.monotonic() + self.reconnect
+        self._recovering = True
+        try:
+            while True:
+                self._link.close(linger_ms=0)
+                self._link = self._new_link()
+                self._link.connect()
+                self._started = time.monotonic()
+                try:
+                    self._attach_all(deadline)
+                    return
+                except (DaemonUnavailable, Timeout) as exc:
+                    if time.monotonic() >= deadline:
+                        raise DaemonUnavailable(
+                            f"the troupe daemon at {self.endpoint} did not come back within {self.reconnect:g}s "
+                            f"(reconnect): {exc}"
+                        ) from None
+        finally:
+            self._recovering = False
+
+    def _attach_all(self, deadline: float) -> None:
+        for session in [s for s in self._sessions.values() if not s.closed]:
+            while True:
+                ref = next(self._refs)
+                self._send(encode("attach", ref=ref, sid=session.sid, token=session.token))
+                remaining = max(0.1, deadline - time.monotonic())
+                reply = self._await_reply(ref, remaining, f"attaching session {session.sid} again")
+                if reply["t"] == "attached":
+                    session._seq = reply["seq"]
+                    log.info("session %s attached again after the daemon came back", session.sid)
+                    break
+                if (reply.get("data") or {}).get("reason") == "restoring" and time.monotonic() < deadline:
+                    time.sleep(_ATTACH_RETRY)  # the daemon is waiting for the session's adapter
+                    continue
+                session._closed(DAEMON_LOST, f"{reply['code']}: {reply['message']}")
+                break
+
     def _send(self, data: bytes) -> None:
+        if self._lost and self._may_recover:
+            self._recover("sending")
         if self._lost:
             raise DaemonUnavailable(f"the connection to the troupe daemon at {self.endpoint} was lost")
         self._link.socket.send(data)  # blocking: a caller waits for room, as for the answer
@@ -226,13 +293,19 @@ class Client:
         return time.monotonic() + (self.timeout if timeout is None else timeout)
 
     def _await_reply(self, ref: int, timeout: float | None, what: str) -> dict[str, Any]:
-        deadline = self._deadline(timeout)
+        deadline, link = self._deadline(timeout), self._link
         while ref not in self._replies:
             self._pump(deadline, what)
+            if self._link is not link:
+                raise DaemonUnavailable(f"the troupe daemon went away while {what}; it is back now: try again")
         return self._replies.pop(ref)
 
     def _pump(self, deadline: float, what: str) -> None:
-        """Receive and file one frame; `Timeout` at the deadline, `DaemonUnavailable` if the daemon is gone."""
+        """Receive and file one frame; `Timeout` at the deadline, `DaemonUnavailable` if the daemon is gone
+        (with ``reconnect``: back from reconnecting, having filed nothing)."""
+        if self._lost and self._may_recover and not self._link.has_input():
+            self._recover(what)
+            return
         poller = zmq.Poller()
         self._link.register(poller)
         while True:
@@ -243,6 +316,8 @@ class Client:
             ready = dict(poller.poll(max(0, int(remaining * 1000)))) if remaining > 0 else {}
             if self._link.monitor in ready:
                 self._link.events()
+                if self._lost and self._may_recover and not self._link.has_input():
+                    return
             if self._link.socket in ready:
                 break
             if not ready:
@@ -309,6 +384,11 @@ class Session:
         self._ids = itertools.count(1)
         self._responses: dict[jsonrpc.RequestId, dict[str, Any] | FrameRefused] = {}
         self._inbox: deque[dict[str, Any]] = deque()
+        self._in_flight: dict[jsonrpc.RequestId, str] = {}
+        """Requests sent and not answered yet, with their method: answered by `_daemon_lost` if the daemon goes."""
+        self._answered_lost: set[jsonrpc.RequestId] = set()
+        self.late_dropped = 0
+        """Responses that came after their request had been answered with `DAEMON_LOST` (dropped: one answer each)."""
         self._seq = 0
         self.stderr: deque[str] = deque(maxlen=1000)
         """What the server wrote to stderr, when the session was opened with ``stderr=True`` (the last 1000 lines)."""
@@ -322,6 +402,9 @@ class Session:
         if self.closed:
             raise SessionClosed(self.close_reason or "closed", self.close_message)
         self.client._send(encode("mcp", sid=self.sid, msg=msg))
+        if isinstance(msg.get("method"), str) and isinstance(msg.get("id"), int | str):
+            self._in_flight[msg["id"]] = msg["method"]
+            self._answered_lost.discard(msg["id"])
 
     def request(self, method: str, params: dict[str, Any] | None = None, *, timeout: float | None = None) -> Any:
         """Send a request and wait for its result; a JSON-RPC error raises `RequestError`."""
@@ -407,9 +490,26 @@ class Session:
             log.warning("session %s: frame seq %d after %d; frames were lost", self.sid, seq, self._seq)
         self._seq = seq
         if "method" not in msg and "id" in msg:
+            if msg["id"] in self._answered_lost:  # answered already, by _daemon_lost: never twice
+                self._answered_lost.discard(msg["id"])
+                self.late_dropped += 1
+                log.info(
+                    "session %s: dropped a late response to request %r (answered at the loss)", self.sid, msg["id"]
+                )
+                return
             self._responses[msg["id"]] = msg
+            self._in_flight.pop(msg["id"], None)
         else:
             self._inbox.append(msg)
+
+    def _daemon_lost(self) -> None:
+        """Each request in flight gets its one answer now: the daemon that had it is gone."""
+        for request_id, method in self._in_flight.items():
+            text = "Connection closed: the troupe daemon went away while this request was in flight; it may have run"
+            data = {"reason": DAEMON_LOST, "method": method}
+            self._responses[request_id] = jsonrpc.error(request_id, jsonrpc.CONNECTION_CLOSED, text, data)
+        self._answered_lost.update(self._in_flight)
+        self._in_flight.clear()
 
     def _closed(self, reason: str, message: str) -> None:
         self.close_reason = reason
@@ -420,5 +520,6 @@ class Session:
         (``data.response``): the server's request it answered is answered by the daemon instead."""
         if request_id is not None and not (error.data or {}).get("response"):
             self._responses[request_id] = error
+            self._in_flight.pop(request_id, None)
         else:
             self.refusals.append(error)

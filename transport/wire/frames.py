@@ -143,7 +143,14 @@ DAEMON_TO_CLIENT: Final[Mapping[str, Schema]] = {
 }
 
 ADAPTER_TO_DAEMON: Final[Mapping[str, Schema]] = {
-    "register": {"server": (STR, True), "capacity": (INT, True), "pid": (INT, False), "adapter_id": (STR, False)},
+    "register": {
+        "server": (STR, True),
+        "capacity": (INT, True),
+        "pid": (INT, False),
+        "adapter_id": (STR, False),
+        "sessions": (MAP, False),
+        "retiring": (BOOL, False),
+    },
     "heartbeat": {},
     "spawned": {"sid": (STR, True), "pid": (INT, True)},
     "mcp": {"sid": (STR, True), "msg": (MAP, False), "json": (STR, False)},

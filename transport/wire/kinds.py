@@ -148,6 +148,10 @@ class RegisterFrame(TypedDict):
     capacity: int
     pid: NotRequired[int]
     adapter_id: NotRequired[str]
+    sessions: NotRequired[dict[str, Any]]
+    """Its live sessions, sid -> server pid: after a daemon restart, the new daemon restores those it stored."""
+    retiring: NotRequired[bool]
+    """It outlived its daemon: it serves the sessions it has and takes no new ones."""
 
 
 class HeartbeatFrame(TypedDict):

@@ -47,12 +47,12 @@ class Handshake:
         self._deciding_id: RequestId | None = None
 
     def restore(self, record: SessionRecord) -> None:
-        """What a stored session had learned, confirmed: `RecordError` if it was not an active session."""
+        """What a stored session had learned, confirmed: `RecordError` unless it was active (or passivated)."""
         try:
             era = Era(record.era)
         except ValueError:
             raise RecordError(f"unknown era {record.era!r}") from None
-        if record.state != "active" or era is Era.UNKNOWN:
+        if record.state not in ("active", "passivated") or era is Era.UNKNOWN:
             raise RecordError(f"a {record.state} session of era {record.era} cannot be restored")
         if era is Era.LEGACY and record.initialize is None:
             raise RecordError("a legacy session stored without its initialize request")

@@ -57,6 +57,11 @@ class Limits:
     another connection while its own is alive."""
     reattach_buffer: int = 1000
     """Frames for the client a detached session keeps for its ``attach``; one more closes it (``client_gone``)."""
+    passivate_after: float = 0.0
+    """Seconds without traffic (and nothing pending) after which a session is passivated: its server process
+    stopped, its actor gone, its record kept; its next message brings it back. 0 = never (the default)."""
+    max_passivated: int = 100_000
+    """Passivated sessions the daemon keeps at once; beyond, idle sessions stay active."""
 
     def timeout_for(self, method: str) -> float:
         if method in self.timeouts:
@@ -73,6 +78,9 @@ class ServerPolicy:
     takes over the same session (the legacy handshake is replayed)."""
     max_restarts: int = 3
     """Restarts per session before it fails anyway."""
+    passivate: bool = True
+    """Its idle sessions may be passivated (``passivate_after``): false for a server whose state a new process
+    would not have."""
 
 
 ON_EXIT_POLICIES = ("fail", "restart")
@@ -104,5 +112,7 @@ LIMIT_HELP: dict[str, str] = {
     "high_volume_frames": "frames that tag a session high-volume",
     "reattach_grace": "seconds a session waits for its client to attach again after its connection ends; 0 = none",
     "reattach_buffer": "frames a detached session keeps for its client's return",
+    "passivate_after": "seconds idle before a session is passivated (server stopped until its next message); 0 = off",
+    "max_passivated": "passivated sessions kept at once; beyond, idle sessions stay active",
 }
 """One line per `Limits` field, for ``--help``; docs/limits.rst has the full story."""

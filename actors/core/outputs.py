@@ -84,6 +84,11 @@ class RespawnServer:
 
 
 @dataclass(frozen=True, slots=True)
+class Passivate:
+    """The session has been idle for ``passivate_after``: hand it over to the dispatcher as a record."""
+
+
+@dataclass(frozen=True, slots=True)
 class RequestRefused:
     """A client request was refused by a limit: ``session``, ``global`` or ``rate``."""
 
@@ -112,6 +117,7 @@ Output = (
     | Schedule
     | Warn
     | RespawnServer
+    | Passivate
     | RequestRefused
     | RequestDone
 )

@@ -43,6 +43,7 @@ from mcp_troupe.actors.core.outputs import (
     Opened,
     OpenFailed,
     Output,
+    Passivate,
     Refuse,
     RequestDone,
     RequestRefused,
@@ -100,6 +101,7 @@ class SessionCore:
         self._started = False
         self._wake_at: float | None = None
         self._respawn: _Respawn | None = None
+        self._passivate_not_before = 0.0
         self._pipelined: list[object] = []
         """What the client sent after ``initialize`` and before its result (a fast client does not wait):
         held in order and handled once the result has passed, as a server reading them in turn would."""
@@ -116,6 +118,17 @@ class SessionCore:
         core.restarts = record.restarts
         core._started = True
         core.machine.transition(State.ACTIVE)
+        return core
+
+    @classmethod
+    def reactivated(
+        cls, record: SessionRecord, now: float, limits: Limits | None = None, policy: ServerPolicy | None = None
+    ) -> SessionCore:
+        """A passivated session brought back by a message: Active, its server process to be started anew and its
+        handshake replayed (as a restart does); what its client sends meanwhile is held."""
+        core = cls.restored(record, now, limits, policy)
+        core.info.pid = None
+        core._respawn = _Respawn()
         return core
 
     @property
@@ -290,6 +303,9 @@ class SessionCore:
             outputs += self._release_pipelined(now)
         if self._idle_deadline() is not None and now >= self._idle_deadline():  # type: ignore[operator]
             return outputs + self.close("idle", now)
+        passivate_at = self._passivate_deadline()
+        if passivate_at is not None and now >= passivate_at:
+            return [*outputs, Passivate()]
         return self._scheduled(outputs)
 
     def next_wake(self) -> float | None:
@@ -297,10 +313,12 @@ class SessionCore:
         if self.state is not State.INITIALIZING and self.state is not State.ACTIVE:
             return None
         times = [t for t in (self.from_client.next_deadline(), self.from_server.next_deadline()) if t is not None]
-        idle = self._idle_deadline()
-        if idle is not None:
-            times.append(idle)
+        times += [t for t in (self._idle_deadline(), self._passivate_deadline()) if t is not None]
         return min(times) if times else None
+
+    def idle_deadline(self) -> float | None:
+        """When the session closes for being idle, if it does (``expire_idle``) and nothing is pending."""
+        return self._idle_deadline()
 
     def _idle_deadline(self) -> float | None:
         if not (self.expire_idle and self._started) or self.limits.idle_timeout <= 0:
@@ -308,6 +326,20 @@ class SessionCore:
         if self.from_client or self.from_server:
             return None
         return self.last_activity + self.limits.idle_timeout
+
+    def _passivate_deadline(self) -> float | None:
+        """When an idle Active session may be passivated: its server opted in and nothing is under way."""
+        after = self.limits.passivate_after
+        if after <= 0 or not self.policy.passivate or self.state is not State.ACTIVE:
+            return None
+        if self.from_client or self.from_server or self._respawn is not None or self._pipelined:
+            return None
+        return max(self.last_activity + after, self._passivate_not_before)
+
+    def passivation_declined(self, now: float) -> list[Output]:
+        """The daemon keeps no more passivated sessions now: try again after another ``passivate_after``."""
+        self._passivate_not_before = now + self.limits.passivate_after
+        return self._scheduled([])
 
     def _scheduled(self, outputs: list[Output]) -> list[Output]:
         """Ask for a wake-up if the next one needed is earlier than the one asked for."""
@@ -428,7 +460,7 @@ class SessionCore:
                 return [Refuse(ErrorCode.NOT_INITIALIZED, "notifications/initialized before the initialize result")]
             if self.state is State.INITIALIZING:
                 self.machine.transition(State.ACTIVE)
-            return [ToServer(msg.body)]
+            return self._scheduled([ToServer(msg.body)])  # Active now: it may be passivated one day
         if not self.ready and method not in CLIENT_NOTIFICATIONS_BEFORE_READY:
             return [
                 Refuse(

@@ -57,6 +57,9 @@ class ServerConfig:
     """When a session's server process ends: ``fail`` the session, or ``restart`` the process."""
     max_restarts: int = 3
     """Server restarts per session (``on_exit = "restart"``) before the session fails anyway."""
+    passivate: bool = True
+    """Its idle sessions may be passivated (``[limits] passivate_after``); false keeps them active, for a server
+    whose state a new process would not have."""
     pass_env: tuple[str, ...] = ()
     """Environment variables a session may bring for its own server process (``open`` ``env``, sent by
     ``troupe connect`` from its environment); none by default."""
@@ -290,6 +293,7 @@ SERVER_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "term_timeout": ((int, float), "seconds, >= 0"),
     "on_exit": ((str,), "fail or restart"),
     "max_restarts": ((int,), "an integer >= 0"),
+    "passivate": ((bool,), "true or false"),
     "pass_env": ((list,), "a list of environment variable names, e.g. ['GITHUB_TOKEN']"),
     "url": ((str, list), "an http(s) URL, or a list of them (replicas), e.g. 'https://host/mcp'"),
     "headers": ((dict,), "a table of header values, e.g. { Authorization = 'Bearer ${SEARCH_TOKEN}' }"),

@@ -23,6 +23,8 @@ import pykka
 
 from mcp_troupe.actors.core.adapters import AdapterLink
 from mcp_troupe.actors.core.limits import GlobalPending
+from mcp_troupe.actors.daemon import passivation
+from mcp_troupe.actors.daemon.passivation import Passivated
 from mcp_troupe.actors.daemon.tables import Route
 from mcp_troupe.actors.shells.session import CloseSession, Describe
 from mcp_troupe.actors.shells.supervisor import Crash, InjectFault, Status
@@ -99,6 +101,11 @@ class DaemonView(Protocol):
         ...
 
     def store_stats(self) -> dict[str, int]: ...
+    def passivation_stats(self) -> dict[str, int]: ...
+    @property
+    def passivated(self) -> Mapping[str, Passivated]: ...
+    @property
+    def detached(self) -> Mapping[str, float]: ...
     @property
     def observers(self) -> Observers: ...
     @property
@@ -297,6 +304,7 @@ class ControlPlane:
             "forbidden": {k: int(v) for k, v in metrics.by_label("troupe_forbidden", "what").items()},
             "errors": dict(dispatcher.errors),
             "store": dispatcher.store_stats(),
+            "passivation": dispatcher.passivation_stats(),
             "http": self.http_counts(),
             "frames": {
                 "in": dict(hub.frames_in),
@@ -319,11 +327,21 @@ class ControlPlane:
         ]
 
         def finish(snapshots: list[dict[str, Any]], missing: int) -> None:
+            snapshots += self._passivated_snapshots(peer, server)
             chosen = [s for s in snapshots if state is None or s["state"] == state]
             chosen.sort(key=lambda s: s["idle_s"])
             self.reply(peer, ref, {"sessions": chosen, "missing": missing})
 
         self.gather(routes, finish)
+
+    def _passivated_snapshots(self, peer: bytes, server: str | None) -> list[dict[str, Any]]:
+        dispatcher = self._dispatcher
+        operator = OPERATOR in dispatcher.rights(peer)
+        return [
+            passivation.snapshot(sid, entry, dispatcher.now, detached=sid in dispatcher.detached)
+            for sid, entry in dispatcher.passivated.items()
+            if (server is None or entry.server == server) and (operator or entry.client == peer)
+        ]
 
     def _sessions_show(self, peer: bytes, ref: Ref, args: dict[str, Any]) -> None:
         route = self._route(args, peer)

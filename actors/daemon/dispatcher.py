@@ -29,11 +29,12 @@ from mcp_troupe.actors.core.answers import as_id, id_of
 from mcp_troupe.actors.core.deadlines import Wakeups
 from mcp_troupe.actors.core.options import PRIORITY_METHODS, Limits, ServerPolicy
 from mcp_troupe.actors.core.recency import Recency
-from mcp_troupe.actors.core.records import RecordError, SessionRecord, Write, token_digest
+from mcp_troupe.actors.core.records import RecordError, SessionRecord, Write, encode_record, token_digest
 from mcp_troupe.actors.core.refusals import RefusalLog
 from mcp_troupe.actors.core.session import SessionCore
 from mcp_troupe.actors.core.write_behind import WriteBehind
 from mcp_troupe.actors.daemon.control import ControlPlane
+from mcp_troupe.actors.daemon.passivation import Passivated
 from mcp_troupe.actors.daemon.tables import Route
 from mcp_troupe.actors.shells.session import (
     ClientFrameRefused,
@@ -164,6 +165,10 @@ class Dispatcher:
         """Stored sessions of the previous daemon, waiting for their adapter to report their server alive."""
         self._restore_until = 0.0
         self.restored = 0
+        self.passivated: dict[str, Passivated] = {}
+        """Sessions idle past ``passivate_after``: no actor, no server process, their record kept."""
+        self.passivations = 0
+        self.reactivations = 0
         self.reload_keys: Callable[[Callable[[dict[str, Any] | str], None]], None] | None = None
         """Set by the daemon when it has CurveZMQ keys: the ``security.reload`` operation."""
 
@@ -194,6 +199,8 @@ class Dispatcher:
                 self._client_message(peer, frame)
             elif frame["t"] == "open":
                 self._open(peer, frame)
+            elif frame["t"] == "close" and frame["sid"] in self.passivated:
+                self._close_passivated(peer, frame["sid"], frame.get("ref"))
             elif frame["t"] == "close":
                 self._tell(self._route(peer, frame), CloseSession("client", frame.get("ref")), frame)
             elif frame["t"] == "attach":
@@ -246,6 +253,8 @@ class Dispatcher:
         sid, ref = frame["sid"], as_id(frame.get("ref"))
         msg_id = id_of(frame["msg"]) if frame["t"] == "mcp" else None
         route = self.sessions.get(sid)
+        if route is None and sid in self.passivated and frame["t"] == "mcp":
+            return self._reactivate(sid, peer, msg_id, ref)
         if route is None:
             message = f"no open session {sid!r}; it was closed or never opened: open a new session"
             raise FrameError(ErrorCode.UNKNOWN_SESSION, message, sid=sid, id=msg_id, ref=ref)
@@ -282,7 +291,7 @@ class Dispatcher:
         core = SessionCore(sid, server, now, self._limits, policy, expire_idle=frame.get("expire_idle", False))
         label = client.label + _via(frame.get("via"))
         peers = Peers(peer, adapter.peer, ref, label, stderr=frame.get("stderr", False), token=token)
-        actor = SessionActor.start(core, peers, self._links)
+        actor = SessionActor.start(core, peers, self._links, self._clock)
         conn = self._hub.connection(FRONT, peer)
         owner_key = conn.key if conn is not None else b""
         digest = token_digest(token.encode())
@@ -309,6 +318,9 @@ class Dispatcher:
                 "yet); retry the attach in a moment"
             )
             raise FrameError(ErrorCode.SERVER_BUSY, message, sid=sid, ref=ref, data={"reason": "restoring"})
+        if route is None and sid in self.passivated:
+            self._attach_passivated(peer, frame)
+            return
         if route is None and sid in self.lost:
             message = f"session {sid!r} was lost when the daemon restarted: {self.lost[sid]}; open a new session"
             raise FrameError(ErrorCode.UNKNOWN_SESSION, message, sid=sid, ref=ref)
@@ -436,6 +448,8 @@ class Dispatcher:
         self.observers.metrics.janitor_passes.inc()
         for sid in self.wakeups.pop_due(now):
             route = self.sessions.get(sid)
+            if route is None and sid in self.passivated:
+                self._end_passivated(sid, "idle")
             if route is None:
                 continue
             try:
@@ -516,6 +530,8 @@ class Dispatcher:
             return
         sid, kind = frame["sid"], frame["t"]
         route = self.sessions.get(sid)
+        if (route is None or route.old_exit) and self._passivated_process(adapter, sid, kind):
+            return
         if route is None or route.adapter is not adapter:
             log.debug("late %s frame from adapter %s for session %s", kind, adapter.server, sid)
             if kind != "exited":  # a server process nobody wants: have the adapter stop it
@@ -631,6 +647,7 @@ class Dispatcher:
         """An adapter said it leaves (``unregister``): not lost, gone; its sessions follow their ``on_exit``."""
         log.info("adapter of server %r (pid %s) left: %s", link.server, link.pid, reason)
         self.adapter_table.remove(link)
+        self._forget_stopping(link)
         for sid in list(link.sessions):
             self._tell_route(sid, ServerExited(None, f"adapter stopped: {reason}"))
 
@@ -638,6 +655,7 @@ class Dispatcher:
         """Forget an adapter; each of its sessions follows its server's ``on_exit`` policy."""
         log.error("adapter of server %r (pid %s) lost: %s", link.server, link.pid, reason)
         self.adapter_table.remove(link)
+        self._forget_stopping(link)
         self.on_adapter_lost(link.adapter_id, reason)
         for sid in list(link.sessions):
             self._tell_route(sid, ServerExited(None, f"adapter lost: {reason}"))
@@ -666,13 +684,178 @@ class Dispatcher:
         if client is not None and client.blocked:
             self._hub.send_back(adapter.peer, encode("pause", sid=sid))
 
+    # -- passivation -----------------------------------------------------------------
+
+    def passivate(self, sid: str, record: SessionRecord, created_at: float, expires_at: float | None = None) -> bool:
+        """A session idle past ``passivate_after`` leaves as its record (on its actor's turn, this thread);
+        False when it may not now (the table is full, the session is ending, or the daemon is). ``expires_at``:
+        when it closes for being idle (a session opened with ``expire_idle``); ``created_at``: when it was opened
+        (the daemon's clock)."""
+        route = self.sessions.get(sid)
+        full = len(self.passivated) >= self._limits.max_passivated
+        if route is None or route.closing or self.stopping or full or self._pending_by_session.get(sid, 0):
+            return False
+        full_record = self._full_record(route, record)
+        self.remember(full_record)
+        entry = _entry(full_record, route.client, self.now, created_at, route.env)
+        entry.stopping = route.adapter
+        self.passivated[sid] = entry
+        del self.sessions[sid]
+        self._pending_by_session.pop(sid, None)
+        self.wakeups.discard(sid)
+        self.recency.discard(sid)
+        route.adapter.sessions.discard(sid)
+        route.actor.tell(Forgotten())
+        if expires_at is not None:
+            self.wakeups.set(sid, expires_at)
+        self.passivations += 1
+        return True
+
+    def redeliver(self, sid: str, message: FromClient) -> None:
+        """A client message that reached the session's actor after it passivated: it brings the session back."""
+        route = self.sessions.get(sid)
+        entry = self.passivated.get(sid)
+        try:
+            if route is None and entry is not None:
+                route = self._reactivate(sid, entry.client, id_of(message.msg), None)
+            if route is None:
+                raise FrameError(ErrorCode.SESSION_CLOSED, f"session {sid!r} has ended", sid=sid, id=id_of(message.msg))
+            route.actor.tell(message)
+        except (FrameError, pykka.ActorDeadError) as exc:
+            if message.counted:
+                self.pending_changed(sid, -1)
+            if isinstance(exc, FrameError) and entry is not None:
+                self._hub.send_front(entry.client, exc.to_frame())
+
+    def _reactivate(self, sid: str, peer: bytes, msg_id: int | str | None, ref: int | str | None) -> Route:
+        """The client's message for a passivated session: a new actor and server process (handshake replayed)."""
+        entry = self.passivated[sid]
+        if entry.client != peer:
+            message = f"session {sid!r} belongs to another client connection"
+            raise FrameError(ErrorCode.NOT_OWNER, message, sid=sid, id=msg_id, ref=ref)
+        table = self.adapter_table
+        old = entry.stopping
+        adapter = old if old is not None and table.is_live(old) and not old.retiring else table.free(entry.server)
+        if adapter is None:
+            message = f"no adapter of server {entry.server!r} has room to bring back passivated session {sid!r}; retry"
+            raise FrameError(ErrorCode.SERVER_BUSY, message, sid=sid, id=msg_id, ref=ref)
+        try:
+            record = entry.decoded(sid)
+            policy = self._options.server_policies.get(record.server)
+            core = SessionCore.reactivated(record, self.now, self._limits, policy)
+        except RecordError as exc:
+            self._end_passivated(sid, "failed")
+            message = f"session {sid!r} could not be brought back ({exc}); open a new session"
+            raise FrameError(ErrorCode.SESSION_CLOSED, message, sid=sid, id=msg_id, ref=ref) from None
+        del self.passivated[sid]
+        peers = Peers(peer, adapter.peer, 0, record.client_label)
+        actor = SessionActor.start(core, peers, self._links, self._clock, opened_at=record.created_at)
+        route = Route(actor, peer, adapter, env=entry.env, token_sha256=entry.token_sha256, owner_key=entry.owner_key)
+        route.old_exit = old is adapter
+        self.sessions[sid] = route
+        adapter.sessions.add(sid)
+        self.recency.touch(sid, self.now)
+        self.reactivations += 1
+        log.info("session %s reactivated on server %r", sid, entry.server)
+        if not route.old_exit:
+            self._spawn_for(route, sid)
+        return route
+
+    def _spawn_for(self, route: Route, sid: str) -> None:
+        self._hub.send_back(route.adapter.peer, encode("spawn", sid=sid, env=route.env))
+        client = self.clients.get(route.client)
+        if client is not None and client.blocked:
+            self._hub.send_back(route.adapter.peer, encode("pause", sid=sid))
+
+    def _passivated_process(self, adapter: AdapterLink, sid: str, kind: str) -> bool:
+        """A frame from the server process a session was passivated from: its ``exited`` frees the session id on
+        that adapter (a reactivated session's process may start now); whatever else it sent is dropped."""
+        entry = self.passivated.get(sid)
+        route = self.sessions.get(sid)
+        if entry is not None and entry.stopping is adapter:
+            if kind == "exited":
+                entry.stopping = None
+            return True
+        if route is not None and route.old_exit and route.adapter is adapter:
+            if kind == "exited":
+                route.old_exit = False
+                self._spawn_for(route, sid)
+            return True
+        return False
+
+    def _forget_stopping(self, link: AdapterLink) -> None:
+        """An adapter went away: the processes of passivated sessions it was stopping went with it."""
+        for entry in self.passivated.values():
+            if entry.stopping is link:
+                entry.stopping = None
+        for sid in list(link.sessions):
+            route = self.sessions.get(sid)
+            if route is not None and route.old_exit:
+                route.old_exit = False
+                link.sessions.discard(sid)
+                self.respawn(sid)
+
+    def _attach_passivated(self, peer: bytes, frame: AttachFrame) -> None:
+        sid, ref = frame["sid"], frame["ref"]
+        entry = self.passivated[sid]
+        conn = self._hub.connection(FRONT, peer)
+        key = conn.key if conn is not None else b""
+        if not hmac.compare_digest(token_digest(frame["token"].encode("utf-8", "replace")), entry.token_sha256):
+            raise FrameError(ErrorCode.NOT_OWNER, f"wrong resume token for session {sid!r}", sid=sid, ref=ref)
+        if entry.owner_key and not hmac.compare_digest(key, entry.owner_key):
+            message = f"session {sid!r} belongs to another key; attach it with the key that opened it"
+            raise FrameError(ErrorCode.NOT_OWNER, message, sid=sid, ref=ref)
+        old = self.clients.get(entry.client)
+        if old is not None:
+            old.sessions.discard(sid)
+        entry.client = peer
+        self._client(peer).sessions.add(sid)
+        self.detached.pop(sid, None)
+        self._hub.send_front(peer, encode("attached", ref=ref, sid=sid, server=entry.server, seq=0))
+
+    def _close_passivated(self, peer: bytes, sid: str, ref: int | str | None) -> None:
+        entry = self.passivated[sid]
+        if entry.client != peer:
+            message = f"session {sid!r} belongs to another client connection"
+            raise FrameError(ErrorCode.NOT_OWNER, message, sid=sid, ref=as_id(ref))
+        self._end_passivated(sid, "client", ref)
+
+    def _end_passivated(self, sid: str, reason: str, ref: int | str | None = None) -> None:
+        """A passivated session ends (its client closed it or went away, the daemon stops): no process to stop."""
+        entry = self.passivated.pop(sid)
+        self.detached.pop(sid, None)
+        self.wakeups.discard(sid)
+        if self.persist:
+            self.store_queue.put(sid, None)
+        client = self.clients.get(entry.client)
+        if client is not None:
+            client.sessions.discard(sid)
+        message = f"session closed ({reason})"
+        self._hub.send_front(entry.client, encode("closed", sid=sid, reason=reason, message=message, ref=ref))
+        self.observers.metrics.sessions_closed.labels(reason).inc()
+        log.info("passivated session %s closed: %s", sid, message)
+
     # -- sessions of the previous daemon ---------------------------------------------
 
     def expect_restores(self, records: list[SessionRecord]) -> None:
         """The previous daemon's stored sessions: restored as their adapters report their servers alive,
         lost if none has within ``orphan_grace``."""
-        self.restorable = {record.sid: record for record in records}
-        self._restore_until = self._clock() + self._options.orphan_grace
+        now = self._clock()
+        self._restore_until = now + self._options.orphan_grace
+        self.restorable = {r.sid: r for r in records if r.state != "passivated"}
+        wait = max(self._limits.reattach_grace, self._options.orphan_grace)
+        for record in records:
+            if record.state != "passivated":
+                continue
+            if len(self.passivated) >= self._limits.max_passivated:
+                self._lose({record.sid: f"over max_passivated ({self._limits.max_passivated})"})
+                continue
+            try:
+                self.passivated[record.sid] = _entry(record, b"", now, now)
+            except ValueError:
+                self._lose({record.sid: "its record's owner key is not hex"})
+                continue
+            self.detached[record.sid] = now + wait
 
     def _adopt(self, link: AdapterLink, sessions: Mapping[str, Any]) -> None:
         """An adapter's live sessions: those stored for it are restored; a server nobody knows is stopped."""
@@ -700,7 +883,7 @@ class Dispatcher:
             self._hub.send_back(link.peer, encode("close", sid=sid, reason="not restored"))
             return
         peers = Peers(b"", link.peer, 0, f"{record.client_label} (restored)")
-        actor = SessionActor.start(core, peers, self._links, opened_at=record.created_at)
+        actor = SessionActor.start(core, peers, self._links, self._clock, opened_at=record.created_at, restored=True)
         self.sessions[sid] = Route(actor, b"", link, token_sha256=record.token_sha256, owner_key=owner_key)
         link.sessions.add(sid)
         self.recency.touch(sid, self.now)
@@ -728,6 +911,8 @@ class Dispatcher:
 
     def _tell_route(self, sid: str, message: object) -> None:
         route = self.sessions.get(sid)
+        if route is None and isinstance(message, CloseSession) and sid in self.passivated:
+            self._end_passivated(sid, message.reason)
         if route is not None:
             try:
                 route.actor.tell(message)
@@ -766,6 +951,7 @@ class Dispatcher:
             "frames": frames,
             "http": self.control.http_counts(),
             "store": self.store_stats(),
+            "passivation": self.passivation_stats(),
         }
 
     def _warn_pending(self) -> None:
@@ -782,19 +968,26 @@ class Dispatcher:
         route = self.sessions.get(record.sid)
         if route is None or route.closing or not self.persist:
             return
-        full = replace(
+        if (
+            not self.store_queue.put(record.sid, self._full_record(route, record))
+            and self.store_queue.dropped in _POWERS
+        ):
+            log.warning(
+                "%d session records not stored: the store is behind by %d sessions (store_queue)",
+                self.store_queue.dropped,
+                len(self.store_queue),
+            )
+
+    @staticmethod
+    def _full_record(route: Route, record: SessionRecord) -> SessionRecord:
+        """The session's record with what its route knows (owner, adapter, env names)."""
+        return replace(
             record,
             token_sha256=route.token_sha256,
             owner_key=route.owner_key.hex(),
             adapter_id=route.adapter.adapter_id,
             env_names=tuple(sorted(route.env or ())),
         )
-        if not self.store_queue.put(record.sid, full) and self.store_queue.dropped in _POWERS:
-            log.warning(
-                "%d session records not stored: the store is behind by %d sessions (store_queue)",
-                self.store_queue.dropped,
-                len(self.store_queue),
-            )
 
     def store_stats(self) -> dict[str, int]:
         queue = self.store_queue
@@ -806,6 +999,13 @@ class Dispatcher:
             "lost_on_restart": len(self.lost),
             "restoring": len(self.restorable),
             "restored": self.restored,
+        }
+
+    def passivation_stats(self) -> dict[str, int]:
+        return {
+            "passivated": len(self.passivated),
+            "passivations": self.passivations,
+            "reactivations": self.reactivations,
         }
 
     def take_store_batch(self) -> list[Write]:
@@ -927,6 +1127,8 @@ class Dispatcher:
         """Refuse new sessions and close every open one; the future completes when none is left."""
         self.stopping = True
         self._drained = Future()
+        for sid in list(self.passivated):
+            self._end_passivated(sid, reason)
         for route in list(self.sessions.values()):
             try:
                 route.actor.tell(CloseSession(reason))
@@ -954,6 +1156,14 @@ _AUDITED = frozenset({str(ErrorCode.NOT_OWNER), str(ErrorCode.FORBIDDEN)})
 
 _POWERS = frozenset(4**n for n in range(16))
 """Counts at which a repeated warning is logged again (1, 4, 16, ...): counted always, logged rarely."""
+
+
+def _entry(
+    record: SessionRecord, client: bytes, now: float, created: float, env: dict[str, str] | None = None
+) -> Passivated:
+    """The passivated session of ``record`` (a full one: token digest and owner key filled in)."""
+    key = bytes.fromhex(record.owner_key)
+    return Passivated(encode_record(record), record.server, client, record.token_sha256, key, now, created, env)
 
 
 def _codes(counts: Counter[str]) -> str:

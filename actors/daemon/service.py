@@ -94,7 +94,7 @@ class Daemon:
                 keys=self.keys,
             )
         )
-        policies = {s.name: ServerPolicy(s.on_exit, s.max_restarts) for s in config.servers.values()}
+        policies = {s.name: ServerPolicy(s.on_exit, s.max_restarts, s.passivate) for s in config.servers.values()}
         options = DispatcherOptions(
             max_frame_bytes=config.max_frame_bytes,
             max_frame_items=config.max_frame_items,

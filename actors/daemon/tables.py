@@ -27,3 +27,6 @@ class Route:
     kept nowhere in the daemon, so a restored session (whose store holds only this) is attached alike."""
     owner_key: bytes = b""
     """The CurveZMQ public key of the client that opened it, if any: only that key may attach it."""
+    old_exit: bool = False
+    """Reactivated before the server process it was passivated from had exited, on the same adapter: its
+    ``spawn`` waits for that ``exited`` (a session id names one process of an adapter at a time)."""

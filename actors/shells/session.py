@@ -24,6 +24,7 @@ from mcp_troupe.actors.core.outputs import (
     Opened,
     OpenFailed,
     Output,
+    Passivate,
     Refuse,
     RequestDone,
     RequestRefused,
@@ -70,6 +71,12 @@ class DispatcherPort(Protocol):
     def close_detached(self, sid: str) -> None: ...
 
     def remember(self, record: SessionRecord) -> None: ...
+
+    def passivate(
+        self, sid: str, record: SessionRecord, created_at: float, expires_at: float | None = None
+    ) -> bool: ...
+
+    def redeliver(self, sid: str, message: FromClient) -> None: ...
 
 
 # -- messages ------------------------------------------------------------------
@@ -206,8 +213,10 @@ class SessionActor(LoopActor):
         clock: Callable[[], float] = time.monotonic,
         *,
         opened_at: float | None = None,
+        restored: bool = False,
     ) -> None:
-        """``opened_at``: wall-clock time the session was opened, when it was not now (a restored session)."""
+        """``opened_at``: wall-clock time the session was opened, when it was not now (a restored or reactivated
+        session); ``restored``: it is a session of the previous daemon."""
         super().__init__(links.outbox)
         self.core = core
         self._peers = peers
@@ -218,7 +227,9 @@ class SessionActor(LoopActor):
         self._reported_pending = 0
         self._reported_finished = False
         self._opened_at = time.time() if opened_at is None else opened_at
-        self.restored = opened_at is not None
+        self.restored = restored
+        self._passivated = False
+        """Handed over to the dispatcher as a record: what still reaches this actor goes back to it."""
         self._stderr: deque[str] = deque(maxlen=STDERR_KEPT)
         self._to_client: Callable[[bytes, bytes], None] = links.outbox.send_front
         """Sends a frame to the client; once its connection has ended, to nowhere (such frames are not
@@ -267,6 +278,8 @@ class SessionActor(LoopActor):
 
     def _handle(self, message: Any) -> Any:
         core, now = self.core, self._clock()
+        if self._passivated:
+            return self._after_passivation(message)
         match message:
             case FromClient(msg, counted, over_global):
                 self._counted = counted
@@ -320,6 +333,30 @@ class SessionActor(LoopActor):
                 raise FaultInjected(f"injected fault in session {core.sid}")
             case _:
                 raise TypeError(f"SessionActor got an unknown message {message!r}")
+        return None
+
+    def _passivate(self) -> None:
+        """Idle for ``passivate_after``: leave as a record (if the dispatcher has room) and stop the server."""
+        core = self.core
+        record, expires_at = replace(self._record(), state="passivated"), core.idle_deadline()
+        if self._held or not self._links.dispatcher.passivate(core.sid, record, core.created_at, expires_at):
+            self._emit(core.passivation_declined(self._clock()))
+            return
+        self._passivated = True
+        self._reported_finished = True  # the dispatcher forgot this actor: it must not forget the session's next one
+        self._links.outbox.send_back(self._peers.adapter, encode("close", sid=core.sid, reason="passivated"))
+        log.info("session %s passivated (idle %gs)", core.sid, core.limits.passivate_after)
+        self._event("session.passivated")
+
+    def _after_passivation(self, message: Any) -> Any:
+        """A message told before the dispatcher forgot this actor: the client's go back (they reactivate it)."""
+        match message:
+            case FromClient():
+                self._links.outbox.call(partial(self._links.dispatcher.redeliver, self.core.sid, message))
+            case Forgotten():
+                self.stop()
+            case FromServer():
+                self.core.dropped += 1
         return None
 
     def _hold(self, _peer: bytes, data: bytes) -> None:
@@ -379,6 +416,8 @@ class SessionActor(LoopActor):
                 self._emit(self.core.receive_from_client(message.msg, now), counted=message.counted)
 
     def on_stop(self) -> None:
+        if self._passivated:
+            return
         if not self.core.state.terminal:
             self._emit(self.core.fail("the daemon stopped the session", self._clock()))
         self._report_finished()
@@ -465,6 +504,8 @@ class SessionActor(LoopActor):
                 self._report_finished()  # the dispatcher answers Forgotten; then the actor stops
             case RespawnServer():
                 outbox.call(partial(self._links.dispatcher.respawn, sid))
+            case Passivate():
+                self._passivate()
             case Warn(message):
                 log.warning("session %s: %s", sid, message)
             case Dropped(source, reason):

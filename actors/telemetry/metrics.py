@@ -196,6 +196,19 @@ class LoopCollector(Collector):
         )
         for name, what in STORE_COUNTERS.items():
             yield CounterMetricFamily(f"troupe_store_{name}", what, value=store.get(name, 0))
+        yield GaugeMetricFamily(
+            "troupe_store_restoring",
+            "Stored sessions of the previous daemon waiting for their adapter to report back.",
+            value=store.get("restoring", 0),
+        )
+        passivation = snap.get("passivation", {})
+        yield GaugeMetricFamily(
+            "troupe_sessions_passivated",
+            "Sessions passivated: no actor, no server process, their record kept.",
+            value=passivation.get("passivated", 0),
+        )
+        for name, what in PASSIVATION_COUNTERS.items():
+            yield CounterMetricFamily(f"troupe_{name}", what, value=passivation.get(name, 0))
 
 
 STORE_COUNTERS = {
@@ -203,6 +216,11 @@ STORE_COUNTERS = {
     "dropped": "Session record changes not stored because store_queue sessions already waited.",
     "errors": "Batches the store refused (each is retried).",
     "lost_on_restart": "Stored sessions found gone when the daemon started (their server process did not survive).",
+    "restored": "Sessions of the previous daemon restored with their server process.",
+}
+PASSIVATION_COUNTERS = {
+    "passivations": "Sessions passivated after passivate_after without traffic.",
+    "reactivations": "Passivated sessions brought back by a message (a new server process, the handshake replayed).",
 }
 
 

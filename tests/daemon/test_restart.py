@@ -205,9 +205,12 @@ def test_official_sdk_clients_through_troupe_connect_carry_on_after_a_kill_9(tmp
 
         try:
             with (tmp_path / "bridges.stderr").open("w+") as errlog:
-                anyio.run(scenario, errlog)
-                errlog.seek(0)
-                text = errlog.read()
+                try:
+                    anyio.run(scenario, errlog)
+                finally:
+                    errlog.seek(0)
+                    text = errlog.read()
+                    print(text)  # shown when the test fails: what each bridge said
                 assert "Traceback" not in text and "the daemon took it again" in text
         finally:
             finish(daemons[-1])

@@ -356,3 +356,60 @@ def test_a_restored_session_replays_its_handshake_when_its_server_restarts() -> 
 def test_a_record_that_is_not_an_active_session_is_not_restored(changes: dict[str, Any], why: str) -> None:
     with pytest.raises(RecordError, match=why):
         SessionCore.restored(stored_record(**changes), 0.0)
+
+
+# -- passivation -----------------------------------------------------------------------------------
+
+
+def passivated_daemon(**limits: Any) -> tuple[Daemon, str]:
+    d = Daemon(limits=Limits(passivate_after=10.0, **limits))
+    d.register(b"a1", adapter_id="first")
+    sid = d.open()["sid"]
+    d.handshake(sid)
+    d.clock.now += 11
+    d.dispatcher.janitor_pass(d.clock.now)
+    d.hub.run()
+    return d, sid
+
+
+def test_an_idle_session_is_passivated_and_a_message_brings_it_back_once_its_old_process_exited() -> None:
+    d, sid = passivated_daemon()
+    assert [(f["t"], f.get("reason")) for _, f in d.hub.take("back")] == [("close", "passivated")]
+    assert sid not in d.dispatcher.sessions and sid in d.dispatcher.passivated
+    assert d.dispatcher.take_store_batch()[-1][1].state == "passivated"  # type: ignore[union-attr]
+    d.dispatcher.on_front(b"c1", frames.encode("mcp", sid=sid, msg=jsonrpc.request(7, "tools/list")))
+    assert d.hub.take("back") == [], "no new process while the old one has not exited"
+    d.dispatcher.on_back(b"a1", frames.encode("exited", sid=sid, code=0, reason="stopped"))
+    assert [f["t"] for _, f in d.hub.take("back")] == ["spawn"]
+    d.dispatcher.on_back(b"a1", frames.encode("spawned", sid=sid, pid=5555))
+    [(_, replay)] = d.hub.take("back")
+    assert replay["msg"]["method"] == "initialize", "the handshake is replayed to the new process"
+    result = jsonrpc.result(replay["msg"]["id"], {"protocolVersion": "2025-11-25", "capabilities": {}})
+    d.dispatcher.on_back(b"a1", frames.encode("mcp", sid=sid, msg=result))
+    sent = [f["msg"].get("method") for _, f in d.hub.take("back")]
+    assert sent == ["notifications/initialized", "tools/list"], "then what the client sent, in order"
+    d.dispatcher.on_back(b"a1", frames.encode("mcp", sid=sid, msg=jsonrpc.result(7, {"tools": []})))
+    [(_, answer)] = d.hub.take("front")
+    assert answer["msg"] == jsonrpc.result(7, {"tools": []})
+    assert d.dispatcher.passivation_stats() == {"passivated": 0, "passivations": 1, "reactivations": 1}
+
+
+def test_a_passivated_session_is_closed_by_its_client_and_by_nobody_else() -> None:
+    d, sid = passivated_daemon()
+    d.hub.take()
+    d.dispatcher.on_front(b"c2", frames.encode("mcp", sid=sid, msg=jsonrpc.request(1, "ping")))
+    assert [f["code"] for _, f in d.hub.take("front")] == ["not_owner"]
+    d.dispatcher.on_front(b"c1", frames.encode("close", sid=sid, ref=9))
+    [(peer, closed)] = d.hub.take("front")
+    assert peer == b"c1" and closed["t"] == "closed" and closed["ref"] == 9
+    assert sid not in d.dispatcher.passivated and (sid, None) in d.dispatcher.take_store_batch()
+
+
+def test_a_full_passivation_table_keeps_the_session_active() -> None:
+    d, sid = passivated_daemon(max_passivated=1)
+    other = d.open(ref=2)["sid"]
+    d.handshake(other)
+    d.clock.now += 11
+    d.dispatcher.janitor_pass(d.clock.now)
+    d.hub.run()
+    assert set(d.dispatcher.passivated) == {sid} and other in d.dispatcher.sessions

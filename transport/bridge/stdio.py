@@ -372,7 +372,7 @@ class StdioBridge:
                 self._drain_socket(link)
             if link.monitor in ready:
                 link.events()
-                if link.handshake_failure and not link.connected:
+                if link.handshake_failure and not link.connected and self._phase is not Phase.REATTACHING:
                     log.error("%s", link.handshake_failure)
                     self._exit = EXIT_UNAVAILABLE
                     break

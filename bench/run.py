@@ -33,13 +33,23 @@ from typing import Any
 if __package__ in (None, ""):  # run as ``python bench/run.py``
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import hop, http_load, proxy_env, real_server, scale, startup, throughput
+from bench import hop, http_load, passivation, proxy_env, real_server, scale, startup, throughput
 from bench.common import BENCH, PYTHON, ROOT, SOURCE, bench_env, loadavg, machine
 
 if SOURCE != ROOT:
     sys.path.insert(0, str(SOURCE))
 
-MEASUREMENTS = ("startup", "hop", "real_server", "throughput", "http", "scale", "janitor", "supervisor")
+MEASUREMENTS = (
+    "startup",
+    "hop",
+    "real_server",
+    "throughput",
+    "http",
+    "scale",
+    "janitor",
+    "supervisor",
+    "passivation",
+)
 COMPARED_PATHS: tuple[tuple[str, str, str], ...] = (
     ("direct", "troupe_connect", "2 add {q} (ms): direct stdio | troupe_connect"),
     ("direct", "client_library", "2 add {q} (ms): direct stdio | client_library"),
@@ -49,7 +59,7 @@ COMPARED_PATHS: tuple[tuple[str, str, str], ...] = (
     ("mcp_proxy", "troupe_http_sdk1", "2 add {q} (ms), SDK 1.x over HTTP: mcp-proxy | troupe's HTTP front"),
 )
 """The real-server paths the table sets side by side: (baseline, path, row label)."""
-QUICK_ORDER = ("startup", "hop", "throughput", "http", "scale", "janitor", "supervisor", "real_server")
+QUICK_ORDER = ("startup", "hop", "throughput", "http", "scale", "janitor", "supervisor", "passivation", "real_server")
 """The quick run measures the real server last: mcp-proxy's environment may still be being made."""
 
 
@@ -158,6 +168,13 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             "ms",
         ),
         row(
+            "100,000 passivated sessions: daemon RSS + store",
+            _get(r, "passivation", "total_mib_at_100k"),
+            "< 1 GB (1024 MiB)",
+            lambda v: v < 1024,
+            "MiB",
+        ),
+        row(
             "start-up (embedded default config) p50",
             _get(r, "startup", "default_config_ms", "p50"),
             "<= 500 ms",
@@ -255,6 +272,16 @@ def table_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     round(size["opens_per_s_last_tenth"] / size["opens_per_s_first_tenth"], 2),
                 )
             add(f"4 close all {n} (s): closed | forgotten", size["close_all_s"], size["close_until_forgotten_s"], None)
+    v = r.get("passivation")
+    if v:
+        n = v["sessions"]
+        add(
+            f"9 bytes/passivated session at {n}: daemon | store",
+            v["daemon_bytes_per_passivated_session"],
+            v["store_bytes_per_session"],
+            None,
+        )
+        add("9 reactivation (ms): p50 | p99", v["reactivation_ms"]["p50"], v["reactivation_ms"]["p99"], None)
     j = r.get("janitor")
     if j:
         small, large = j["sizes"]["1000"], j["sizes"]["10000"]
@@ -381,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         "scale": lambda: scale.run(quick),
         "janitor": lambda: _inproc("janitor", quick),
         "supervisor": lambda: _inproc("supervisor", quick),
+        "passivation": lambda: passivation.run(quick),
     }
     results: dict[str, Any] = {}
     errors: dict[str, str] = {}

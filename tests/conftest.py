@@ -242,6 +242,23 @@ def server_pids(daemon: RunningDaemon) -> set[int]:
     return pids
 
 
+def processes_of(daemon: RunningDaemon) -> set[int]:
+    """Live processes started under this daemon's home (adapters and servers), the daemon itself left out."""
+    marker = f"HOME={daemon.env['HOME']}".encode()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == daemon.process.pid:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(") ", 1)[1][0]
+        except OSError:
+            continue
+        if marker in environ and state != "Z":
+            found.add(int(entry.name))
+    return found
+
+
 EXAMPLE_TOOLS = ["add", "ask_llm", "ask_user", "cancelled_sleeps", "echo", "fail", "list_roots", "sleep"]
 """The example server's tools, sorted."""
 

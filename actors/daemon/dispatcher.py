@@ -831,7 +831,8 @@ class Dispatcher:
         if client is not None:
             client.sessions.discard(sid)
         message = f"session closed ({reason})"
-        self._hub.send_front(entry.client, encode("closed", sid=sid, reason=reason, message=message, ref=ref))
+        if entry.client:  # b"": restored from the store, no client has attached it yet
+            self._hub.send_front(entry.client, encode("closed", sid=sid, reason=reason, message=message, ref=ref))
         self.observers.metrics.sessions_closed.labels(reason).inc()
         log.info("passivated session %s closed: %s", sid, message)
 

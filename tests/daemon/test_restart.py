@@ -20,7 +20,7 @@ from typing import TextIO
 
 import anyio
 import pytest
-from conftest import ROOT, RunningDaemon, finish, start_daemon, wait_for
+from conftest import ROOT, RunningDaemon, finish, processes_of, start_daemon, wait_for
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.types import TextContent
@@ -45,23 +45,6 @@ def stored(daemon: RunningDaemon) -> dict[str, dict[str, object]]:
     path = Path(daemon.env["TROUPE_STATE_DIR"]) / "sessions.sqlite3"
     with sqlite3.connect(path) as db:
         return {sid: json.loads(body) for sid, body in db.execute("SELECT sid, body FROM sessions")}
-
-
-def processes_of(daemon: RunningDaemon) -> set[int]:
-    """Live processes started under this daemon's home (adapters and servers), the daemon itself left out."""
-    marker = f"HOME={daemon.env['HOME']}".encode()
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == daemon.process.pid:
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rsplit(") ", 1)[1][0]
-        except OSError:
-            continue
-        if marker in environ and state != "Z":
-            found.add(int(entry.name))
-    return found
 
 
 def recall(session: Session) -> str:

@@ -22,7 +22,7 @@ from mcp_troupe.actors.core.outputs import RespawnServer, ToServer
 from mcp_troupe.actors.core.records import RecordError, SessionRecord, token_digest
 from mcp_troupe.actors.core.session import SessionCore
 from mcp_troupe.actors.daemon.dispatcher import Dispatcher, DispatcherOptions
-from mcp_troupe.transport.hub.loop import BACK, HubStats
+from mcp_troupe.transport.hub.loop import BACK, FRONT, HubStats
 from mcp_troupe.transport.hub.peers import Connection
 from mcp_troupe.transport.keys import ANY_SERVER, OPERATOR
 from mcp_troupe.transport.wire import frames, jsonrpc
@@ -413,3 +413,24 @@ def test_a_full_passivation_table_keeps_the_session_active() -> None:
     d.dispatcher.janitor_pass(d.clock.now)
     d.hub.run()
     assert set(d.dispatcher.passivated) == {sid} and other in d.dispatcher.sessions
+
+
+def test_a_passivated_session_ends_with_its_clients_connection_and_when_its_idle_timeout_comes() -> None:
+    d, sid = passivated_daemon()
+    d.hub.take()
+    d.dispatcher.on_peer_lost(FRONT, b"c1", "disconnected")
+    assert sid not in d.dispatcher.passivated and (sid, None) in d.dispatcher.take_store_batch()
+    d.dispatcher.on_front(b"c1", frames.encode("open", ref=5, server="example", expire_idle=True))
+    d.hub.run()
+    [(_, spawn)] = [(p, f) for p, f in d.hub.take("back") if f["t"] == "spawn"]
+    d.dispatcher.on_back(b"a1", frames.encode("spawned", sid=spawn["sid"], pid=1))
+    d.handshake(spawn["sid"])
+    d.clock.now += 11
+    d.dispatcher.janitor_pass(d.clock.now)
+    d.hub.run()
+    assert spawn["sid"] in d.dispatcher.passivated
+    d.hub.take()
+    d.clock.now += 300  # idle_timeout (300 s) after its last activity
+    d.dispatcher.janitor_pass(d.clock.now)
+    assert [(f["t"], f["reason"]) for _, f in d.hub.take("front")] == [("closed", "idle")]
+    assert spawn["sid"] not in d.dispatcher.passivated

@@ -62,6 +62,8 @@ class Limits:
     stopped, its actor gone, its record kept; its next message brings it back. 0 = never (the default)."""
     max_passivated: int = 100_000
     """Passivated sessions the daemon keeps at once; beyond, idle sessions stay active."""
+    max_passivated_bytes: int = 512 * 1024 * 1024
+    """Bytes of records the passivated sessions may hold together; beyond, idle sessions stay active."""
 
     def timeout_for(self, method: str) -> float:
         if method in self.timeouts:
@@ -114,5 +116,6 @@ LIMIT_HELP: dict[str, str] = {
     "reattach_buffer": "frames a detached session keeps for its client's return",
     "passivate_after": "seconds idle before a session is passivated (server stopped until its next message); 0 = off",
     "max_passivated": "passivated sessions kept at once; beyond, idle sessions stay active",
+    "max_passivated_bytes": "bytes of records the passivated sessions may hold together; beyond, they stay active",
 }
 """One line per `Limits` field, for ``--help``; docs/limits.rst has the full story."""

@@ -23,6 +23,7 @@ import pykka
 
 from mcp_troupe.actors.core.adapters import AdapterLink
 from mcp_troupe.actors.core.limits import GlobalPending
+from mcp_troupe.actors.core.records import RecordError
 from mcp_troupe.actors.daemon import passivation
 from mcp_troupe.actors.daemon.passivation import Passivated
 from mcp_troupe.actors.daemon.tables import Route
@@ -337,11 +338,16 @@ class ControlPlane:
     def _passivated_snapshots(self, peer: bytes, server: str | None) -> list[dict[str, Any]]:
         dispatcher = self._dispatcher
         operator = OPERATOR in dispatcher.rights(peer)
-        return [
-            passivation.snapshot(sid, entry, dispatcher.now, detached=sid in dispatcher.detached)
-            for sid, entry in dispatcher.passivated.items()
-            if (server is None or entry.server == server) and (operator or entry.client == peer)
-        ]
+        snapshots = []
+        for sid, entry in dispatcher.passivated.items():
+            if (server is None or entry.server == server) and (operator or entry.client == peer):
+                try:
+                    snapshots.append(
+                        passivation.snapshot(sid, entry, dispatcher.now, detached=sid in dispatcher.detached)
+                    )
+                except RecordError as exc:  # never stored so: shown by id, not hidden, not fatal
+                    log.warning("passivated session %s: its record cannot be read: %s", sid, exc)
+        return snapshots
 
     def _sessions_show(self, peer: bytes, ref: Ref, args: dict[str, Any]) -> None:
         route = self._route(args, peer)

@@ -12,6 +12,7 @@ the hub to run a dispatcher method (`session_finished`, `pending_changed`).
 from __future__ import annotations
 
 import hmac
+import itertools
 import logging
 import secrets
 import time
@@ -29,7 +30,14 @@ from mcp_troupe.actors.core.answers import as_id, id_of
 from mcp_troupe.actors.core.deadlines import Wakeups
 from mcp_troupe.actors.core.options import PRIORITY_METHODS, Limits, ServerPolicy
 from mcp_troupe.actors.core.recency import Recency
-from mcp_troupe.actors.core.records import RecordError, SessionRecord, Write, encode_record, token_digest
+from mcp_troupe.actors.core.records import (
+    MAX_RECORD_BYTES,
+    RecordError,
+    SessionRecord,
+    Write,
+    encode_record,
+    token_digest,
+)
 from mcp_troupe.actors.core.refusals import RefusalLog
 from mcp_troupe.actors.core.session import SessionCore
 from mcp_troupe.actors.core.write_behind import WriteBehind
@@ -169,6 +177,8 @@ class Dispatcher:
         """Sessions idle past ``passivate_after``: no actor, no server process, their record kept."""
         self.passivations = 0
         self.reactivations = 0
+        self.passivated_bytes = 0
+        """Bytes of the records the passivated sessions hold (bounded by ``max_passivated_bytes``)."""
         self.reload_keys: Callable[[Callable[[dict[str, Any] | str], None]], None] | None = None
         """Set by the daemon when it has CurveZMQ keys: the ``security.reload`` operation."""
 
@@ -696,8 +706,12 @@ class Dispatcher:
         if route is None or route.closing or self.stopping or full or self._pending_by_session.get(sid, 0):
             return False
         full_record = self._full_record(route, record)
-        self.remember(full_record)
         entry = _entry(full_record, route.client, self.now, created_at, route.env)
+        size = len(entry.record)
+        if size > MAX_RECORD_BYTES or self.passivated_bytes + size > self._limits.max_passivated_bytes:
+            return False  # it could not be read back, or the passivated sessions hold all they may
+        self.remember(full_record)
+        self.passivated_bytes += size
         entry.stopping = route.adapter
         self.passivated[sid] = entry
         del self.sessions[sid]
@@ -735,10 +749,16 @@ class Dispatcher:
             raise FrameError(ErrorCode.NOT_OWNER, message, sid=sid, id=msg_id, ref=ref)
         table = self.adapter_table
         old = entry.stopping
-        adapter = old if old is not None and table.is_live(old) and not old.retiring else table.free(entry.server)
+        usable = old is not None and table.is_live(old) and not old.retiring and not old.full
+        adapter = old if usable else table.free(entry.server)
         if adapter is None:
             message = f"no adapter of server {entry.server!r} has room to bring back passivated session {sid!r}; retry"
             raise FrameError(ErrorCode.SERVER_BUSY, message, sid=sid, id=msg_id, ref=ref)
+        try:
+            victim = self.admission.room(self.open_sessions, self._victim, 0)
+        except FrameError as exc:
+            message = f"passivated session {sid!r} cannot be brought back now: {exc.message}"
+            raise FrameError(exc.code, message, sid=sid, id=msg_id, ref=ref, data=exc.data) from None
         try:
             record = entry.decoded(sid)
             policy = self._options.server_policies.get(record.server)
@@ -747,7 +767,9 @@ class Dispatcher:
             self._end_passivated(sid, "failed")
             message = f"session {sid!r} could not be brought back ({exc}); open a new session"
             raise FrameError(ErrorCode.SESSION_CLOSED, message, sid=sid, id=msg_id, ref=ref) from None
-        del self.passivated[sid]
+        if victim is not None:
+            self._evict(victim)
+        self._forget_passivated(sid)
         peers = Peers(peer, adapter.peer, 0, record.client_label)
         actor = SessionActor.start(core, peers, self._links, self._clock, opened_at=record.created_at)
         route = Route(actor, peer, adapter, env=entry.env, token_sha256=entry.token_sha256, owner_key=entry.owner_key)
@@ -808,6 +830,9 @@ class Dispatcher:
         old = self.clients.get(entry.client)
         if old is not None:
             old.sessions.discard(sid)
+        if entry.client not in (peer, b"") and self._hub.connection(FRONT, entry.client) is not None:
+            message = "the session was attached to another connection with its resume token"
+            self._hub.send_front(entry.client, encode("closed", sid=sid, reason="attached_elsewhere", message=message))
         entry.client = peer
         self._client(peer).sessions.add(sid)
         self.detached.pop(sid, None)
@@ -820,9 +845,14 @@ class Dispatcher:
             raise FrameError(ErrorCode.NOT_OWNER, message, sid=sid, ref=as_id(ref))
         self._end_passivated(sid, "client", ref)
 
+    def _forget_passivated(self, sid: str) -> Passivated:
+        entry = self.passivated.pop(sid)
+        self.passivated_bytes -= len(entry.record)
+        return entry
+
     def _end_passivated(self, sid: str, reason: str, ref: int | str | None = None) -> None:
         """A passivated session ends (its client closed it or went away, the daemon stops): no process to stop."""
-        entry = self.passivated.pop(sid)
+        entry = self._forget_passivated(sid)
         self.detached.pop(sid, None)
         self.wakeups.discard(sid)
         if self.persist:
@@ -852,15 +882,28 @@ class Dispatcher:
                 self._lose({record.sid: f"over max_passivated ({self._limits.max_passivated})"})
                 continue
             try:
-                self.passivated[record.sid] = _entry(record, b"", now, now)
+                entry = _entry(record, b"", now, now)
             except ValueError:
                 self._lose({record.sid: "its record's owner key is not hex"})
                 continue
+            if self.passivated_bytes + len(entry.record) > self._limits.max_passivated_bytes:
+                self._lose({record.sid: f"over max_passivated_bytes ({self._limits.max_passivated_bytes})"})
+                continue
+            self.passivated[record.sid] = entry
+            self.passivated_bytes += len(entry.record)
             self.detached[record.sid] = now + wait
 
     def _adopt(self, link: AdapterLink, sessions: Mapping[str, Any]) -> None:
         """An adapter's live sessions: those stored for it are restored; a server nobody knows is stopped."""
-        for sid, pid in sessions.items():
+        if len(sessions) > MAX_REGISTERED_SESSIONS:
+            log.warning(
+                "adapter %s of server %r names %d live sessions; only the first %d are looked at",
+                link.adapter_id,
+                link.server,
+                len(sessions),
+                MAX_REGISTERED_SESSIONS,
+            )
+        for sid, pid in itertools.islice(sessions.items(), MAX_REGISTERED_SESSIONS):
             if sid in link.sessions:
                 continue  # a reconnect: the session is this daemon's already
             record = self.restorable.get(sid)
@@ -1143,6 +1186,8 @@ class Dispatcher:
         return [route.actor for route in self.sessions.values()]
 
 
+MAX_REGISTERED_SESSIONS = 100_000
+"""Live sessions of one ``register`` the daemon looks at (restores, or has stopped)."""
 MAX_ENV_VALUE = 32 * 1024
 """Longest value of a variable a session brings for its server."""
 

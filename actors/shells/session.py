@@ -339,7 +339,11 @@ class SessionActor(LoopActor):
         """Idle for ``passivate_after``: leave as a record (if the dispatcher has room) and stop the server."""
         core = self.core
         record, expires_at = replace(self._record(), state="passivated"), core.idle_deadline()
-        if self._held or not self._links.dispatcher.passivate(core.sid, record, core.created_at, expires_at):
+        # A message waiting in the inbox (a client's frame, its close, an attach, the server's exit) would be
+        # told to an actor that has left: stay until it is handled. The dispatcher forgets this actor in the
+        # call below, on this thread, so nothing is told to it after an empty inbox.
+        busy = self._held or not self.actor_inbox.empty()
+        if busy or not self._links.dispatcher.passivate(core.sid, record, core.created_at, expires_at):
             self._emit(core.passivation_declined(self._clock()))
             return
         self._passivated = True

@@ -434,3 +434,27 @@ def test_a_passivated_session_ends_with_its_clients_connection_and_when_its_idle
     d.dispatcher.janitor_pass(d.clock.now)
     assert [(f["t"], f["reason"]) for _, f in d.hub.take("front")] == [("closed", "idle")]
     assert spawn["sid"] not in d.dispatcher.passivated
+
+
+def test_a_session_with_a_message_waiting_is_not_passivated_and_the_message_is_served() -> None:
+    d = Daemon(limits=Limits(passivate_after=10.0))
+    d.register(b"a1", adapter_id="first")
+    sid = d.open()["sid"]
+    d.handshake(sid)
+    d.clock.now += 11
+    d.dispatcher.janitor_pass(d.clock.now)  # Wake is told first ...
+    d.dispatcher.on_front(b"c1", frames.encode("close", sid=sid, ref=4))  # ... then the client's close waits
+    d.hub.run()
+    assert sid not in d.dispatcher.passivated
+    assert [(f["t"], f.get("ref")) for _, f in d.hub.take("front")] == [("closed", 4)]
+
+
+def test_bringing_back_a_passivated_session_respects_max_sessions() -> None:
+    d, sid = passivated_daemon(max_sessions=1, on_session_limit="refuse")
+    d.hub.take()
+    other = d.open(ref=2)["sid"]
+    d.handshake(other)
+    d.dispatcher.on_front(b"c1", frames.encode("mcp", sid=sid, msg=jsonrpc.request(3, "ping")))
+    [(_, refused)] = d.hub.take("front")
+    assert refused["code"] == "too_many_sessions" and refused["id"] == 3 and refused["sid"] == sid
+    assert sid in d.dispatcher.passivated and d.dispatcher.open_sessions == 1

@@ -472,11 +472,15 @@ class Session:
     def close(self, *, timeout: float | None = None) -> str:
         """Close the session; returns the reason the daemon gives."""
         if not self.closed:
-            ref = next(self.client._refs)
-            self.client._send(encode("close", sid=self.sid, ref=ref))
-            deadline = self.client._deadline(timeout)
-            while not self.closed and ref not in self.client._replies:
-                self.client._pump(deadline, f"closing session {self.sid}")
+            client, link = self.client, None
+            deadline = client._deadline(timeout)
+            ref = 0
+            while not self.closed and ref not in client._replies:
+                if client._link is not link:  # first, or the daemon came back: the close goes (again) to it
+                    ref = next(client._refs)
+                    client._send(encode("close", sid=self.sid, ref=ref))
+                    link = client._link
+                client._pump(deadline, f"closing session {self.sid}")
             refusal = self.client._replies.pop(ref, None)
             if refusal is not None:
                 self._closed(refusal["code"], refusal["message"])

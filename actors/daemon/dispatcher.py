@@ -696,7 +696,9 @@ class Dispatcher:
 
     # -- passivation -----------------------------------------------------------------
 
-    def passivate(self, sid: str, record: SessionRecord, created_at: float, expires_at: float | None = None) -> bool:
+    def passivate(
+        self, sid: str, record: SessionRecord, created_at: float, seq: int, expires_at: float | None = None
+    ) -> bool:
         """A session idle past ``passivate_after`` leaves as its record (on its actor's turn, this thread);
         False when it may not now (the table is full, the session is ending, or the daemon is). ``expires_at``:
         when it closes for being idle (a session opened with ``expire_idle``); ``created_at``: when it was opened
@@ -712,7 +714,7 @@ class Dispatcher:
             return False  # it could not be read back, or the passivated sessions hold all they may
         self.remember(full_record)
         self.passivated_bytes += size
-        entry.stopping = route.adapter
+        entry.stopping, entry.seq = route.adapter, seq
         self.passivated[sid] = entry
         del self.sessions[sid]
         self._pending_by_session.pop(sid, None)
@@ -771,7 +773,7 @@ class Dispatcher:
             self._evict(victim)
         self._forget_passivated(sid)
         peers = Peers(peer, adapter.peer, 0, record.client_label)
-        actor = SessionActor.start(core, peers, self._links, self._clock, opened_at=record.created_at)
+        actor = SessionActor.start(core, peers, self._links, self._clock, opened_at=record.created_at, seq=entry.seq)
         route = Route(actor, peer, adapter, env=entry.env, token_sha256=entry.token_sha256, owner_key=entry.owner_key)
         route.old_exit = old is adapter
         self.sessions[sid] = route
@@ -836,7 +838,7 @@ class Dispatcher:
         entry.client = peer
         self._client(peer).sessions.add(sid)
         self.detached.pop(sid, None)
-        self._hub.send_front(peer, encode("attached", ref=ref, sid=sid, server=entry.server, seq=0))
+        self._hub.send_front(peer, encode("attached", ref=ref, sid=sid, server=entry.server, seq=entry.seq))
 
     def _close_passivated(self, peer: bytes, sid: str, ref: int | str | None) -> None:
         entry = self.passivated[sid]

@@ -31,6 +31,8 @@ class Passivated:
     """The values the session brought for its server (kept in memory only, for its next process)."""
     stopping: AdapterLink | None = None
     """The adapter whose server process for it has not reported ``exited`` yet."""
+    seq: int = 0
+    """The ``seq`` of the last frame its client was sent: the next actor goes on from it."""
 
     def decoded(self, sid: str) -> SessionRecord:
         """The record; `RecordError` if it cannot be used."""

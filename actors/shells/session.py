@@ -73,7 +73,7 @@ class DispatcherPort(Protocol):
     def remember(self, record: SessionRecord) -> None: ...
 
     def passivate(
-        self, sid: str, record: SessionRecord, created_at: float, expires_at: float | None = None
+        self, sid: str, record: SessionRecord, created_at: float, seq: int, expires_at: float | None = None
     ) -> bool: ...
 
     def redeliver(self, sid: str, message: FromClient) -> None: ...
@@ -214,15 +214,17 @@ class SessionActor(LoopActor):
         *,
         opened_at: float | None = None,
         restored: bool = False,
+        seq: int = 0,
     ) -> None:
         """``opened_at``: wall-clock time the session was opened, when it was not now (a restored or reactivated
-        session); ``restored``: it is a session of the previous daemon."""
+        session); ``restored``: it is a session of the previous daemon; ``seq``: of the last frame its client was
+        sent (a reactivated session goes on from it)."""
         super().__init__(links.outbox)
         self.core = core
         self._peers = peers
         self._links = links
         self._clock = clock
-        self._seq = 0
+        self._seq = seq
         self._close_ref: int | str | None = None
         self._reported_pending = 0
         self._reported_finished = False
@@ -343,7 +345,7 @@ class SessionActor(LoopActor):
         # told to an actor that has left: stay until it is handled. The dispatcher forgets this actor in the
         # call below, on this thread, so nothing is told to it after an empty inbox.
         busy = self._held or not self.actor_inbox.empty()
-        if busy or not self._links.dispatcher.passivate(core.sid, record, core.created_at, expires_at):
+        if busy or not self._links.dispatcher.passivate(core.sid, record, core.created_at, self._seq, expires_at):
             self._emit(core.passivation_declined(self._clock()))
             return
         self._passivated = True

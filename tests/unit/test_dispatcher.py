@@ -391,6 +391,7 @@ def test_an_idle_session_is_passivated_and_a_message_brings_it_back_once_its_old
     d.dispatcher.on_back(b"a1", frames.encode("mcp", sid=sid, msg=jsonrpc.result(7, {"tools": []})))
     [(_, answer)] = d.hub.take("front")
     assert answer["msg"] == jsonrpc.result(7, {"tools": []})
+    assert answer["seq"] == 2, "the client's frame sequence goes on (1 was initialize's result)"
     assert d.dispatcher.passivation_stats() == {"passivated": 0, "passivations": 1, "reactivations": 1}
 
 

@@ -74,11 +74,11 @@ def start_http_daemon(
     http = HttpDaemon(daemon, port)
     from conftest import wait_for
 
-    wait_for(lambda: _answers(port), 30, "the HTTP front to serve")
+    wait_for(lambda: front_answers(port), 30, "the HTTP front to serve")
     return http
 
 
-def _answers(port: int) -> bool:
+def front_answers(port: int) -> bool:
     try:
         status, _, _ = request(port, "GET", "/mcp/example", headers={"Accept": "text/event-stream"})
     except OSError:
@@ -232,6 +232,11 @@ def open_stream(port: int, method: str, path: str, body: Any = None, headers: di
     data = json.dumps(body).encode() if body is not None else None
     conn.request(method, path, body=data, headers=headers or {})
     return Stream(conn, conn.getresponse())
+
+
+def troupe_sid(session_id: str) -> str:
+    """The troupe session behind an ``Mcp-Session-Id`` (``<sid>.<nonce>``: docs/http.rst)."""
+    return session_id.partition(".")[0]
 
 
 def start_session(port: int, server: str = "example", capabilities: dict[str, Any] | None = None) -> str:

@@ -41,6 +41,8 @@ MAX_KEYS: Final = 100_000
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
 ENV_SERVER_KEY: Final = "TROUPE_SERVER_KEY"
 ENV_KEY_FILE: Final = "TROUPE_KEY_FILE"
+ENV_HTTP_SECRET: Final = "TROUPE_HTTP_SECRET"
+"""The HTTP front's secret (hex), from the daemon that starts it: the key of the resume tokens it derives."""
 
 
 class KeyFileError(ValueError):

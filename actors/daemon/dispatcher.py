@@ -212,7 +212,9 @@ class Dispatcher:
             elif frame["t"] == "close" and frame["sid"] in self.passivated:
                 self._close_passivated(peer, frame["sid"], frame.get("ref"))
             elif frame["t"] == "close":
-                self._tell(self._route(peer, frame), CloseSession("client", frame.get("ref")), frame)
+                route = self._route(peer, frame)
+                self._tell(route, CloseSession("client", frame.get("ref")), frame)
+                self.session_closing(frame["sid"], "client")  # from now on no attach can take it
             elif frame["t"] == "attach":
                 self._attach(peer, frame)
             else:
@@ -296,7 +298,7 @@ class Dispatcher:
         victim = self.admission.room(self.open_sessions, self._victim, ref)
         if victim is not None:
             self._evict(victim)
-        sid, token = secrets.token_urlsafe(16), secrets.token_urlsafe(16)  # 128 random bits each
+        sid, token = secrets.token_urlsafe(16), _resume_token(frame.get("token"), ref)  # 128 random bits each
         policy = self._options.server_policies.get(server)
         core = SessionCore(sid, server, now, self._limits, policy, expire_idle=frame.get("expire_idle", False))
         label = client.label + _via(frame.get("via"))
@@ -1212,6 +1214,24 @@ def _entry(
     """The passivated session of ``record`` (a full one: token digest and owner key filled in)."""
     key = bytes.fromhex(record.owner_key)
     return Passivated(encode_record(record), record.server, client, record.token_sha256, key, now, created, env)
+
+
+def _resume_token(wanted: str | None, ref: int | str) -> str:
+    """The client's own token (one it can derive again, as the HTTP front does), or 128 random bits."""
+    if wanted is None:
+        return secrets.token_urlsafe(16)
+    if not MIN_TOKEN_CHARS <= len(wanted) <= MAX_TOKEN_CHARS or not (wanted.isascii() and wanted.isprintable()):
+        raise FrameError(
+            ErrorCode.BAD_ARGS,
+            f"open: token must be {MIN_TOKEN_CHARS} to {MAX_TOKEN_CHARS} printable ASCII characters (a secret of "
+            "at least 128 bits), or left out for the daemon to draw one",
+            ref=ref,
+        )
+    return wanted
+
+
+MIN_TOKEN_CHARS, MAX_TOKEN_CHARS = 22, 256
+"""Length bounds of a resume token a client brings in ``open`` (22 URL-safe characters: 128 bits)."""
 
 
 def _codes(counts: Counter[str]) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import secrets
 import select
 import signal
 import sqlite3
@@ -46,6 +47,7 @@ from mcp_troupe.transport.hub.loop import BACK, EVENTS, FRONT, Hub, HubOptions
 from mcp_troupe.transport.keys import (
     ANY_SERVER,
     DAEMON_KEY,
+    ENV_HTTP_SECRET,
     ENV_KEY_FILE,
     ENV_SERVER_KEY,
     OPERATOR,
@@ -68,6 +70,8 @@ SERVER_FRAME_MARGIN = 64 * 1024
 
 EXIT_ESCALATED = 70
 """Exit status after the supervisor escalated (EX_SOFTWARE)."""
+HTTP_SECRET_FILE = "http_front.secret"
+"""In the state directory: the HTTP front's secret (``ENV_HTTP_SECRET``), 0600."""
 LOST_REASON = "its server process ended with the previous daemon (orphan_grace is 0)"
 
 
@@ -226,7 +230,8 @@ class Daemon:
                 "could not write %s: clients given no endpoint may not find this daemon", discovery.pointer_path()
             )
         if self.config.http.address is not None:
-            self.http = HttpFrontProcess(self.config, self.front_endpoint, self.adapter_env(self.front_endpoint))
+            env = {**self.adapter_env(self.front_endpoint), ENV_HTTP_SECRET: self._http_secret()}
+            self.http = HttpFrontProcess(self.config, self.front_endpoint, env)
             self.http.start()
         log.info(
             "serving on %s (adapters on %s); servers: %s",
@@ -234,6 +239,21 @@ class Daemon:
             self.back_endpoint,
             ", ".join(self.config.servers) or "none configured",
         )
+
+    def _http_secret(self) -> str:
+        """The HTTP front's secret, kept in the state directory so that the front of the next daemon derives
+        the same resume tokens (and so attaches the sessions the store brought back)."""
+        path = (self.config.state_dir or state_dir()) / HTTP_SECRET_FILE
+        try:
+            ensure_private_dir(path.parent)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise DaemonError(f"cannot keep the HTTP front's secret in {path}: {exc}; fix [daemon] state_dir") from exc
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        return path.read_text().strip()
 
     def _start_supervisor(self) -> None:
         """The janitor and the evictor, under a supervisor whose escalation stops the daemon."""

@@ -30,6 +30,7 @@ from http_support import (
     request,
     start_http_daemon,
     start_session,
+    troupe_sid,
 )
 
 
@@ -230,7 +231,7 @@ def test_messages_for_the_standalone_stream_wait_for_the_get_that_reads_them(fro
 def test_delete_ends_the_session_and_its_id_then_gets_404(front: HttpDaemon) -> None:
     sid = start_session(front.port)
     with front.daemon.client() as client:
-        assert client.control("sessions.show", {"sid": sid})["session"]["sid"] == sid
+        assert client.control("sessions.show", {"sid": troupe_sid(sid)})["session"]["sid"] == troupe_sid(sid)
     status, _, _ = request(front.port, "DELETE", "/mcp/example", headers={"Mcp-Session-Id": sid})
     assert status == 200
     status, _, body = request(
@@ -420,7 +421,7 @@ def test_bearer_tokens_admit_by_name_and_bind_each_session_to_its_token(front: H
         assert answer_of(got, payload, 2)["result"]["structuredContent"] == {"result": 4}
 
         with front.daemon.client() as client:
-            shown = client.control("sessions.show", {"sid": sid})["session"]
+            shown = client.control("sessions.show", {"sid": troupe_sid(sid)})["session"]
         assert "via http 127.0.0.1:" in shown["client"] and "token alice" in shown["client"]
     finally:
         process.terminate()

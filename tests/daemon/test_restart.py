@@ -16,11 +16,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import anyio
 import pytest
 from conftest import ROOT, RunningDaemon, finish, processes_of, start_daemon, wait_for
+from http_support import answer_of, free_port, front_answers, post_headers, request, start_session, troupe_sid
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.types import TextContent
@@ -197,3 +198,58 @@ def test_official_sdk_clients_through_troupe_connect_carry_on_after_a_kill_9(tmp
                 assert "Traceback" not in text and "the daemon took it again" in text
         finally:
             finish(daemons[-1])
+
+
+HTTP_SESSIONS = 10
+
+
+def http_call(port: int, session_id: str, msg_id: int, tool: str, **arguments: str) -> tuple[int, dict[str, Any]]:
+    body = {"jsonrpc": "2.0", "id": msg_id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}
+    status, headers, payload = request(port, "POST", "/mcp/memory", body, post_headers(session_id))
+    return status, (answer_of(headers, payload, msg_id) if status == 200 else {"status": status})
+
+
+def http_text(port: int, session_id: str, msg_id: int, tool: str, **arguments: str) -> str:
+    """The tool's text, retried while troupe is coming back (the front not up yet, or the session restoring)."""
+
+    def attempt() -> str | None:
+        try:
+            status, answer = http_call(port, session_id, msg_id, tool, **arguments)
+        except OSError:
+            return None  # the new front is not listening yet
+        if status == 503:
+            return None  # restoring: Retry-After
+        assert status == 200, answer
+        text: str = answer["result"]["content"][0]["text"]
+        return text
+
+    text: str = wait_for(attempt, 30, f"an answer to {tool} through the HTTP front")
+    return text
+
+
+@pytest.mark.timeout(120)
+def test_http_sessions_carry_on_through_a_new_front_after_a_kill_9(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "troupe.toml"
+    config.write_text(
+        f'[http]\naddress = "127.0.0.1:{port}"\n\n[servers.memory]\ncommand = ["{sys.executable}", "{PLAIN_SERVER}"]\n'
+    )
+    args = ["--config", str(config), "--orphan-grace", "60"]
+    first = start_daemon(args)
+    wait_for(lambda: front_answers(port), 30, "the HTTP front to serve")
+    ids = [start_session(port, "memory") for _ in range(HTTP_SESSIONS)]
+    for n, session_id in enumerate(ids):
+        assert http_text(port, session_id, 2, "remember", text=f"http-{n}") == "remembered 1"
+    wait_for(lambda: len(stored(first)) == HTTP_SESSIONS, 15, "every HTTP session stored")
+    kill_9(first)
+    second = start_daemon(args, runtime=first.runtime_dir)
+    try:
+        for n, session_id in enumerate(ids):  # the same Mcp-Session-Id, a new front: the session goes on
+            assert http_text(port, session_id, 3, "recall") == f"http-{n}"
+        with second.client() as client:
+            assert client.control("stats")["store"]["restored"] == HTTP_SESSIONS
+        other = start_session(port, "memory")
+        forged = f"{troupe_sid(ids[0])}.{troupe_sid(other)}"  # a real session, a nonce that is not its own
+        assert http_call(port, forged, 4, "recall")[0] == 404
+    finally:
+        finish(second)

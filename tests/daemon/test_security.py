@@ -578,7 +578,7 @@ def test_the_metrics_endpoint_listens_on_loopback_unless_told_otherwise() -> Non
 
 
 def test_the_http_front_the_daemon_starts_reaches_a_curve_front_socket_with_the_daemons_key(tmp_path: Path) -> None:
-    from http_support import answer_of, free_port, post_headers, request, start_session
+    from http_support import answer_of, free_port, post_headers, request, start_session, troupe_sid
 
     keys = make_keys(tmp_path)
     operator = keys.peer("olga", "operators")
@@ -603,7 +603,7 @@ def test_the_http_front_the_daemon_starts_reaches_a_curve_front_socket_with_the_
         status, headers, payload = request(port, "POST", "/mcp/example", body, post_headers(sid))
         assert status == 200 and answer_of(headers, payload, 3)["result"]["structuredContent"] == {"result": "x"}
         with daemon.client() as client:  # an operator sees it; it belongs to the daemon's key, not to a client's
-            shown = client.control("sessions.show", {"sid": sid})["session"]
+            shown = client.control("sessions.show", {"sid": troupe_sid(sid)})["session"]
         assert "via http 127.0.0.1:" in shown["client"] and "daemon (http front)" in shown["client"]
     finally:
         finish(daemon)

@@ -10,6 +10,7 @@ transport with ``Mcp-Session-Id``.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 from collections import Counter
@@ -203,8 +204,8 @@ class _Front:
             if request.method == "POST":
                 return await self._post(request, server, token_name)
             if request.method == "GET":
-                return self._get(request, token_name)
-            return self._delete(request, token_name)
+                return await self._get(request, token_name)
+            return await self._delete(request, token_name)
         except FrontBusy as exc:
             return _refused(self.sessions, rules.refuse(503, "front_busy", str(exc), headers={"Retry-After": "1"}))
 
@@ -213,12 +214,20 @@ class _Front:
         where = f"{client.host}:{client.port}" if client else "?"
         return f"http {where}" + (f" token {token_name}" if token_name else "")
 
-    def _session(self, request: Request, token_name: str | None) -> LegacySession | Refusal:
-        sid = request.headers.get(SESSION_HEADER)
-        if sid is None:
+    async def _session(self, request: Request, token_name: str | None) -> LegacySession | Refusal:
+        header = request.headers.get(SESSION_HEADER)
+        if header is None:
             return rules.refuse(400, "no_session", "Mcp-Session-Id is required: send initialize first to get one")
-        session = self.sessions.legacy.get(sid) if len(sid) <= 64 else None
-        if session is None or session.token_name != token_name:
+        sid, _, nonce = header.partition(".") if len(header) <= 128 else ("", "", "")
+        session = self.sessions.legacy.get(sid)
+        if session is None and sid and nonce:
+            try:  # not this front's: the daemon may have restarted, and this front with it
+                session = await self.sessions.reattach(sid, nonce, token_name)
+            except OpenRefused as exc:
+                if exc.data.get("reason") == "restoring":
+                    message = "the session is being restored after a restart of troupe; retry shortly"
+                    return rules.refuse(503, "restoring", message, headers={"Retry-After": "1"})
+        if session is None or session.token_name != token_name or not hmac.compare_digest(session.nonce, nonce):
             return rules.refuse(404, "unknown_session", "session not found (closed or expired): initialize a new one")
         refusal = rules.check_legacy_version(request.headers.get("mcp-protocol-version"))
         return refusal if refusal is not None else session
@@ -247,7 +256,7 @@ class _Front:
                     rules.refuse(400, "no_session", "Mcp-Session-Id is required: send initialize first to get one"),
                 )
             return await self._initialize(request, server, parsed, token_name)
-        found = self._session(request, token_name)
+        found = await self._session(request, token_name)
         if isinstance(found, Refusal):
             return _refused(self.sessions, found)
         return await self._legacy(found, parsed, request)
@@ -260,7 +269,7 @@ class _Front:
         except OpenRefused as exc:
             return _refused(self.sessions, _open_refusal(exc, message.get("id")))
         response = await self._legacy(session, message, request)
-        response.headers["Mcp-Session-Id"] = session.sid
+        response.headers["Mcp-Session-Id"] = session.http_id
         return response
 
     async def _legacy(self, session: LegacySession, message: dict[str, Any], request: Request) -> Response:
@@ -299,13 +308,13 @@ class _Front:
 
     # -- GET and DELETE ------------------------------------------------------------------
 
-    def _get(self, request: Request, token_name: str | None) -> Response:
+    async def _get(self, request: Request, token_name: str | None) -> Response:
         _, sse_ok = rules.accepts(request.headers.get("accept"))
         if not sse_ok:
             return _refused(
                 self.sessions, rules.refuse(406, "bad_accept", "Accept must list text/event-stream for a GET")
             )
-        found = self._session(request, token_name)
+        found = await self._session(request, token_name)
         if isinstance(found, Refusal):
             return _refused(self.sessions, found)
         last = request.headers.get("last-event-id")
@@ -351,8 +360,8 @@ class _Front:
         finally:
             session.standalone_open = False
 
-    def _delete(self, request: Request, token_name: str | None) -> Response:
-        found = self._session(request, token_name)
+    async def _delete(self, request: Request, token_name: str | None) -> Response:
+        found = await self._session(request, token_name)
         if isinstance(found, Refusal):
             return _refused(self.sessions, found)
         self.sessions.end(found)

@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 from mcp_troupe.transport.http.app import AppOptions, build
 from mcp_troupe.transport.http.rules import LOOPBACK_HOSTS, host_name, split_address
 from mcp_troupe.transport.http.sessions import FrontOptions, Sessions
-from mcp_troupe.transport.keys import Credentials
+from mcp_troupe.transport.keys import ENV_HTTP_SECRET, Credentials
 
 log = logging.getLogger("troupe.http")
 
@@ -47,7 +47,13 @@ def is_loopback(host: str) -> bool:
 
 
 def run(settings: FrontSettings, credentials: Credentials | None = None) -> int:
-    sessions = Sessions(settings.endpoint, settings.front, credentials)
+    secret = os.environ.get(ENV_HTTP_SECRET, "")
+    try:
+        key = bytes.fromhex(secret) if secret else None
+    except ValueError:
+        log.warning("%s is not hex; this front's sessions cannot be attached by the next one", ENV_HTTP_SECRET)
+        key = None
+    sessions = Sessions(settings.endpoint, settings.front, credentials, key)
     sessions.on_lost = lambda: signal.raise_signal(signal.SIGTERM)
     app = build(sessions, settings.app)
 

@@ -9,9 +9,13 @@ session's `changed` signal and read the log.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import itertools
 import json
 import logging
+import secrets
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
@@ -120,16 +124,32 @@ class Stream(ABC):
 
 
 class LegacySession(Stream):
-    """One ``Mcp-Session-Id`` session: a troupe session of its own."""
+    """One ``Mcp-Session-Id`` session: a troupe session of its own.
+
+    Its ``Mcp-Session-Id`` is ``<troupe sid>.<nonce>``. The troupe session's resume token is derived
+    from the nonce and the bearer token's name with the front's secret (`resume_token`), so a front
+    started by the next daemon attaches it again from the id alone, and only for the same bearer token;
+    the nonce alone gives nothing, and the token is stored nowhere."""
 
     def __init__(
-        self, sid: str, server: str, token_name: str | None, options: FrontOptions, counts: Counter[str]
+        self,
+        sid: str,
+        server: str,
+        token_name: str | None,
+        options: FrontOptions,
+        counts: Counter[str],
+        nonce: str = "",
     ) -> None:
         super().__init__(sid, server, options, counts)
         self.token_name = token_name
+        self.nonce = nonce
         self.routes = LegacyRoutes()
         self.standalone_cursor = 0
         self.standalone_open = False
+
+    @property
+    def http_id(self) -> str:
+        return f"{self.sid}.{self.nonce}"
 
     def deliver(self, message: dict[str, Any]) -> None:
         self.push(self.routes.route(message))
@@ -173,8 +193,17 @@ class _Pool:
 class Sessions:
     """The front's connection to the daemon and every session on it."""
 
-    def __init__(self, endpoint: str, options: FrontOptions, credentials: Credentials | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        options: FrontOptions,
+        credentials: Credentials | None = None,
+        secret: bytes | None = None,
+    ) -> None:
+        """``secret``: the key of the resume tokens (the daemon's, kept across its restarts); None: one of its
+        own, so that no other front can attach its sessions."""
         self.endpoint = endpoint
+        self._secret = secret or secrets.token_bytes(32)
         self.options = options
         self.counts: Counter[str] = Counter()
         self._ctx = zmq.asyncio.Context()
@@ -318,12 +347,13 @@ class Sessions:
 
     # -- opening and closing -------------------------------------------------------------
 
-    async def _open(self, server: str, via: str) -> tuple[str, str]:
+    async def _ask(self, kind: str, what: str, **fields: Any) -> dict[str, Any]:
+        """Send a frame with a fresh ``ref`` and wait for its answer; `OpenRefused` for an error or no answer."""
         ref = next(self._refs)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[ref] = future
         try:
-            self.send("open", ref=ref, server=server, expire_idle=True, via=via[:200])
+            self.send(kind, ref=ref, **fields)
         except FrontBusy:
             self._replies.pop(ref, None)
             raise
@@ -331,16 +361,41 @@ class Sessions:
             reply = await asyncio.wait_for(future, self.options.open_timeout)
         except TimeoutError:
             self._replies.pop(ref, None)
-            message = f"the daemon did not open a session within {self.options.open_timeout}s"
+            message = f"the daemon did not {what} within {self.options.open_timeout}s"
             raise OpenRefused("timeout", message) from None
         if reply["t"] == "error":
             raise OpenRefused(reply["code"], reply["message"], reply.get("data"))
+        return reply
+
+    async def _open(self, server: str, via: str, token: str | None = None) -> tuple[str, str]:
+        reply = await self._ask("open", "open a session", server=server, expire_idle=True, via=via[:200], token=token)
         return reply["sid"], reply["server"]
 
+    def resume_token(self, nonce: str, token_name: str | None) -> str:
+        digest = hmac.new(self._secret, f"{nonce}\0{token_name or ''}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
     async def open_legacy(self, server: str, via: str, token_name: str | None) -> LegacySession:
-        sid, server = await self._open(server, via)
-        session = LegacySession(sid, server, token_name, self.options, self.counts)
+        nonce = secrets.token_urlsafe(16)
+        sid, server = await self._open(server, via, self.resume_token(nonce, token_name))
+        session = LegacySession(sid, server, token_name, self.options, self.counts, nonce)
         self.legacy[sid] = session
+        return session
+
+    async def reattach(self, sid: str, nonce: str, token_name: str | None) -> LegacySession:
+        """A session this front does not hold but its client names (the daemon restarted, and this front
+        with it): attach it with the token its id and bearer token derive. `OpenRefused` if the daemon has
+        no such session for that token (``data.reason = "restoring"``: not yet)."""
+        reply = await self._ask("attach", "attach the session", sid=sid, token=self.resume_token(nonce, token_name))
+        if reply["t"] != "attached":
+            raise OpenRefused("bad_frame", f"the daemon answered attach with {reply['t']!r}")
+        session = self.legacy.get(sid)
+        if session is None:
+            session = self.legacy[sid] = LegacySession(
+                sid, reply["server"], token_name, self.options, self.counts, nonce
+            )
+            self.counts["reattached"] += 1
+            log.info("session %s attached again (its client came back after a restart of the daemon)", sid)
         return session
 
     def end(self, session: Stream) -> None:

@@ -118,6 +118,7 @@ CLIENT_TO_DAEMON: Final[Mapping[str, Schema]] = {
         "env": (MAP, False),
         "stderr": (BOOL, False),
         "via": (STR, False),
+        "token": (STR, False),
     },
     "mcp": {"sid": (STR, False), "msg": (MAP, False), "json": (STR, False)},
     "close": {"sid": (STR, True), "ref": (REF, False)},

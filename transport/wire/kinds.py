@@ -35,6 +35,8 @@ class OpenFrame(TypedDict):
     env: NotRequired[dict[str, Any]]
     stderr: NotRequired[bool]
     via: NotRequired[str]
+    token: NotRequired[str]
+    """The resume token the client wants (a secret it can derive again); the daemon draws one otherwise."""
 
 
 class ClientMcpFrame(TypedDict):

@@ -132,6 +132,15 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def steady_rss(pid: int) -> int:
+    """VmRSS as the median of three samples 0.1 s apart (one sample can catch a transient)."""
+    samples = []
+    for _ in range(3):
+        samples.append(rss_bytes(pid))
+        time.sleep(0.1)
+    return int(statistics.median(samples))
+
+
 def thread_count(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Threads:"):

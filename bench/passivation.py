@@ -17,13 +17,12 @@ under 1 GB of daemon RSS plus store.
 from __future__ import annotations
 
 import secrets
-import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import PYTHON, ROOT, rss_bytes, start_daemon, summary, wait_for
+from bench.common import PYTHON, ROOT, start_daemon, steady_rss, summary, wait_for
 from mcp_troupe.actors.core.records import RECORD_VERSION, SessionRecord, encode_record, token_digest
 from mcp_troupe.transport.client import Client
 from mcp_troupe.transport.store.sqlite import STORE_FILE, SqliteStore
@@ -73,14 +72,6 @@ def seed(state_dir: Path, count: int) -> dict[str, str]:
     return tokens
 
 
-def _rss(pid: int) -> int:
-    samples = []
-    for _ in range(3):
-        samples.append(rss_bytes(pid))
-        time.sleep(0.1)
-    return int(statistics.median(samples))
-
-
 def _store_bytes(state_dir: Path) -> int:
     return sum(p.stat().st_size for p in state_dir.glob(f"{STORE_FILE}*"))
 
@@ -95,7 +86,7 @@ def run(quick: bool) -> dict[str, Any]:
         base = start_daemon([*args, "--state-dir", str(empty)], config=CONFIG, servers=1)
         try:
             time.sleep(0.5)
-            base_rss = _rss(base.pid)
+            base_rss = steady_rss(base.pid)
         finally:
             base.stop()
         tokens = seed(full, count)
@@ -112,7 +103,7 @@ def run(quick: bool) -> dict[str, Any]:
                 )
                 loaded = time.perf_counter() - began
                 time.sleep(0.5)
-                held_rss = _rss(daemon.pid)
+                held_rss = steady_rss(daemon.pid)
                 times = []
                 for sid in list(tokens)[:wanted]:
                     session = client.attach(sid, tokens[sid])

@@ -24,23 +24,14 @@ of N bare pykka actors in a fresh process (``python -m bench.inproc actor-floor`
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import time
 from typing import Any
 
 import zmq
 
-from bench.common import PYTHON, ROOT, bench_env, rss_bytes, start_echo_daemon, thread_count, wait_for
+from bench.common import PYTHON, ROOT, bench_env, start_echo_daemon, steady_rss, thread_count, wait_for
 from bench.wire import WireClient
-
-
-def _rss(pid: int) -> int:
-    samples = []
-    for _ in range(3):
-        samples.append(rss_bytes(pid))
-        time.sleep(0.1)
-    return int(statistics.median(samples))
 
 
 def _one_size(count: int) -> dict[str, Any]:
@@ -52,7 +43,7 @@ def _one_size(count: int) -> dict[str, Any]:
         client.close_many(warm)
         wait_for(lambda: client.health()["sessions"] == 0, 30, "the warm-up sessions to finish", 0.05)
         time.sleep(0.5)
-        base = _rss(daemon.pid)
+        base = steady_rss(daemon.pid)
         tenth = max(1, count // 10)
         marks = dict.fromkeys((tenth, 2 * tenth, count - 2 * tenth, count - tenth), 0.0)
         began = time.perf_counter()
@@ -61,7 +52,7 @@ def _one_size(count: int) -> dict[str, Any]:
         first_rate = tenth / (marks[2 * tenth] - marks[tenth])  # from 10 % to 20 % open
         last_rate = tenth / (marks[count - tenth] - marks[count - 2 * tenth])  # from 80 % to 90 % open
         time.sleep(1.0)
-        held = _rss(daemon.pid)
+        held = steady_rss(daemon.pid)
         threads = thread_count(daemon.pid)
         health = client.health()
         if health["sessions"] != count:

@@ -339,13 +339,7 @@ class Dispatcher:
         if route is None or route.closing:
             message = f"no open session {sid!r}; it was closed or never opened: open a new session"
             raise FrameError(ErrorCode.UNKNOWN_SESSION, message, sid=sid, ref=ref)
-        conn = self._hub.connection(FRONT, peer)
-        key = conn.key if conn is not None else b""
-        if not hmac.compare_digest(token_digest(frame["token"].encode("utf-8", "replace")), route.token_sha256):
-            raise FrameError(ErrorCode.NOT_OWNER, f"wrong resume token for session {sid!r}", sid=sid, ref=ref)
-        if route.owner_key and not hmac.compare_digest(key, route.owner_key):
-            message = f"session {sid!r} belongs to another key; attach it with the key that opened it"
-            raise FrameError(ErrorCode.NOT_OWNER, message, sid=sid, ref=ref)
+        self._check_resume(peer, frame, route.token_sha256, route.owner_key)
         old = self.clients.get(route.client)
         if old is not None:
             old.sessions.discard(sid)
@@ -362,6 +356,16 @@ class Dispatcher:
             raise FrameError(ErrorCode.SESSION_CLOSED, f"session {sid!r} has ended", sid=sid, ref=ref) from None
         # The client it left may have stopped reading (its server paused): the new one follows its own state.
         self._hub.send_back(route.adapter.peer, encode("pause" if client.blocked else "resume", sid=sid))
+
+    def _check_resume(self, peer: bytes, frame: AttachFrame, token_sha256: str, owner_key: bytes) -> None:
+        """An ``attach`` must bring the session's resume token and, with CurveZMQ, come from the key that opened it."""
+        sid, ref = frame["sid"], frame["ref"]
+        if not hmac.compare_digest(token_digest(frame["token"].encode("utf-8", "replace")), token_sha256):
+            raise FrameError(ErrorCode.NOT_OWNER, f"wrong resume token for session {sid!r}", sid=sid, ref=ref)
+        conn = self._hub.connection(FRONT, peer)
+        if owner_key and not hmac.compare_digest(conn.key if conn is not None else b"", owner_key):
+            message = f"session {sid!r} belongs to another key; attach it with the key that opened it"
+            raise FrameError(ErrorCode.NOT_OWNER, message, sid=sid, ref=ref)
 
     def close_detached(self, sid: str) -> None:
         """A detached session holds all the frames it may for its client: it closes."""
@@ -824,13 +828,7 @@ class Dispatcher:
     def _attach_passivated(self, peer: bytes, frame: AttachFrame) -> None:
         sid, ref = frame["sid"], frame["ref"]
         entry = self.passivated[sid]
-        conn = self._hub.connection(FRONT, peer)
-        key = conn.key if conn is not None else b""
-        if not hmac.compare_digest(token_digest(frame["token"].encode("utf-8", "replace")), entry.token_sha256):
-            raise FrameError(ErrorCode.NOT_OWNER, f"wrong resume token for session {sid!r}", sid=sid, ref=ref)
-        if entry.owner_key and not hmac.compare_digest(key, entry.owner_key):
-            message = f"session {sid!r} belongs to another key; attach it with the key that opened it"
-            raise FrameError(ErrorCode.NOT_OWNER, message, sid=sid, ref=ref)
+        self._check_resume(peer, frame, entry.token_sha256, entry.owner_key)
         old = self.clients.get(entry.client)
         if old is not None:
             old.sessions.discard(sid)

@@ -105,6 +105,8 @@ class DaemonView(Protocol):
     def passivation_stats(self) -> dict[str, int]: ...
     @property
     def passivated(self) -> Mapping[str, Passivated]: ...
+
+    def end_passivated(self, sid: str, reason: str) -> None: ...
     @property
     def detached(self) -> Mapping[str, float]: ...
     @property
@@ -384,6 +386,11 @@ class ControlPlane:
         self.reply(peer, ref, {"servers": servers})
 
     def _sessions_close(self, peer: bytes, ref: Ref, args: dict[str, Any]) -> None:
+        if args.get("sid") in self._dispatcher.passivated:
+            self._audit(peer, "sessions.close", sid=args["sid"])
+            self._dispatcher.end_passivated(args["sid"], "operator")
+            self.reply(peer, ref, {"closed": [args["sid"]]})
+            return
         route = self._route(args)
         self._audit(peer, "sessions.close", sid=args["sid"])  # before acting: the log reads in causal order
         route.actor.tell(CloseSession("operator"))
@@ -402,9 +409,14 @@ class ControlPlane:
         key = "idle_s" if idle else "age_s"
 
         def finish(snapshots: list[dict[str, Any]], _missing: int) -> None:
-            closed = [s["sid"] for s in snapshots if s[key] >= older and s["state"] in ("initializing", "active")]
+            snapshots += self._passivated_snapshots(peer, None)
+            states = ("initializing", "active", "passivated")
+            closed = [s["sid"] for s in snapshots if s[key] >= older and s["state"] in states]
             self._audit(peer, "sessions.cleanup", older_than_s=older, idle=idle, closed=closed)
             for sid in closed:
+                if sid in self._dispatcher.passivated:
+                    self._dispatcher.end_passivated(sid, "cleanup")
+                    continue
                 route = self._dispatcher.sessions.get(sid)
                 if route is not None:
                     route.actor.tell(CloseSession("cleanup"))

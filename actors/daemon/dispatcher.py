@@ -51,6 +51,7 @@ from mcp_troupe.actors.shells.session import (
     Forgotten,
     FromClient,
     FromServer,
+    PassivatedShell,
     Peers,
     Reattached,
     Rebound,
@@ -298,7 +299,7 @@ class Dispatcher:
         victim = self.admission.room(self.open_sessions, self._victim, ref)
         if victim is not None:
             self._evict(victim)
-        sid, token = secrets.token_urlsafe(16), _resume_token(frame.get("token"), ref)  # 128 random bits each
+        sid, token = _session_id(), _resume_token(frame.get("token"), ref)  # 128 random bits each
         policy = self._options.server_policies.get(server)
         core = SessionCore(sid, server, now, self._limits, policy, expire_idle=frame.get("expire_idle", False))
         label = client.label + _via(frame.get("via"))
@@ -465,7 +466,7 @@ class Dispatcher:
         for sid in self.wakeups.pop_due(now):
             route = self.sessions.get(sid)
             if route is None and sid in self.passivated:
-                self._end_passivated(sid, "idle")
+                self.end_passivated(sid, "idle")
             if route is None:
                 continue
             try:
@@ -702,25 +703,21 @@ class Dispatcher:
 
     # -- passivation -----------------------------------------------------------------
 
-    def passivate(
-        self, sid: str, record: SessionRecord, created_at: float, seq: int, expires_at: float | None = None
-    ) -> bool:
+    def passivate(self, sid: str, record: SessionRecord, shell: PassivatedShell) -> bool:
         """A session idle past ``passivate_after`` leaves as its record (on its actor's turn, this thread);
-        False when it may not now (the table is full, the session is ending, or the daemon is). ``expires_at``:
-        when it closes for being idle (a session opened with ``expire_idle``); ``created_at``: when it was opened
-        (the daemon's clock)."""
+        False when it may not now (the table is full, the session is ending, or the daemon is)."""
         route = self.sessions.get(sid)
         full = len(self.passivated) >= self._limits.max_passivated
         if route is None or route.closing or self.stopping or full or self._pending_by_session.get(sid, 0):
             return False
         full_record = self._full_record(route, record)
-        entry = _entry(full_record, route.client, self.now, created_at, route.env)
+        entry = _entry(full_record, route.client, self.now, shell.created_at, route.env)
         size = len(entry.record)
         if size > MAX_RECORD_BYTES or self.passivated_bytes + size > self._limits.max_passivated_bytes:
             return False  # it could not be read back, or the passivated sessions hold all they may
         self.remember(full_record)
         self.passivated_bytes += size
-        entry.stopping, entry.seq = route.adapter, seq
+        entry.stopping, entry.seq, entry.stderr = route.adapter, shell.seq, shell.stderr
         self.passivated[sid] = entry
         del self.sessions[sid]
         self._pending_by_session.pop(sid, None)
@@ -728,8 +725,8 @@ class Dispatcher:
         self.recency.discard(sid)
         route.adapter.sessions.discard(sid)
         route.actor.tell(Forgotten())
-        if expires_at is not None:
-            self.wakeups.set(sid, expires_at)
+        if shell.expires_at is not None:
+            self.wakeups.set(sid, shell.expires_at)
         self.passivations += 1
         return True
 
@@ -772,13 +769,13 @@ class Dispatcher:
             policy = self._options.server_policies.get(record.server)
             core = SessionCore.reactivated(record, self.now, self._limits, policy)
         except RecordError as exc:
-            self._end_passivated(sid, "failed")
+            self.end_passivated(sid, "failed")
             message = f"session {sid!r} could not be brought back ({exc}); open a new session"
             raise FrameError(ErrorCode.SESSION_CLOSED, message, sid=sid, id=msg_id, ref=ref) from None
         if victim is not None:
             self._evict(victim)
         self._forget_passivated(sid)
-        peers = Peers(peer, adapter.peer, 0, record.client_label)
+        peers = Peers(peer, adapter.peer, 0, record.client_label, stderr=entry.stderr)
         actor = SessionActor.start(core, peers, self._links, self._clock, opened_at=record.created_at, seq=entry.seq)
         route = Route(actor, peer, adapter, env=entry.env, token_sha256=entry.token_sha256, owner_key=entry.owner_key)
         route.old_exit = old is adapter
@@ -845,14 +842,14 @@ class Dispatcher:
         if entry.client != peer:
             message = f"session {sid!r} belongs to another client connection"
             raise FrameError(ErrorCode.NOT_OWNER, message, sid=sid, ref=as_id(ref))
-        self._end_passivated(sid, "client", ref)
+        self.end_passivated(sid, "client", ref)
 
     def _forget_passivated(self, sid: str) -> Passivated:
         entry = self.passivated.pop(sid)
         self.passivated_bytes -= len(entry.record)
         return entry
 
-    def _end_passivated(self, sid: str, reason: str, ref: int | str | None = None) -> None:
+    def end_passivated(self, sid: str, reason: str, ref: int | str | None = None) -> None:
         """A passivated session ends (its client closed it or went away, the daemon stops): no process to stop."""
         entry = self._forget_passivated(sid)
         self.detached.pop(sid, None)
@@ -958,7 +955,7 @@ class Dispatcher:
     def _tell_route(self, sid: str, message: object) -> None:
         route = self.sessions.get(sid)
         if route is None and isinstance(message, CloseSession) and sid in self.passivated:
-            self._end_passivated(sid, message.reason)
+            self.end_passivated(sid, message.reason)
         if route is not None:
             try:
                 route.actor.tell(message)
@@ -1174,7 +1171,7 @@ class Dispatcher:
         self.stopping = True
         self._drained = Future()
         for sid in list(self.passivated):
-            self._end_passivated(sid, reason)
+            self.end_passivated(sid, reason)
         for route in list(self.sessions.values()):
             try:
                 route.actor.tell(CloseSession(reason))
@@ -1212,6 +1209,14 @@ def _entry(
     """The passivated session of ``record`` (a full one: token digest and owner key filled in)."""
     key = bytes.fromhex(record.owner_key)
     return Passivated(encode_record(record), record.server, client, record.token_sha256, key, now, created, env)
+
+
+def _session_id() -> str:
+    """128 random bits, URL-safe; never starting with ``-``, so that ``troupe sessions show <sid>`` is not
+    read as an option."""
+    while (sid := secrets.token_urlsafe(16)).startswith("-"):
+        pass
+    return sid
 
 
 def _resume_token(wanted: str | None, ref: int | str) -> str:

@@ -33,6 +33,8 @@ class Passivated:
     """The adapter whose server process for it has not reported ``exited`` yet."""
     seq: int = 0
     """The ``seq`` of the last frame its client was sent: the next actor goes on from it."""
+    stderr: bool = False
+    """Its client asked for its server's stderr lines (``open`` ``stderr``)."""
 
     def decoded(self, sid: str) -> SessionRecord:
         """The record; `RecordError` if it cannot be used."""

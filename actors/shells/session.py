@@ -72,9 +72,7 @@ class DispatcherPort(Protocol):
 
     def remember(self, record: SessionRecord) -> None: ...
 
-    def passivate(
-        self, sid: str, record: SessionRecord, created_at: float, seq: int, expires_at: float | None = None
-    ) -> bool: ...
+    def passivate(self, sid: str, record: SessionRecord, shell: PassivatedShell) -> bool: ...
 
     def redeliver(self, sid: str, message: FromClient) -> None: ...
 
@@ -174,6 +172,20 @@ class Describe:
     reply: Callable[[dict[str, Any]], None] | None = None
     stderr: bool = False
     """Include the last lines its server wrote to stderr (``stderr``: a list of strings)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PassivatedShell:
+    """What a passivating session's shell knows that its next actor needs (and the dispatcher keeps)."""
+
+    created_at: float
+    """When the session was opened (the daemon's clock)."""
+    seq: int
+    """Of the last frame its client was sent."""
+    stderr: bool
+    """Its client asked for its server's stderr lines."""
+    expires_at: float | None
+    """When it closes for being idle (opened with ``expire_idle``); None: it does not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +357,8 @@ class SessionActor(LoopActor):
         # told to an actor that has left: stay until it is handled. The dispatcher forgets this actor in the
         # call below, on this thread, so nothing is told to it after an empty inbox.
         busy = self._held or not self.actor_inbox.empty()
-        if busy or not self._links.dispatcher.passivate(core.sid, record, core.created_at, self._seq, expires_at):
+        shell = PassivatedShell(core.created_at, self._seq, self._peers.stderr, expires_at)
+        if busy or not self._links.dispatcher.passivate(core.sid, record, shell):
             self._emit(core.passivation_declined(self._clock()))
             return
         self._passivated = True

@@ -21,6 +21,7 @@ from mcp_troupe.actors.core.options import Limits, ServerPolicy
 from mcp_troupe.actors.core.outputs import RespawnServer, ToServer
 from mcp_troupe.actors.core.records import RecordError, SessionRecord, token_digest
 from mcp_troupe.actors.core.session import SessionCore
+from mcp_troupe.actors.daemon import dispatcher as dispatcher_module
 from mcp_troupe.actors.daemon.dispatcher import Dispatcher, DispatcherOptions
 from mcp_troupe.transport.hub.loop import BACK, FRONT, HubStats
 from mcp_troupe.transport.hub.peers import Connection
@@ -459,3 +460,19 @@ def test_bringing_back_a_passivated_session_respects_max_sessions() -> None:
     [(_, refused)] = d.hub.take("front")
     assert refused["code"] == "too_many_sessions" and refused["id"] == 3 and refused["sid"] == sid
     assert sid in d.dispatcher.passivated and d.dispatcher.open_sessions == 1
+
+
+def test_an_operator_closes_a_passivated_session_and_its_client_is_told() -> None:
+    d, sid = passivated_daemon()
+    d.hub.take()
+    d.dispatcher.on_front(b"op", frames.encode("ctl", ref=1, op="sessions.close", args={"sid": sid}))
+    sent = dict(d.hub.take("front"))
+    assert sent[b"c1"]["t"] == "closed" and sent[b"c1"]["reason"] == "operator"
+    assert sent[b"op"]["ok"] and sent[b"op"]["result"] == {"closed": [sid]}
+    assert sid not in d.dispatcher.passivated
+
+
+def test_a_session_id_never_starts_with_a_dash_so_the_cli_takes_it_as_an_argument() -> None:
+    ids = [dispatcher_module._session_id() for _ in range(10_000)]
+    assert not [sid for sid in ids if sid.startswith("-")]
+    assert len(set(ids)) == len(ids) and {len(sid) for sid in ids} == {22}

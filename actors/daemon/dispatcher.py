@@ -730,22 +730,6 @@ class Dispatcher:
         self.passivations += 1
         return True
 
-    def redeliver(self, sid: str, message: FromClient) -> None:
-        """A client message that reached the session's actor after it passivated: it brings the session back."""
-        route = self.sessions.get(sid)
-        entry = self.passivated.get(sid)
-        try:
-            if route is None and entry is not None:
-                route = self._reactivate(sid, entry.client, id_of(message.msg), None)
-            if route is None:
-                raise FrameError(ErrorCode.SESSION_CLOSED, f"session {sid!r} has ended", sid=sid, id=id_of(message.msg))
-            route.actor.tell(message)
-        except (FrameError, pykka.ActorDeadError) as exc:
-            if message.counted:
-                self.pending_changed(sid, -1)
-            if isinstance(exc, FrameError) and entry is not None:
-                self._hub.send_front(entry.client, exc.to_frame())
-
     def _reactivate(self, sid: str, peer: bytes, msg_id: int | str | None, ref: int | str | None) -> Route:
         """The client's message for a passivated session: a new actor and server process (handshake replayed)."""
         entry = self.passivated[sid]

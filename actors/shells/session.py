@@ -74,8 +74,6 @@ class DispatcherPort(Protocol):
 
     def passivate(self, sid: str, record: SessionRecord, shell: PassivatedShell) -> bool: ...
 
-    def redeliver(self, sid: str, message: FromClient) -> None: ...
-
 
 # -- messages ------------------------------------------------------------------
 
@@ -368,14 +366,13 @@ class SessionActor(LoopActor):
         self._event("session.passivated")
 
     def _after_passivation(self, message: Any) -> Any:
-        """A message told before the dispatcher forgot this actor: the client's go back (they reactivate it)."""
-        match message:
-            case FromClient():
-                self._links.outbox.call(partial(self._links.dispatcher.redeliver, self.core.sid, message))
-            case Forgotten():
-                self.stop()
-            case FromServer():
-                self.core.dropped += 1
+        """Only `Forgotten` can come now: the actor passivated with an empty inbox, and the dispatcher forgot it
+        in the same turn. Anything else is a bug, dropped and counted, never handled by a session that left."""
+        if isinstance(message, Forgotten):
+            self.stop()
+        else:
+            self.core.dropped += 1
+            log.warning("session %s: %s after it passivated, dropped", self.core.sid, type(message).__name__)
         return None
 
     def _hold(self, _peer: bytes, data: bytes) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import secrets
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from conftest import ROOT, RunningDaemon, finish, processes_of, start_daemon, wait_for
+from record_support import session_record
 
-from mcp_troupe.actors.core.records import RECORD_VERSION, SessionRecord, encode_record, token_digest
+from mcp_troupe.actors.core.records import RECORD_VERSION, encode_record, token_digest
 from mcp_troupe.transport.client import Client, Session
 from mcp_troupe.transport.store.sqlite import STORE_FILE, SqliteStore
 
@@ -63,35 +63,12 @@ def test_idle_sessions_are_passivated_and_a_message_brings_each_back_with_a_new_
 
 def seed(state_dir: Path, count: int) -> dict[str, str]:
     """``count`` passivated records, as a daemon that passivated them and was restarted leaves its store."""
-    initialize = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
-    }
     tokens = {secrets.token_urlsafe(16): secrets.token_urlsafe(16) for _ in range(count)}
-    rows = []
-    for sid, token in tokens.items():
-        record = SessionRecord(
-            sid=sid,
-            server="memory",
-            state="passivated",
-            era="legacy",
-            protocol_version="2025-11-25",
-            initialize=initialize,
-            client_info={"name": "t", "version": "1"},
-            client_capabilities={},
-            server_info={"name": "flood", "version": "1"},
-            server_capabilities={},
-            pid=None,
-            adapter_id=None,
-            token_sha256=token_digest(token.encode()),
-            owner_key="",
-            client_label="seeded",
-            env_names=(),
-            created_at=time.time(),
-        )
-        rows.append((sid, RECORD_VERSION, encode_record(record)))
+    fields = {"server": "memory", "state": "passivated", "pid": None, "adapter_id": None, "env_names": ()}
+    rows = [
+        (sid, RECORD_VERSION, encode_record(session_record(sid, token_sha256=token_digest(token.encode()), **fields)))
+        for sid, token in tokens.items()
+    ]
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = SqliteStore(state_dir / STORE_FILE)
     try:

@@ -106,16 +106,10 @@ def test_sessions_carry_on_with_their_server_processes_after_a_kill_9(tmp_path: 
             assert recall(opened) == "new"
         finally:
             client.close()
-            finish_keeping_runtime(second)
+            assert second.stop() == 0, second.log()  # the runtime directory (with the store) is read below
         wait_for(lambda: not processes_of(second), 20, "every adapter and server process to end")
         assert stored(second) == {}
         shutil.rmtree(second.runtime_dir, ignore_errors=True)
-
-
-def finish_keeping_runtime(daemon: RunningDaemon) -> None:
-    """`finish`, but the runtime directory (with the store) is read once more before it goes."""
-    code = daemon.stop()
-    assert code == 0, daemon.log()
 
 
 @pytest.mark.timeout(120)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import Any
 
 import msgpack
 import pykka
 import pytest
+from record_support import session_record
 
 from mcp_troupe.actors.core.options import Limits, ServerPolicy
 from mcp_troupe.actors.core.outputs import RespawnServer, ToServer
@@ -269,26 +269,8 @@ def test_a_parked_session_is_respawned_on_the_next_adapter_of_its_server() -> No
 
 
 def stored_record(sid: str = "s-stored", adapter_id: str = "orphan", **changes: Any) -> SessionRecord:
-    base = SessionRecord(
-        sid=sid,
-        server="example",
-        state="active",
-        era="legacy",
-        protocol_version="2025-11-25",
-        initialize=INITIALIZE,
-        client_info={"name": "c", "version": "1"},
-        client_capabilities={},
-        server_info={"name": "s", "version": "1"},
-        server_capabilities={},
-        pid=777,
-        adapter_id=adapter_id,
-        token_sha256=token_digest(b"the-token"),
-        owner_key="",
-        client_label="pid 1",
-        env_names=(),
-        created_at=1.0,
-    )
-    return replace(base, **changes)
+    fields = {"server": "example", "initialize": INITIALIZE, "pid": 777, "env_names": ()}
+    return session_record(sid, adapter_id=adapter_id, token_sha256=token_digest(b"the-token"), **{**fields, **changes})
 
 
 def register_with(d: Daemon, peer: bytes, adapter_id: str, sessions: dict[str, int], **fields: Any) -> list[Any]:

@@ -5,51 +5,28 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import replace
 from pathlib import Path
 
 import pykka
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from record_support import session_record
 
 from mcp_troupe.actors.core.records import (
     RECORD_VERSION,
     RecordError,
-    SessionRecord,
     decode_record,
     encode_record,
     read_rows,
     to_rows,
-    token_digest,
 )
 from mcp_troupe.actors.core.write_behind import WriteBehind
 from mcp_troupe.actors.shells.store_writer import StoreWriter
 from mcp_troupe.actors.shells.supervisor import TICK, ChildContext
 from mcp_troupe.transport.store.sqlite import SqliteStore
 
-
-def record(sid: str = "s1", **changes: object) -> SessionRecord:
-    base = SessionRecord(
-        sid=sid,
-        server="memory",
-        state="active",
-        era="legacy",
-        protocol_version="2025-06-18",
-        initialize={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}},
-        client_info={"name": "c", "version": "1"},
-        client_capabilities={},
-        server_info={"name": "s", "version": "2"},
-        server_capabilities={"tools": {}},
-        pid=1234,
-        adapter_id="memory-0",
-        token_sha256=token_digest(b"secret"),
-        owner_key="",
-        client_label="pid 1",
-        env_names=("A_TOKEN",),
-        created_at=1.5,
-    )
-    return replace(base, **changes)  # type: ignore[arg-type]
+record = session_record
 
 
 def test_a_record_round_trips_and_never_holds_the_token() -> None:

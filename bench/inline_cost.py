@@ -64,6 +64,13 @@ class _Hub:
     def ask(self, fn: Callable[[], Any], timeout: float = 10.0) -> Any:
         return fn()
 
+    def connection(self, which: int, peer: bytes) -> Any:
+        """Every peer is a local one with every right, as an ipc peer of the daemon's own user is."""
+        from mcp_troupe.transport.hub.peers import Connection
+        from mcp_troupe.transport.keys import ANY_SERVER, OPERATOR
+
+        return Connection(number=1, identity=peer, rights=frozenset({ANY_SERVER, OPERATOR}), assigned=True)
+
     def __getattr__(self, name: str) -> Callable[..., None]:  # anything newer the dispatcher may use
         return lambda *args, **kwargs: None
 

@@ -312,9 +312,16 @@ class SessionCore:
         """When this session next needs `wake` (earliest deadline or idle expiry)."""
         if self.state is not State.INITIALIZING and self.state is not State.ACTIVE:
             return None
-        times = [t for t in (self.from_client.next_deadline(), self.from_server.next_deadline()) if t is not None]
-        times += [t for t in (self._idle_deadline(), self._passivate_deadline()) if t is not None]
-        return min(times) if times else None
+        earliest: float | None = None
+        for at in (
+            self.from_client.next_deadline(),
+            self.from_server.next_deadline(),
+            self._idle_deadline(),
+            self._passivate_deadline(),
+        ):
+            if at is not None and (earliest is None or at < earliest):
+                earliest = at
+        return earliest
 
     def idle_deadline(self) -> float | None:
         """When the session closes for being idle, if it does (``expire_idle``) and nothing is pending."""

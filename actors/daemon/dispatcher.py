@@ -44,6 +44,7 @@ from mcp_troupe.actors.core.write_behind import WriteBehind
 from mcp_troupe.actors.daemon.control import ControlPlane
 from mcp_troupe.actors.daemon.passivation import Passivated
 from mcp_troupe.actors.daemon.tables import Route
+from mcp_troupe.actors.shells.loop_actor import tell_now
 from mcp_troupe.actors.shells.session import (
     ClientFrameRefused,
     CloseSession,
@@ -241,7 +242,7 @@ class Dispatcher:
                 self._pending_by_session[frame["sid"]] = self._pending_by_session.get(frame["sid"], 0) + 1
                 self._warn_pending()
         try:
-            self._tell(route, FromClient(msg, counted, over), frame)
+            self._tell(route, FromClient(msg, counted, over), frame, at_once=True)
         except FrameError:
             if counted:
                 self.pending_changed(frame["sid"], -1)
@@ -276,9 +277,14 @@ class Dispatcher:
             raise FrameError(ErrorCode.NOT_OWNER, message, sid=sid, id=msg_id, ref=ref)
         return route
 
-    def _tell(self, route: Route, message: object, frame: ClientMcpFrame | CloseFrame) -> None:
+    def _tell(
+        self, route: Route, message: object, frame: ClientMcpFrame | CloseFrame, *, at_once: bool = False
+    ) -> None:
         try:
-            route.actor.tell(message)
+            if at_once:
+                tell_now(route.actor, message)
+            else:
+                route.actor.tell(message)
         except pykka.ActorDeadError:
             sid = frame["sid"]
             msg_id = id_of(frame["msg"]) if frame["t"] == "mcp" else None
@@ -565,7 +571,10 @@ class Dispatcher:
         else:
             message = ServerExited(frame.get("code"), frame["reason"])
         try:
-            route.actor.tell(message)
+            if kind == "mcp":
+                tell_now(route.actor, message)
+            else:
+                route.actor.tell(message)
         except pykka.ActorDeadError:
             log.debug("session %s ended before its %s frame arrived", sid, kind)
 

@@ -109,6 +109,27 @@ class LoopInbox:
         if actor.loop_started:
             self.schedule()
 
+    def deliver(self, message: Any) -> None:
+        """``tell`` from the loop thread, handled at once when the actor is idle (nothing waits in its
+        inbox, it is not handling a message, it has started): the frame path's way in.
+
+        The order and the one-at-a-time rule hold as with ``tell``: a message waiting, or one being
+        handled, makes this one queue behind it. What is saved is the envelope's trip through the run
+        queue (a quarter of the daemon's Python work per request). Raises `ActorDeadError` like ``tell``."""
+        actor = self._actor
+        if actor.actor_stopped.is_set():
+            raise ActorDeadError(f"{actor.actor_ref} not found")
+        if self._items or self._scheduled or actor.busy or not actor.loop_started:
+            self.put_local(_Told(message))
+            return
+        actor.busy = True
+        try:
+            actor._handle_envelope(_Told(message))
+        finally:
+            actor.busy = False
+        if actor.actor_stopped.is_set():
+            actor._actor_loop_teardown()
+
     def schedule(self) -> None:
         if not self._scheduled and self._items:
             self._scheduled = True
@@ -138,6 +159,8 @@ class LoopActor(pykka.Actor):
     def __init__(self, loop: EventLoop) -> None:
         self.loop = loop
         self.loop_started = False
+        self.busy = False
+        """Handling a message now (from the run queue or `LoopInbox.deliver`)."""
         super().__init__()
 
     def _create_actor_inbox(self) -> LoopInbox:  # type: ignore[override]
@@ -161,14 +184,18 @@ class LoopActor(pykka.Actor):
     def _run_batch(self) -> None:
         inbox = self.actor_inbox
         inbox.unschedule()
-        for _ in range(BATCH):
-            if self.actor_stopped.is_set():
-                break
-            try:
-                envelope = inbox.get()
-            except queue.Empty:
-                return
-            self._handle_envelope(envelope)
+        self.busy = True
+        try:
+            for _ in range(BATCH):
+                if self.actor_stopped.is_set():
+                    break
+                try:
+                    envelope = inbox.get()
+                except queue.Empty:
+                    return
+                self._handle_envelope(envelope)
+        finally:
+            self.busy = False
         if self.actor_stopped.is_set():
             self._actor_loop_teardown()
         else:
@@ -196,6 +223,25 @@ class LoopActor(pykka.Actor):
             log.debug("%r in %s: stopping all actors", sys.exc_info()[1], self)
             self._stop()
             ActorRegistry.stop_all(block=False)
+
+
+def tell_now(ref: pykka.ActorRef[Any], message: Any) -> None:
+    """``ref.tell(message)``; from the loop thread to an idle `LoopActor`, handled at once (`LoopInbox.deliver`)."""
+    inbox = ref.actor_inbox
+    if isinstance(inbox, LoopInbox) and inbox._actor.loop.on_loop_thread():
+        inbox.deliver(message)
+    else:
+        ref.tell(message)
+
+
+class _Told:
+    """An envelope of `LoopInbox.deliver`: what pykka's (private) ``Envelope`` of a ``tell`` holds."""
+
+    __slots__ = ("message",)
+    reply_to: None = None
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
 
 
 def _refuse(actor: LoopActor, envelope: Any) -> None:

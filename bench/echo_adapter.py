@@ -84,7 +84,7 @@ def run_adapter(endpoint: str, server: str) -> int:
                     reply = answer(frame["msg"])
                     if reply is not None and frame["sid"] in sessions:
                         sent = True
-                        send(_pack({"v": VERSION, "t": "mcp", "sid": frame["sid"], "msg": reply}))
+                        send(_pack({"v": VERSION, "t": "mcp", "sid": frame["sid"], "msg": reply, "checked": True}))
                 elif kind == "spawn":
                     sessions.add(frame["sid"])
                     sent = True
@@ -130,7 +130,9 @@ def run_plain(endpoint: str) -> int:
             frame = unpack(data)
             reply = answer(frame["msg"])
             if reply is not None:
-                sock.send_multipart((peer, _pack({"v": VERSION, "t": "mcp", "sid": frame["sid"], "msg": reply})))
+                sock.send_multipart(
+                    (peer, _pack({"v": VERSION, "t": "mcp", "sid": frame["sid"], "msg": reply, "checked": True}))
+                )
     sock.close()
     ctx.term()
     return 0

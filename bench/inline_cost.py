@@ -67,9 +67,9 @@ class _Hub:
     def connection(self, which: int, peer: bytes) -> Any:
         """Every peer is a local one with every right, as an ipc peer of the daemon's own user is."""
         from mcp_troupe.transport.hub.peers import Connection
-        from mcp_troupe.transport.keys import ANY_SERVER, OPERATOR
+        from mcp_troupe.transport.keys import ANY_SERVER, OPERATOR, VOUCH
 
-        return Connection(number=1, identity=peer, rights=frozenset({ANY_SERVER, OPERATOR}), assigned=True)
+        return Connection(number=1, identity=peer, rights=frozenset({ANY_SERVER, OPERATOR, VOUCH}), assigned=True)
 
     def __getattr__(self, name: str) -> Callable[..., None]:  # anything newer the dispatcher may use
         return lambda *args, **kwargs: None
@@ -108,7 +108,10 @@ def measure(requests: int = 20_000) -> dict[str, Any]:
     for request_id in range(1, 2001):
         through(call_frame(sid, request_id))
     frames = [call_frame(sid, i) for i in range(2001, 2001 + requests)]
-    replies = [_pack({"v": 1, "t": "mcp", "sid": sid, "msg": answer(msgpack.unpackb(f)["msg"])}) for f in frames]
+    replies = [
+        _pack({"v": 1, "t": "mcp", "sid": sid, "msg": answer(msgpack.unpackb(f)["msg"]), "checked": True})
+        for f in frames
+    ]
     on_front, on_back, run = dispatcher.on_front, dispatcher.on_back, hub.run
     began = time.process_time()
     for frame, reply in zip(frames, replies, strict=True):

@@ -36,6 +36,10 @@ DAEMON_KEY: Final = "daemon"
 """``<state_dir>/daemon.key`` and ``daemon.key_secret``: the daemon's own key pair."""
 ANY_SERVER: Final = "*"
 OPERATOR: Final = "operator"
+VOUCH: Final = "vouch"
+"""An adapter's right to vouch for its messages (an ``mcp`` frame's ``checked``), sparing the daemon its
+JSON walk of them: only local connections of the daemon's own user (or root), who could change the
+daemon's process anyway, have it."""
 MAX_KEYS: Final = 100_000
 """Keys read from one directory at most (a directory holding more is refused)."""
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")

@@ -30,6 +30,8 @@ class AdapterLink:
     last_seen: float = 0.0
     retiring: bool = False
     """It outlived the daemon that started it: it keeps the sessions it has, and is given no new one."""
+    vouches: bool = False
+    """Its ``checked`` messages are taken as plain JSON unwalked (its connection has the ``vouch`` right)."""
 
     @property
     def full(self) -> bool:

@@ -478,11 +478,12 @@ class SessionCore:
 
     # -- messages from the server ----------------------------------------------------
 
-    def receive_from_server(self, body: object, now: float) -> list[Output]:
+    def receive_from_server(self, body: object, now: float, *, checked: bool = False) -> list[Output]:
+        """A message from the server; ``checked``: its adapter vouched that it is plain JSON (`jsonrpc.classify`)."""
         if self.state is State.SHUTTING_DOWN or self.state.terminal:
             return self._drop("server", f"message after the session ended ({self.state.value})")
         try:
-            msg = jsonrpc.classify(body)
+            msg = jsonrpc.classify(body, values_checked=checked)
         except InvalidMessage as exc:
             return self._invalid_from_server(body, exc, now)
         self.last_activity = now

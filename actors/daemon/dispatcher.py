@@ -66,7 +66,7 @@ from mcp_troupe.actors.shells.session import (
 from mcp_troupe.actors.shells.supervisor import TICK, Forward
 from mcp_troupe.actors.telemetry.observe import Observers
 from mcp_troupe.transport.hub.loop import BACK, FRONT, Hub
-from mcp_troupe.transport.keys import ANY_SERVER
+from mcp_troupe.transport.keys import ANY_SERVER, VOUCH
 from mcp_troupe.transport.wire import jsonrpc
 from mcp_troupe.transport.wire.frames import MAX_ITEMS, ErrorCode, FrameError, encode
 from mcp_troupe.transport.wire.kinds import (
@@ -562,7 +562,7 @@ class Dispatcher:
             return
         message: object
         if frame["t"] == "mcp":
-            message = FromServer(frame["msg"])
+            message = FromServer(frame["msg"], adapter.vouches and frame.get("checked", False))
             self.recency.touch(sid, self.now)
         elif frame["t"] == "spawned":
             message = ServerStarted(frame["pid"])
@@ -634,6 +634,7 @@ class Dispatcher:
             retiring=frame.get("retiring", False),
         )
         link = registration.link
+        link.vouches = VOUCH in rights
         if registration.replaced is not None:
             self._adapter_lost(registration.replaced, "its connection registered again as another adapter")
         if registration.reconnected:

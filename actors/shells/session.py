@@ -78,7 +78,7 @@ class DispatcherPort(Protocol):
 # -- messages ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made for every message, and a frozen __init__ costs 3 times as much
 class FromClient:
     msg: dict[str, Any]
     counted: bool = False
@@ -87,9 +87,11 @@ class FromClient:
     """Set when the global pending limit refused it: ``(current, limit)``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made for every message, and a frozen __init__ costs 3 times as much
 class FromServer:
     msg: dict[str, Any]
+    checked: bool = False
+    """Its adapter vouched that it is plain JSON (`mcp_troupe.transport.keys.VOUCH`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,8 +299,8 @@ class SessionActor(LoopActor):
                 self._counted = counted
                 self._emit(core.receive_from_client(msg, now, over_global), counted=counted)
                 self._counted = False
-            case FromServer(msg):
-                self._emit(core.receive_from_server(msg, now))
+            case FromServer(msg, checked):
+                self._emit(core.receive_from_server(msg, now, checked=checked))
             case ClientFrameRefused(request_id, answer):
                 self._emit(core.client_response_refused(request_id, answer, now))
             case Wake():

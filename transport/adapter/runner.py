@@ -356,9 +356,9 @@ class Adapter:
 
     def _on_item(self, item: _Item) -> None:
         match item:
-            case ("mcp", sid, msg):
+            case ("mcp", sid, msg, checked):
                 if sid in self._sessions:
-                    self._send("mcp", sid=sid, msg=msg)
+                    self._send("mcp", sid=sid, msg=msg, checked=checked or None)
                 else:
                     log.debug("session %s: output after the session ended, dropped", sid)
             case ("stderr", sid, line):

@@ -3,7 +3,7 @@
 Each `ServerProcess` runs two threads and shares nothing mutable with the
 adapter loop that created it:
 
-* the reader owns stdout: every JSON object line becomes ``("mcp", sid, msg)``
+* the reader owns stdout: every JSON object line becomes ``("mcp", sid, msg, checked)``
   for the adapter, and at end of file it tells the writer; while the adapter
   has it paused (`set_reading`) it reads nothing, so a server that writes
   faster than its client reads blocks on its own full pipe, as it would
@@ -50,7 +50,8 @@ MAX_LINE_CONTAINERS: Final = 1_000_000
 STDERR_LINES_PER_SECOND: Final = 20
 """Server stderr lines logged per second and session; the rest are counted and summarised."""
 
-McpEvent = tuple[Literal["mcp"], str, dict[str, Any]]
+McpEvent = tuple[Literal["mcp"], str, dict[str, Any], bool]
+"""``("mcp", sid, msg, checked)``: ``checked`` when ``msg`` is plain JSON by construction (see `plain_json_line`)."""
 ExitedEvent = tuple[Literal["exited"], str, int | None, str]
 StderrEvent = tuple[Literal["stderr"], str, str]
 ProcessEvent = McpEvent | ExitedEvent | StderrEvent
@@ -234,7 +235,7 @@ class ServerProcess:
         except (ValueError, RecursionError):
             msg = None
         if isinstance(msg, dict):
-            self._report(("mcp", self.sid, msg))
+            self._report(("mcp", self.sid, msg, plain_json_line(line)))
             return
         text = line.decode("utf-8", "replace").rstrip("\r\n")
         log.warning("session %s: server wrote a line that is not a JSON object, skipped: %r", self.sid, text[:200])
@@ -259,7 +260,7 @@ class ServerProcess:
         to, answer = refusal
         log.warning("session %s: a %d-byte message of the server is over its %s limit; answered", self.sid, size, why)
         if to == "client":
-            self._report(("mcp", self.sid, answer))  # in place of the server's response
+            self._report(("mcp", self.sid, answer, True))  # in place of the server's response
         else:
             self.send(answer)
 
@@ -365,6 +366,17 @@ def refusal_for(envelope: dict[str, Any] | None, size: int, limit: int, why: str
         "daemon's config); ask for less, or have the limit raised"
     )
     return "client", jsonrpc.error(request_id, jsonrpc.MESSAGE_TOO_LARGE, text, data)
+
+
+def plain_json_line(line: bytes) -> bool:
+    """Whether an object ``json.loads`` read from ``line`` is surely what the daemon's JSON check accepts.
+
+    ``json.loads`` gives str keys and JSON values, with two exceptions the daemon refuses: the constants
+    ``NaN``/``Infinity`` and nesting deeper than ``jsonrpc.MAX_DEPTH``. A line without those words and with fewer
+    containers than that is plain JSON, found by two C scans of the line, and its frame says so
+    (``checked``), which spares the daemon its walk of the message; any other line's message is checked
+    by the daemon as before (it may be fine: the words can be inside strings)."""
+    return b"NaN" not in line and b"Infinity" not in line and line.count(b"{") + line.count(b"[") <= jsonrpc.MAX_DEPTH
 
 
 def _exit_reason(returncode: int, cause: _Marker, escalation: signal.Signals | None) -> str:

@@ -383,14 +383,14 @@ class SessionCore:
             self._version = result["protocolVersion"]
         elif method == "tools/list":
             self._shared.schemas.learn(self._shared.server, result)
-        self._shared.report(("mcp", self.sid, message))
+        self._shared.report(("mcp", self.sid, message, False))
 
     def _fail(self, msg_id: Any, fault: Fault) -> None:
         if self._ended:
             return
         self._count(fault)
         log.warning("session %s: request %r failed upstream: %s", self.sid, msg_id, fault.message)
-        self._shared.report(("mcp", self.sid, fault.answer(msg_id, self._shared.server, self.url)))
+        self._shared.report(("mcp", self.sid, fault.answer(msg_id, self._shared.server, self.url), True))
 
     def _count(self, fault: Fault) -> None:
         event: FaultEvent = ("fault", self.sid, fault.kind, fault.status)

@@ -154,7 +154,7 @@ ADAPTER_TO_DAEMON: Final[Mapping[str, Schema]] = {
     },
     "heartbeat": {},
     "spawned": {"sid": (STR, True), "pid": (INT, True)},
-    "mcp": {"sid": (STR, True), "msg": (MAP, False), "json": (STR, False)},
+    "mcp": {"sid": (STR, True), "msg": (MAP, False), "json": (STR, False), "checked": (BOOL, False)},
     "exited": {"sid": (STR, True), "code": (INT, False), "reason": (STR, True)},
     "stderr": {"sid": (STR, True), "line": (STR, True)},
     "fault": {"sid": (STR, True), "kind": (STR, True), "status": (INT, False)},
@@ -179,7 +179,7 @@ def _plain_mcp_tables() -> tuple[Mapping[str, Schema], ...]:
         table
         for table in tables
         if {name for name, (_kind, required) in table["mcp"].items() if required} <= {"sid"}
-        and set(table["mcp"]) <= {"sid", "msg", "json"}
+        and set(table["mcp"]) <= {"sid", "msg", "json", "checked"}
     )
 
 
@@ -290,6 +290,7 @@ def _plain_mcp(body: dict[str, Any]) -> bool:
         and type(sid) is str
         and type(msg) is dict
         and "json" not in body
+        and type(body.get("checked", False)) is bool
     )
 
 

@@ -173,6 +173,8 @@ class ServerMcpFrame(TypedDict):
     t: Literal["mcp"]
     sid: str
     msg: Msg
+    checked: NotRequired[bool]
+    """The adapter vouches that ``msg`` is plain JSON; honoured from local adapters only (`AdapterLink.local`)."""
 
 
 class ExitedFrame(TypedDict):

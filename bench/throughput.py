@@ -12,6 +12,11 @@ The daemon serves the native echo adapter and runs with ``--rate-per-session
 0``: the default per-session rate limit (100 requests/s, bursts of 200) would
 otherwise be what is measured.
 
+At 64 sessions, once the maximum is known, the latency under load: an open loop
+(`bench.loadgen`'s ``pace``) at 50 % and 90 % of the daemon's maximum, through the
+daemon and, at the same rates, against the raw echo; p50 and p99 counted from
+when each request was due, so the queueing a loaded proxy adds is in them.
+
 With ``profile`` set, one more run at 64 sessions is recorded with py-spy
 (sampling the daemon's process) and summarised.
 """
@@ -33,6 +38,10 @@ from typing import Any
 from bench.common import PYTHON, ROOT, bench_env, percentile, ratio, read_json_line, start_echo_daemon, stop_process
 
 LEVELS = (1, 16, 64, 256)
+UNDER_LOAD_AT = 64
+"""Sessions of the latency-under-load figure."""
+UNDER_LOAD_SHARES = (0.5, 0.9)
+"""Its arrival rates, as shares of the maximum the daemon reached at `UNDER_LOAD_AT` sessions."""
 PROCESSES = 4
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -76,6 +85,15 @@ class Group:
         latencies = [x for r in results for x in r["latency_us"]]
         return {"rps": count / seconds, "latencies_us": latencies}
 
+    def pace(self, warmup: float, seconds: float, rate: float) -> dict[str, Any]:
+        """An open loop at ``rate`` requests/s in all (shared evenly by the processes)."""
+        for p in self.processes:
+            p.stdin.write(f"pace {warmup} {seconds} {rate / len(self.processes)}\n")  # type: ignore[union-attr]
+            p.stdin.flush()  # type: ignore[union-attr]
+        results = [read_json_line(p.stdout, "loadgen") for p in self.processes]
+        latencies = [x for r in results for x in r["latency_us"]]
+        return {"rps": sum(r["count"] for r in results) / seconds, "latencies_us": latencies}
+
     def close(self) -> None:
         for p in self.processes:
             try:
@@ -103,6 +121,7 @@ def run(quick: bool, profile: bool = False, results_dir: Path | None = None) -> 
     )
     daemon = start_echo_daemon()
     levels: dict[str, Any] = {}
+    under_load: dict[str, Any] = {}
     profile_result: dict[str, Any] | None = None
     try:
         assert plain.stdout is not None
@@ -128,6 +147,10 @@ def run(quick: bool, profile: bool = False, results_dir: Path | None = None) -> 
                             run_["adapter_cpu_us"] = spent[1] / requests * 1e6
                             run_["daemon_cores"] = spent[0] / (warmup + seconds)
                         runs[mode].append(run_)
+                if sessions == UNDER_LOAD_AT:
+                    under_load = _under_load(
+                        groups, statistics.median(r["rps"] for r in runs["daemon"]), warmup, seconds
+                    )
                 if profile and sessions == 64:
                     profile_result = _profile(daemon.pid, groups["daemon"], results_dir or tmp)
             finally:
@@ -159,6 +182,7 @@ def run(quick: bool, profile: bool = False, results_dir: Path | None = None) -> 
         plain.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
     result: dict[str, Any] = {
+        "under_load": under_load,
         "what": "requests/s (tools/call through the daemon to the echo adapter; one request in flight per "
         "session) vs the same client processes and in-flight count against a plain ROUTER echo",
         "repetitions": reps,
@@ -167,6 +191,25 @@ def run(quick: bool, profile: bool = False, results_dir: Path | None = None) -> 
     }
     if profile_result is not None:
         result["profile"] = profile_result
+    return result
+
+
+def _under_load(groups: dict[str, Group], max_rps: float, warmup: float, seconds: float) -> dict[str, Any]:
+    """Round trips at 50 % and 90 % of the daemon's measured maximum, as an open loop (a fixed arrival
+    rate, the way a loaded proxy's users feel it), through the daemon and, at the same rate, the raw echo."""
+    result: dict[str, Any] = {"max_rps": round(max_rps)}
+    for share in UNDER_LOAD_SHARES:
+        rate = share * max_rps
+        entry: dict[str, Any] = {"rate": round(rate)}
+        for mode in ("raw", "daemon"):
+            run_ = groups[mode].pace(warmup, seconds, rate)
+            lat = run_["latencies_us"]
+            entry[mode] = {
+                "rps": round(run_["rps"]),
+                "p50_us": round(percentile(lat, 50), 1) if lat else None,
+                "p99_us": round(percentile(lat, 99), 1) if lat else None,
+            }
+        result[f"{round(share * 100)}pct"] = entry
     return result
 
 

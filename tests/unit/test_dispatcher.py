@@ -25,7 +25,7 @@ from mcp_troupe.actors.daemon import dispatcher as dispatcher_module
 from mcp_troupe.actors.daemon.dispatcher import Dispatcher, DispatcherOptions
 from mcp_troupe.transport.hub.loop import BACK, FRONT, HubStats
 from mcp_troupe.transport.hub.peers import Connection
-from mcp_troupe.transport.keys import ANY_SERVER, OPERATOR
+from mcp_troupe.transport.keys import ANY_SERVER, OPERATOR, VOUCH
 from mcp_troupe.transport.wire import frames, jsonrpc
 from mcp_troupe.transport.wire.frames import ErrorCode
 
@@ -458,3 +458,36 @@ def test_a_session_id_never_starts_with_a_dash_so_the_cli_takes_it_as_an_argumen
     ids = [dispatcher_module._session_id() for _ in range(10_000)]
     assert not [sid for sid in ids if sid.startswith("-")]
     assert len(set(ids)) == len(ids) and {len(sid) for sid in ids} == {22}
+
+
+@pytest.mark.parametrize(("rights", "walked"), [({ANY_SERVER, VOUCH}, False), ({ANY_SERVER}, True)])
+def test_a_checked_message_is_taken_unwalked_only_from_an_adapter_with_the_vouch_right(
+    rights: set[str], walked: bool
+) -> None:
+    daemon = Daemon()
+    daemon.hub.connections[BACK, b"a1"] = Connection(1, rights=frozenset(rights))
+    daemon.register()
+    sid = daemon.open()["sid"]
+    daemon.handshake(sid)
+    daemon.dispatcher.on_front(b"c1", frames.encode("mcp", sid=sid, msg=jsonrpc.request(7, "tools/list")))
+    assert [f["msg"]["id"] for _, f in daemon.hub.take("back")] == [7]
+    binary = jsonrpc.result(7, {"blob": b"\x00not JSON"})  # msgpack carries it; JSON cannot
+    daemon.dispatcher.on_back(b"a1", frames.encode("mcp", sid=sid, msg=binary, checked=True))
+    [(_, frame)] = daemon.hub.take("front")
+    if walked:  # refused, and the request it answered is answered with an error, not left waiting
+        assert frame["msg"]["error"]["code"] == jsonrpc.INTERNAL_ERROR
+    else:  # the adapter vouched: its message went on as it was
+        assert frame["msg"]["result"] == {"blob": b"\x00not JSON"}
+
+
+def test_a_checked_message_still_has_its_json_rpc_structure_checked() -> None:
+    daemon = Daemon()
+    daemon.hub.connections[BACK, b"a1"] = Connection(1, rights=frozenset({ANY_SERVER, VOUCH}))
+    daemon.register()
+    sid = daemon.open()["sid"]
+    daemon.handshake(sid)
+    daemon.dispatcher.on_front(b"c1", frames.encode("mcp", sid=sid, msg=jsonrpc.request(8, "tools/list")))
+    daemon.hub.take()
+    daemon.dispatcher.on_back(b"a1", frames.encode("mcp", sid=sid, msg={"jsonrpc": "1.0", "id": 8}, checked=True))
+    [(_, frame)] = daemon.hub.take("front")
+    assert frame["msg"]["error"]["code"] == jsonrpc.INTERNAL_ERROR

@@ -10,7 +10,7 @@ import pykka
 import pytest
 from conftest import wait_for
 
-from mcp_troupe.actors.shells.loop_actor import BATCH, LoopActor
+from mcp_troupe.actors.shells.loop_actor import BATCH, LoopActor, tell_now
 from mcp_troupe.transport.hub.loop import Hub, HubOptions
 
 
@@ -153,3 +153,66 @@ def test_a_message_to_an_actor_that_stopped_meanwhile_is_answered_not_lost(hub: 
     future = hub.ask(stop_then_ask)
     with pytest.raises(pykka.ActorDeadError):
         future.get(timeout=5)
+
+
+class Teller(LoopActor):
+    """Records what it handles; told ``("nested", x)``, tells itself ``x`` at once from inside its handler."""
+
+    def __init__(self, loop: Hub, log: list[Any]) -> None:
+        super().__init__(loop)
+        self.log = log
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self.log.append(("failure", repr(exc_info[1])))
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "boom":
+            raise ValueError("boom")
+        if isinstance(message, tuple) and message[0] == "nested":
+            tell_now(self.actor_ref, message[1])
+            self.log.append(("after nested tell", message[1]))
+            return None
+        self.log.append(message)
+        return None
+
+
+def test_tell_now_handles_at_once_when_idle_and_queues_behind_what_waits(hub: Hub) -> None:
+    log: list[Any] = []
+    ref = Teller.start(hub, log)
+    ref.ask("started", timeout=5)
+
+    def on_loop() -> list[Any]:
+        tell_now(ref, "at once")
+        seen = list(log)  # handled inside tell_now: nothing queued before it
+        ref.tell("queued")
+        tell_now(ref, "behind the queued one")  # an earlier message waits: this one waits behind it
+        seen_after = list(log)
+        tell_now(ref, ("nested", "inner"))  # handling a message: the one it tells itself waits
+        return [seen, seen_after]
+
+    seen, seen_after = hub.ask(on_loop)
+    assert seen[-1] == "at once"
+    assert seen_after == seen
+    wait_for(lambda: len(log) >= 6, 5, "the queued messages handled")
+    assert log == ["started", "at once", "queued", "behind the queued one", ("after nested tell", "inner"), "inner"]
+    ref.stop(timeout=5)
+
+
+def test_tell_now_keeps_pykkas_failure_semantics_and_refuses_a_dead_actor(hub: Hub) -> None:
+    log: list[Any] = []
+    ref = Teller.start(hub, log)
+    ref.ask("started", timeout=5)
+    hub.ask(lambda: tell_now(ref, "boom"))
+    assert log[-1] == ("failure", "ValueError('boom')")
+    wait_for(lambda: not ref.is_alive(), 5, "the failed actor stopped")
+    with pytest.raises(pykka.ActorDeadError):
+        hub.ask(lambda: tell_now(ref, "too late"))
+
+
+def test_tell_now_from_another_thread_is_a_tell(hub: Hub) -> None:
+    log: list[Any] = []
+    ref = Teller.start(hub, log)
+    tell_now(ref, "from the test's thread")
+    assert ref.ask("thread?", timeout=5) is None
+    assert log == ["from the test's thread", "thread?"]
+    ref.stop(timeout=5)

@@ -84,6 +84,7 @@ class DealerLink:
         timeout_ms: int = 0,
         linger_ms: int = 1000,
         reconnect_ivl_ms: int | None = None,
+        reconnect_ivl_max_ms: int | None = None,
         credentials: Credentials | None = None,
     ) -> None:
         self.endpoint = endpoint
@@ -92,6 +93,8 @@ class DealerLink:
         configure(self.socket, heartbeat_ms=heartbeat_ms, timeout_ms=timeout_ms)
         if reconnect_ivl_ms is not None:
             self.socket.reconnect_ivl = reconnect_ivl_ms
+        if reconnect_ivl_max_ms is not None:
+            self.socket.reconnect_ivl_max = reconnect_ivl_max_ms
         self.secure = credentials is not None and endpoint.startswith("tcp://")
         """CurveZMQ is used: keys were given and the endpoint is tcp (ipc relies on the runtime directory)."""
         if self.secure:

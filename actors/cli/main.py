@@ -17,7 +17,7 @@ from mcp_troupe.actors.cli import keys as keys_cli
 from mcp_troupe.actors.cli import operator as operator_cli
 from mcp_troupe.actors.core.options import LIMIT_HELP, Limits
 from mcp_troupe.actors.daemon.config import LIMIT_KEYS, LOG_LEVELS, ConfigError, load
-from mcp_troupe.actors.daemon.service import Daemon, DaemonError
+from mcp_troupe.actors.daemon.launch import DaemonError, launch
 from mcp_troupe.actors.telemetry import logs
 from mcp_troupe.transport import discovery
 from mcp_troupe.transport.adapter.server_process import MAX_LINE_BYTES, MAX_LINE_CONTAINERS
@@ -358,7 +358,10 @@ def _serve(args: argparse.Namespace) -> int:
         return _fail(str(exc), EXIT_USAGE)
     logs.setup(config.log_level, config.log_format)
     try:
-        return Daemon(config, version=version()).run()
+        launched = launch(config)  # before the daemon's imports: its adapters start beside them
+        from mcp_troupe.actors.daemon.service import Daemon  # the daemon's own imports: serve only
+
+        return Daemon(config, version=version(), launched=launched).run()
     except (DaemonError, RuntimeDirError) as exc:
         return _fail(str(exc), EXIT_UNAVAILABLE)
 

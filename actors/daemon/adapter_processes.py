@@ -88,10 +88,11 @@ class AdapterProcesses:
         self,
         config: DaemonConfig,
         back: str,
-        on_exit: Callable[[str, str], None],
+        on_exit: Callable[[str, str], None] | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        """``on_exit(adapter_id, reason)`` is told when an adapter process ends (its sessions are gone);
+        """``on_exit(adapter_id, reason)`` is told when an adapter process ends (its sessions are gone; the
+        daemon sets it when the adapters started before it, `mcp_troupe.actors.daemon.launch`);
         ``env``: variables every adapter process gets besides the daemon's (its CurveZMQ keys).
 
         Each child gets an adapter id of the daemon's making (``--adapter-id``), so
@@ -106,7 +107,7 @@ class AdapterProcesses:
             for server in config.servers.values()
         ]
         self._back = back
-        self._on_exit = on_exit
+        self.on_exit = on_exit
         self._env = dict(env or {})
         self.lost: queue.SimpleQueue[str] = queue.SimpleQueue()
         """Ids of adapters the dispatcher found silent (put from the hub's thread)."""
@@ -127,7 +128,8 @@ class AdapterProcesses:
                 del group.processes[child_id]
                 reason = f"adapter for server {group.server.name!r} (pid {process.pid}) exited with code {code}"
                 log.error("%s", reason)
-                self._on_exit(adapter_id, reason)
+                if self.on_exit is not None:
+                    self.on_exit(adapter_id, reason)
                 self._run(group, group.core.child_exited(child_id, incarnation, True, reason, now))
             self._run(group, group.core.tick(now))
 

@@ -10,7 +10,6 @@ answered), stop the adapters (which stop their servers), then the hub.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import secrets
@@ -36,6 +35,7 @@ from mcp_troupe.actors.daemon.adapter_processes import AdapterProcesses
 from mcp_troupe.actors.daemon.config import DaemonConfig, example_unavailable
 from mcp_troupe.actors.daemon.dispatcher import Dispatcher, DispatcherOptions
 from mcp_troupe.actors.daemon.http_front import HttpFrontProcess
+from mcp_troupe.actors.daemon.launch import DaemonError, Launch, lock_sockets
 from mcp_troupe.actors.shells.evictor import Evictor
 from mcp_troupe.actors.shells.janitor import Janitor
 from mcp_troupe.actors.shells.store_writer import StoreWriter
@@ -59,7 +59,7 @@ from mcp_troupe.transport.keys import (
     load_server_keys,
     state_key_paths,
 )
-from mcp_troupe.transport.runtime import ensure_private_dir, ipc_path, state_dir
+from mcp_troupe.transport.runtime import ensure_private_dir, state_dir
 from mcp_troupe.transport.store.sqlite import STORE_FILE, SqliteStore
 
 log = logging.getLogger("troupe.daemon")
@@ -75,12 +75,10 @@ HTTP_SECRET_FILE = "http_front.secret"
 LOST_REASON = "its server process ended with the previous daemon (orphan_grace is 0)"
 
 
-class DaemonError(RuntimeError):
-    """The daemon cannot start; the message says why and what to do."""
-
-
 class Daemon:
-    def __init__(self, config: DaemonConfig, version: str = "") -> None:
+    def __init__(self, config: DaemonConfig, version: str = "", launched: Launch | None = None) -> None:
+        """``launched``: the socket locks taken and the adapters started before the daemon's imports
+        (`mcp_troupe.actors.daemon.launch`); without it, `start` does both."""
         self.config = config
         self.server_keys, curve = _curve(config)
         self.keys = self._read_keys() if self.server_keys is not None else KeyRing()
@@ -122,9 +120,9 @@ class Daemon:
         self._reload_requested = False
         self.supervisor: pykka.ActorRef[Supervisor] | None = None
         self.exit_code = 0
-        self.adapters: AdapterProcesses | None = None
+        self.adapters: AdapterProcesses | None = launched.adapters if launched is not None else None
         self.http: HttpFrontProcess | None = None
-        self._locks: list[IO[str]] = []
+        self._locks: list[IO[str]] = launched.locks if launched is not None else []
         self._stop_requested: list[int] = []
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -217,9 +215,11 @@ class Daemon:
         for server in self.config.servers.values():
             if (why := example_unavailable(server)) is not None:
                 log.warning("server %r: %s; its sessions fail until then", server.name, why)
-        self.adapters = AdapterProcesses(self.config, self.back_endpoint, self._adapter_exited, self.adapter_env())
+        if self.adapters is None:
+            self.adapters = AdapterProcesses(self.config, self.back_endpoint, env=self.adapter_env())
+            self.adapters.start()
+        self.adapters.on_exit = self._adapter_exited
         self.dispatcher.on_adapter_lost = self._adapter_silent
-        self.adapters.start()
         self._await_adapters()
         self.front_endpoint = self.hub.bind(FRONT, self.config.front)
         if (
@@ -328,12 +328,8 @@ class Daemon:
         self.request_stop(signal.SIGTERM, exit_code=EXIT_ESCALATED, reason="escalation")
 
     def _prepare_ipc(self) -> None:
-        for endpoint in (self.config.front, self.config.back, self.config.events):
-            path = ipc_path(endpoint)
-            if path is None:
-                continue
-            ensure_private_dir(path.parent)
-            self._locks.append(_lock_socket(path))
+        if not self._locks:
+            self._locks = lock_sockets(self.config)
 
     def _adapter_silent(self, adapter_id: str | None, _reason: str) -> None:
         """On the hub's thread: hand the id to the main thread, which kills and restarts that child."""
@@ -465,23 +461,3 @@ def _drain(fd: int) -> None:
             pass
     except BlockingIOError:
         pass
-
-
-def _lock_socket(path: Path) -> IO[str]:
-    """Hold ``<socket>.lock`` so a second daemon cannot steal a live socket path."""
-    lock = open(f"{path}.lock", "a+")  # noqa: SIM115 - held for the daemon's life
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read().strip() or "unknown"
-        lock.close()
-        raise DaemonError(
-            f"another troupe daemon (pid {holder}) is serving {path}; stop it, or give this one "
-            "another runtime directory (TROUPE_RUNTIME_DIR) or endpoints"
-        ) from None
-    lock.seek(0)
-    lock.truncate()
-    lock.write(str(os.getpid()))
-    lock.flush()
-    return lock

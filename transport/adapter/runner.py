@@ -31,7 +31,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 import zmq
 
@@ -45,15 +45,17 @@ from mcp_troupe.transport.adapter.server_process import (
 from mcp_troupe.transport.dealer import DealerLink
 from mcp_troupe.transport.keys import Credentials
 from mcp_troupe.transport.mailbox import Mailbox
-from mcp_troupe.transport.upstream.loop import Upstream
-from mcp_troupe.transport.upstream.session import FaultEvent, UpstreamSession
 from mcp_troupe.transport.wire import frames
 from mcp_troupe.transport.wire.kinds import ErrorFrame, decode_for_adapter
 
 log = logging.getLogger("troupe.adapter")
 
+if TYPE_CHECKING:  # the remote path (httpx: a tenth of a second to import) is loaded only by an adapter serving a url
+    from mcp_troupe.transport.upstream.loop import Upstream
+    from mcp_troupe.transport.upstream.session import FaultEvent, UpstreamSession
+
 StopEvent = tuple[Literal["stop"], str]
-_Item = ProcessEvent | StopEvent | FaultEvent
+_Item: TypeAlias = "ProcessEvent | StopEvent | FaultEvent"
 
 _HOUSEKEEPING_MS: Final = 500
 EXIT_REFUSED: Final = 3
@@ -156,7 +158,9 @@ class Adapter:
                 self.endpoint,
                 heartbeat_ms=hb,
                 timeout_ms=3 * hb,
-                reconnect_ivl_ms=100,
+                # started before the daemon binds (`mcp_troupe.actors.daemon.launch`): retry soon, then every 0.1 s
+                reconnect_ivl_ms=10,
+                reconnect_ivl_max_ms=100,
                 credentials=self.credentials,
             )
             link.connect()
